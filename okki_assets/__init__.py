@@ -1,0 +1,5 @@
+"""okki-assets: OKKI CRM companies synced window by window into DuckDB and on to a target platform."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,113 @@
+"""The project's error tree: one root, a branch per remote system, a leaf per kind of failure.
+
+Messages name the endpoint, the parameters and the code. They never carry a secret: the
+client secret, access tokens and target tokens are kept out of every message by construction
+(callers pass only non-secret parameters in)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class OkkiAssetsError(Exception):
+    """Root of every error raised on purpose by okki_assets."""
+
+
+class ConfigError(OkkiAssetsError):
+    """Bad configuration: a missing variable, a malformed URL, an unreadable mapping file."""
+
+
+class OkkiError(OkkiAssetsError):
+    """Anything that went wrong talking to the OKKI Open API."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str = "",
+        params: Mapping[str, object] | None = None,
+        code: object = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.params = dict(params or {})
+        self.code = code
+        parts = [message]
+        if endpoint:
+            parts.append(f"endpoint={endpoint}")
+        if self.params:
+            parts.append("params=" + ", ".join(f"{k}={v}" for k, v in sorted(self.params.items())))
+        if code is not None:
+            parts.append(f"code={code}")
+        super().__init__(" | ".join(parts))
+
+
+class OkkiAuthError(OkkiError):
+    """Credentials refused (invalid_client, unsupported grant, missing scope): not retried."""
+
+
+class OkkiPermanentError(OkkiError):
+    """A non-success answer that retrying will not fix."""
+
+
+class OkkiTransientError(OkkiError):
+    """A transient signal (throttle, 5xx, reset, timeout, bad JSON); retried until the budget ends."""
+
+    def __init__(self, message: str, *, cause: str, retry_after: float | None = None, **kw: object):
+        self.cause = cause
+        self.retry_after = retry_after
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class OkkiRetriesExhausted(OkkiError):
+    """Transient failures went on past the attempt cap or the time budget."""
+
+
+class PaginationError(OkkiError):
+    """The list endpoint misbehaved while paging: a repeated page, or the hard page cap reached."""
+
+
+class IncompleteWindowError(OkkiError):
+    """A window's list did not converge: some company may be missing (the 漏单 guard)."""
+
+
+class TargetError(OkkiAssetsError):
+    """Anything that went wrong talking to the target platform."""
+
+    def __init__(self, message: str, *, status: int | None = None, endpoint: str = "") -> None:
+        self.status = status
+        self.endpoint = endpoint
+        parts = [message]
+        if endpoint:
+            parts.append(f"endpoint={endpoint}")
+        if status is not None:
+            parts.append(f"status={status}")
+        super().__init__(" | ".join(parts))
+
+
+class TargetAuthError(TargetError):
+    """HTTP 401 from the target: the token is wrong or missing."""
+
+
+class TargetPermanentError(TargetError):
+    """400, 409 or another answer that resending will not fix."""
+
+
+class TargetTransientError(TargetError):
+    """429, 5xx, timeout or reset: resent with the same Idempotency-Key."""
+
+    def __init__(self, message: str, *, cause: str, retry_after: float | None = None, **kw: object):
+        self.cause = cause
+        self.retry_after = retry_after
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class TargetBatchTooLarge(TargetError):
+    """413, or 400 for a batch over max_batch: the caller splits the batch."""
+
+
+class StorageError(OkkiAssetsError):
+    """The DuckDB file could not be opened or written (locked, read-only, corrupt)."""
+
+
+class MappingConfigError(ConfigError):
+    """The mapping file is unreadable or names an unknown key."""
