@@ -107,7 +107,9 @@ def asgi_app(handler: Handler) -> Callable[..., Any]:
             # drop in the middle of the reply, as with a reset by a proxy.
             promised = max(len(response.body), 64)
             headers.append((b"content-length", str(promised).encode()))
-            await send({"type": "http.response.start", "status": response.status, "headers": headers})
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": headers}
+            )
             await send({"type": "http.response.body", "body": response.body[:8], "more_body": True})
             return
         headers.append((b"content-length", str(len(response.body)).encode()))
@@ -170,7 +172,9 @@ class ServerThread:
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True,
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            daemon=True,
             name=f"sim-{self.port}",
         )
 

@@ -1,0 +1,127 @@
+"""The OKKI simulator over real HTTP (ServerThread on 127.0.0.1).
+
+Covers what only a real server shows: the token/list/info round trip through uvicorn, latency
+actually delaying answers, the quota enforced per access token at the configured rate (measured),
+a connection reset seen by httpx as a transport error, and a latency spike past the client's
+timeout seen as a read timeout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from okki_assets.simulator.data import generate_companies
+from okki_assets.simulator.http import ServerThread
+from okki_assets.simulator.okki import (
+    INFO_PATH,
+    LIST_PATH,
+    TOKEN_PATH,
+    OkkiSimConfig,
+    OkkiSimulator,
+)
+
+COMPANIES = generate_companies(600, dt.date(2024, 3, 1), dt.date(2024, 3, 5), seed=5)
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    opened: list[tuple[ServerThread, httpx.Client]] = []
+
+    def start(**config: Any) -> tuple[OkkiSimulator, httpx.Client]:
+        sim = OkkiSimulator(COMPANIES, OkkiSimConfig(**config))
+        server = ServerThread(sim).start()
+        client = httpx.Client(base_url=server.url, timeout=5.0)
+        opened.append((server, client))
+        return sim, client
+
+    yield start
+    for server, client in opened:
+        client.close()
+        server.stop()
+
+
+def get_token(client: httpx.Client) -> str:
+    reply = client.post(
+        TOKEN_PATH,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "demo-client",
+            "client_secret": "demo-secret",
+            "scope": "company",
+        },
+    )
+    assert reply.status_code == 200
+    return str(reply.json()["access_token"])
+
+
+def test_token_list_and_info_over_http(serve) -> None:
+    sim, client = serve()
+    token = get_token(client)
+    window = {"start_time": "2024-03-02 00:00:00", "end_time": "2024-03-02 23:59:59"}
+    ids: list[Any] = []
+    for page in range(1, 100):
+        data = client.get(
+            LIST_PATH,
+            params={"start_index": page, "count": 25, **window},
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()["data"]
+        ids += [row["company_id"] for row in data["list"]]
+        if page * 25 >= data["totalItem"]:
+            break
+    truth = sim.companies_in_window(dt.datetime(2024, 3, 2), dt.datetime(2024, 3, 3))
+    assert ids == [r["company_id"] for r in truth]
+    info = client.get(
+        INFO_PATH, params={"company_id": ids[3]}, headers={"Authorization": token}
+    ).json()
+    assert info["code"] == 200
+    assert info["data"] == truth[3]  # UTF-8 names, nested contacts survive the wire
+
+
+def test_latency_is_applied(serve) -> None:
+    _, client = serve(latency=0.15)
+    began = time.perf_counter()
+    token = get_token(client)
+    reply = client.get(LIST_PATH, headers={"Authorization": token})
+    elapsed = time.perf_counter() - began
+    assert reply.json()["code"] == 200
+    assert 0.3 <= elapsed < 2.0
+
+
+def test_quota_is_enforced_per_token_at_the_configured_rate(serve) -> None:
+    sim, client = serve(quota_rps=20.0, quota_burst=2.0, throttle_shapes=("http429",))
+    tokens = [get_token(client), get_token(client)]
+    admitted = {token: 0 for token in tokens}
+    began = time.monotonic()
+    while time.monotonic() - began < 1.0:
+        for token in tokens:  # both tokens hammer the server in turn
+            if client.get(LIST_PATH, headers={"Authorization": token}).status_code == 200:
+                admitted[token] += 1
+    elapsed = time.monotonic() - began
+    sent = len(sim.stats.request_times)
+    assert sent > 100, "the client must have asked far faster than the quota"
+    for token in tokens:  # each token has its own bucket: burst + rate x time
+        assert abs(admitted[token] - (2 + 20 * elapsed)) <= 3
+    assert sim.stats.throttled["http429"] == sent - sum(admitted.values())
+
+
+def test_reset_fault_is_a_transport_error(serve) -> None:
+    sim, client = serve(fault_rate=1.0, fault_kinds=("reset",))
+    token = get_token(client)  # the token endpoint is never faulted
+    with pytest.raises(httpx.TransportError):
+        client.get(LIST_PATH, headers={"Authorization": token})
+    assert sim.stats.faults == {"reset": 1}
+    sim.config.fault_rate = 0.0
+    assert client.get(LIST_PATH, headers={"Authorization": token}).json()["code"] == 200
+
+
+def test_latency_spike_past_the_timeout_is_a_read_timeout(serve) -> None:
+    _, client = serve(latency_spike_rate=1.0, latency_spike=0.6)
+    token = get_token(client)
+    with pytest.raises(httpx.ReadTimeout):
+        client.get(LIST_PATH, headers={"Authorization": token}, timeout=0.2)
