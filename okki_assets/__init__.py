@@ -1,4 +1,4 @@
-"""okki-assets: OKKI CRM companies synced window by window into DuckDB and on to a target platform."""
+"""okki-assets: OKKI CRM companies synced window by window into DuckDB and a target platform."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ class OkkiPermanentError(OkkiError):
 
 
 class OkkiTransientError(OkkiError):
-    """A transient signal (throttle, 5xx, reset, timeout, bad JSON); retried until the budget ends."""
+    """A transient signal (throttle, 5xx, reset, timeout, bad JSON), retried within a budget."""
 
     def __init__(self, message: str, *, cause: str, retry_after: float | None = None, **kw: object):
         self.cause = cause
@@ -99,6 +99,11 @@ class TargetTransientError(TargetError):
         self.cause = cause
         self.retry_after = retry_after
         super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class TargetRetriesExhausted(TargetError):
+    """Transient failures went on past the attempt cap or the time budget (the batch may or may
+    not have been applied; resending it later with the same Idempotency-Key is safe)."""
 
 
 class TargetBatchTooLarge(TargetError):

@@ -1,0 +1,304 @@
+"""The target platform's client: batch upserts made safe to resend.
+
+Behaviour covered (see shared/specs/target-api.md):
+
+- A batch body is serialised once, canonically, and its ``Idempotency-Key`` is derived from those
+  bytes. Every transient failure (429 with Retry-After as a floor, 5xx, timeout, reset, a non-JSON
+  reply) resends the *same bytes with the same key*, so a batch whose reply was lost is never
+  applied twice.
+- 413, a 400 saying the batch is too large, or more than ``max_batch`` records split the batch in
+  halves, recursively; results are concatenated in record order.
+- 401 stops with a clear error (never the token), 409 means the client reused a key with another
+  body (a bug), any other 400 is permanent.
+- The reply must carry one result per record, in request order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from okki_assets.clients.pacing import (
+    CallStats,
+    RateLimiter,
+    RetrySettings,
+    Timeouts,
+    call_with_retries,
+    parse_retry_after,
+)
+from okki_assets.errors import (
+    TargetAuthError,
+    TargetBatchTooLarge,
+    TargetPermanentError,
+    TargetRetriesExhausted,
+    TargetTransientError,
+)
+
+__all__ = ["RecordResult", "TargetClient", "canonical_body"]
+
+log = logging.getLogger(__name__)
+
+BATCH_PATH = "/v1/companies/batch"
+RECORD_PATH = "/v1/companies/{id}"
+#: Words in a 400 message that mean "split me" rather than "I am malformed".
+TOO_LARGE_HINTS = ("too large", "too many", "max_batch", "exceeds")
+TARGET_CAUSES = ("http429", "http5xx", "body429", "body5xx", "timeout", "transport", "invalid_json")
+_MAX_SERVER_TEXT = 200
+
+
+@dataclass
+class RecordResult:
+    """The target's verdict on one record: created, updated, unchanged, deleted or rejected."""
+
+    id: str
+    status: str
+    error: str | None = None
+
+
+def canonical_body(records: list[dict[str, Any]]) -> bytes:
+    """The batch body as canonical UTF-8 JSON: the same records always give the same bytes."""
+    return json.dumps(
+        {"records": records}, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    ).encode("utf-8")
+
+
+class TargetClient:
+    """Writes batches to, and reads records back from, the target platform. Thread-safe."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        max_batch: int = 500,
+        rate_limit: float | None = None,
+        timeouts: Timeouts = Timeouts(),  # noqa: B008 - frozen dataclass, safe as a default
+        retry: RetrySettings = RetrySettings(),  # noqa: B008 - frozen dataclass
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.base_url = base_url
+        self.max_batch = max_batch
+        self.stats = CallStats(endpoints=("batch", "get"), causes=TARGET_CAUSES)
+        self._token = token
+        self._retry = retry
+        self._sleep = sleep
+        self._clock = clock
+        self._limiter = RateLimiter(rate_limit, clock=clock, sleep=sleep)
+        self._http = httpx.Client(
+            base_url=base_url,
+            timeout=timeouts.to_httpx(),
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": "okki-assets"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> TargetClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @staticmethod
+    def idempotency_key(body: bytes) -> str:
+        """``okki-`` + SHA-256 of the exact body bytes (69 characters)."""
+        return "okki-" + hashlib.sha256(body).hexdigest()
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def write_batch(self, records: list[dict[str, Any]]) -> list[RecordResult]:
+        """Upsert ``records``; one result per record, in order. Splits oversized batches."""
+        records = list(records)
+        if not records:
+            return []
+        if len(records) > self.max_batch:
+            return self._split(records, f"{len(records)} records > max_batch={self.max_batch}")
+        body = canonical_body(records)
+        key = self.idempotency_key(body)
+        try:
+            reply = self._request(
+                "batch",
+                "POST",
+                BATCH_PATH,
+                content=body,
+                headers={"Content-Type": "application/json", "Idempotency-Key": key},
+            )
+        except TargetBatchTooLarge as exc:
+            if len(records) == 1:
+                raise TargetPermanentError(
+                    "the target refuses even a single record as too large "
+                    f"(id={records[0].get('id')!r})",
+                    status=exc.status,
+                    endpoint=BATCH_PATH,
+                ) from exc
+            return self._split(records, f"the target said too large (HTTP {exc.status})")
+        results = self._results(records, reply)
+        log.debug("batch of %d records written (key %s)", len(records), key)
+        return results
+
+    def _split(self, records: list[dict[str, Any]], why: str) -> list[RecordResult]:
+        half = len(records) // 2
+        log.info("splitting a batch of %d records in halves: %s", len(records), why)
+        return self.write_batch(records[:half]) + self.write_batch(records[half:])
+
+    @staticmethod
+    def _results(records: list[dict[str, Any]], reply: Any) -> list[RecordResult]:
+        results = reply.get("results") if isinstance(reply, dict) else None
+        if not isinstance(results, list) or len(results) != len(records):
+            got = len(results) if isinstance(results, list) else "no"
+            raise TargetPermanentError(
+                f"the target answered {got} results for {len(records)} records",
+                endpoint=BATCH_PATH,
+            )
+        out: list[RecordResult] = []
+        for i, (record, result) in enumerate(zip(records, results, strict=True)):
+            if not isinstance(result, dict) or str(result.get("id")) != str(record.get("id")):
+                raise TargetPermanentError(
+                    f"result {i} does not answer record id={record.get('id')!r} "
+                    "(results must follow the request order)",
+                    endpoint=BATCH_PATH,
+                )
+            error = result.get("error")
+            out.append(
+                RecordResult(
+                    id=str(result["id"]),
+                    status=str(result.get("status")),
+                    error=None if error in (None, "") else str(error),
+                )
+            )
+        return out
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        """The stored record, or None when the target answers 404."""
+        reply = self._request("get", "GET", RECORD_PATH.format(id=quote(record_id, safe="")))
+        if reply is not None and not isinstance(reply, dict):
+            raise TargetPermanentError(
+                "the record reply is not a JSON object", endpoint=RECORD_PATH, status=200
+            )
+        return reply
+
+    # -- one request with retries ----------------------------------------------------------------
+
+    def _request(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Send (and resend, unchanged) one request; the parsed JSON reply, None for a 404 on
+        a GET."""
+        all_headers = {"Authorization": f"Bearer {self._token}", **(headers or {})}
+
+        def attempt() -> Any:
+            self.stats.add_throttled(self._limiter.acquire())
+            self.stats.count_request(endpoint)
+            try:
+                resp = self._http.request(method, path, content=content, headers=all_headers)
+            except httpx.TimeoutException as exc:
+                raise TargetTransientError(
+                    f"request timed out ({type(exc).__name__})", cause="timeout", endpoint=path
+                ) from exc
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                raise TargetTransientError(
+                    f"transport error ({type(exc).__name__})", cause="transport", endpoint=path
+                ) from exc
+            return self._interpret(method, path, resp)
+
+        def exhausted(last: BaseException, attempts: int, elapsed: float) -> BaseException:
+            cause = getattr(last, "cause", type(last).__name__)
+            return TargetRetriesExhausted(
+                f"gave up after {attempts} attempts in {elapsed:.1f}s; last cause: {cause}",
+                status=getattr(last, "status", None),
+                endpoint=path,
+            )
+
+        return call_with_retries(
+            attempt,
+            self._retry,
+            transient=TargetTransientError,
+            stats=self.stats,
+            exhausted=exhausted,
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+
+    def _server_text(self, body: Any) -> str:
+        text = str(body.get("message") or "") if isinstance(body, dict) else ""
+        return text.replace(self._token, "***")[:_MAX_SERVER_TEXT] if self._token else text
+
+    def _interpret(self, method: str, path: str, resp: httpx.Response) -> Any:
+        status = resp.status_code
+        try:
+            body: Any = resp.json()
+        except (ValueError, UnicodeDecodeError):
+            body = None
+            parsed = False
+        else:
+            parsed = True
+        said = self._server_text(body)
+        where: dict[str, Any] = {"status": status, "endpoint": path}
+        if status == 401:
+            raise TargetAuthError(
+                "the target refused the token (HTTP 401): check the configured target token",
+                **where,
+            )
+        if status == 409:
+            raise TargetPermanentError(
+                "the target refused a reused Idempotency-Key with another body: "
+                f"a bug in the client ({said})",
+                **where,
+            )
+        if status == 413 or (status == 400 and any(h in said.lower() for h in TOO_LARGE_HINTS)):
+            raise TargetBatchTooLarge(f"batch too large ({said})", **where)
+        if status == 404 and method == "GET":
+            return None
+        if status == 429 or status >= 500:
+            raise TargetTransientError(
+                f"HTTP {status}",
+                cause="http429" if status == 429 else "http5xx",
+                retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                **where,
+            )
+        if not 200 <= status < 300:
+            raise TargetPermanentError(f"HTTP {status}" + (f": {said}" if said else ""), **where)
+        if not parsed:
+            raise TargetTransientError("the reply is not JSON", cause="invalid_json", **where)
+        if method == "GET":  # a stored record is returned as is (it may have its own "code")
+            return body
+        code = body.get("code") if isinstance(body, dict) else None
+        if code in (None, 0, 200, "0", "200"):
+            return body
+        if code in (429, "429"):
+            raise TargetTransientError(
+                f"body code {code}",
+                cause="body429",
+                retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                **where,
+            )
+        if str(code).isdigit() and 500 <= int(str(code)) < 600:
+            raise TargetTransientError(f"body code {code}", cause="body5xx", **where)
+        raise TargetPermanentError(f"body code {code!r}" + (f": {said}" if said else ""), **where)
