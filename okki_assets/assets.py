@@ -1,0 +1,313 @@
+"""raw_companies -> cleaned_companies -> loaded_companies, one sync window per partition.
+
+The assets orchestrate only: they loop over the run's partitions (one, or a range in a
+single-run backfill), call the stage functions in stages.py, and report per-partition metadata
+and per-partition check results. Their data lives in DuckDB tables written by storage.py, so
+they return no value to an IO manager.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dagster as dg
+
+from okki_assets import checks, stages
+from okki_assets.checks import CheckOutcome
+from okki_assets.errors import OkkiAssetsError
+from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
+
+GROUP = "okki"
+API_POOL = "okki_api"
+TARGET_POOL = "okki_target"
+DEFAULT_QUARANTINE_THRESHOLD = 0.05
+WARN = dg.AssetCheckSeverity.WARN
+
+
+def build_assets(
+    partitions_def: dg.PartitionsDefinition,
+    *,
+    quarantine_threshold: float = DEFAULT_QUARANTINE_THRESHOLD,
+) -> list[dg.AssetsDefinition]:
+    """The three assets over ``partitions_def`` (built here so definitions.py sets the start)."""
+
+    with checks.partitioned_checks_allowed():
+        policy = dg.BackfillPolicy.single_run()
+
+        @dg.asset(
+            group_name=GROUP,
+            partitions_def=partitions_def,
+            backfill_policy=policy,
+            pool=API_POOL,
+            kinds={"duckdb"},
+            check_specs=checks.specs(
+                "raw_companies",
+                partitions_def,
+                (
+                    checks.RAW_COMPLETE,
+                    False,
+                    "Every company OKKI lists for the window is stored once, or reported deleted"
+                    " or moved while syncing (the 漏单 guard converged).",
+                ),
+            ),
+        )
+        def raw_companies(
+            context: dg.AssetExecutionContext, okki: OkkiResource, warehouse: WarehouseResource
+        ) -> Iterator[Any]:
+            """The window's companies as OKKI sent them: list record + info payload per company.
+
+            Re-running is safe: the pull is staged and replaces exactly its partition in one
+            transaction at the end; a failed pull leaves the previous copy untouched.
+            """
+            outcomes: list[CheckOutcome] = []
+            with _failure_on_error(), okki.open() as client:
+                for key in context.partition_keys:
+                    s = stages.pull_partition(
+                        client,
+                        warehouse.get_connection,
+                        key,
+                        context.run.run_id,
+                        refresh_info=okki.refresh_info,
+                    )
+                    context.log.info(
+                        f"{key}: {s.stored} companies stored ({s.info_requested} info calls,"
+                        f" {s.info_reused} reused, {len(s.deleted_while_syncing)} deleted while"
+                        f" syncing) in {s.seconds:.1f}s"
+                    )
+                    metadata = s.metadata()
+                    if s.deleted_while_syncing:
+                        metadata["deleted_while_syncing_ids"] = ", ".join(
+                            s.deleted_while_syncing[:50]
+                        )
+                    context.add_asset_metadata(metadata, partition_key=key)
+                    outcomes.append(
+                        CheckOutcome(
+                            key,
+                            checks.RAW_COMPLETE,
+                            s.accounted,
+                            description=f"{s.distinct} listed, {s.stored} stored",
+                            metadata={
+                                "total_item": s.total_item,
+                                "distinct_companies": s.distinct,
+                                "stored": s.stored,
+                                "deleted_while_syncing": len(s.deleted_while_syncing),
+                                "moved_out_while_syncing": len(s.moved_out_while_syncing),
+                                "list_passes": s.passes,
+                            },
+                        )
+                    )
+            yield dg.MaterializeResult()
+            yield from checks.emit(context, "raw_companies", outcomes)
+
+        @dg.asset(
+            group_name=GROUP,
+            partitions_def=partitions_def,
+            backfill_policy=policy,
+            deps=[raw_companies],
+            kinds={"pandas", "duckdb"},
+            check_specs=checks.specs(
+                "cleaned_companies",
+                partitions_def,
+                (
+                    checks.SCHEMA_VALID,
+                    True,
+                    "The stored cleaned rows validate against the CleanedCompany model.",
+                ),
+                (checks.COMPANY_ID_UNIQUE, True, "company_id is unique within the partition."),
+                (
+                    checks.QUARANTINE_RATIO,
+                    False,
+                    f"At most {quarantine_threshold:.0%} of the window's rows are quarantined.",
+                ),
+            ),
+        )
+        def cleaned_companies(
+            context: dg.AssetExecutionContext, warehouse: WarehouseResource
+        ) -> Iterator[Any]:
+            """Typed, normalised companies; invalid rows go to quarantined_companies with reasons.
+
+            Re-running is safe: cleaned and quarantined rows of the partition are replaced in one
+            transaction.
+            """
+            outcomes: list[CheckOutcome] = []
+            with _failure_on_error():
+                for key in context.partition_keys:
+                    s = stages.clean_partition(warehouse.get_connection, key, context.run.run_id)
+                    context.log.info(
+                        f"{key}: {s.cleaned} cleaned, {s.quarantined} quarantined of {s.raw}"
+                    )
+                    context.add_asset_metadata(_clean_metadata(s), partition_key=key)
+                    outcomes += _clean_outcomes(s, quarantine_threshold)
+            yield dg.MaterializeResult()
+            yield from checks.emit(context, "cleaned_companies", outcomes)
+
+        @dg.asset(
+            group_name=GROUP,
+            partitions_def=partitions_def,
+            backfill_policy=policy,
+            deps=[cleaned_companies],
+            pool=TARGET_POOL,
+            kinds={"duckdb"},
+            check_specs=checks.specs(
+                "loaded_companies",
+                partitions_def,
+                (
+                    checks.LOAD_RECONCILED,
+                    True,
+                    "Every cleaned row is loaded, unchanged, landed or superseded; none failed.",
+                ),
+            ),
+        )
+        def loaded_companies(
+            context: dg.AssetExecutionContext, target: TargetResource, warehouse: WarehouseResource
+        ) -> Iterator[Any]:
+            """Cleaned companies written to the target in batches, skipping unchanged and stale.
+
+            Re-running is safe: the load ledger skips what the target already has, never sends
+            an older version over a newer one, and each batch carries a content-derived
+            Idempotency-Key, so a resend is not applied twice.
+            """
+            outcomes: list[CheckOutcome] = []
+            with _failure_on_error():
+                mapping = target.mapping()
+                client = target.open()
+                try:
+                    for key in context.partition_keys:
+                        s = stages.load_partition(
+                            client,
+                            warehouse.get_connection,
+                            key,
+                            context.run.run_id,
+                            mapping,
+                            batch_size=target.batch_size,
+                        )
+                        _log_load(context, s)
+                        context.add_asset_metadata(_load_metadata(s), partition_key=key)
+                        outcomes.append(_load_outcome(s))
+                finally:
+                    if client is not None:
+                        client.close()
+            yield dg.MaterializeResult()
+            yield from checks.emit(context, "loaded_companies", outcomes)
+
+    return [raw_companies, cleaned_companies, loaded_companies]
+
+
+class _failure_on_error:
+    """Turn the project's own errors into one clear ``dg.Failure`` (no wall of traceback)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any):
+        if isinstance(exc, OkkiAssetsError):
+            raise dg.Failure(
+                description=f"{type(exc).__name__}: {exc}", allow_retries=False
+            ) from exc
+        return False
+
+
+def _clean_metadata(s: stages.CleanSummary) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "dagster/row_count": s.cleaned,
+        "raw_rows": s.raw,
+        "cleaned": s.cleaned,
+        "quarantined": s.quarantined,
+        "quarantine_ratio": round(s.quarantine_ratio, 4),
+        "quarantine_reasons": checks.counts_markdown(s.reasons),
+        "field_issues": checks.counts_markdown(s.field_issues),
+        "duration_seconds": round(s.seconds, 2),
+    }
+    metadata.update({f"flag_{k}": int(v) for k, v in s.field_issues.items()})
+    if not s.preview.empty:
+        metadata["preview"] = checks.table_metadata(s.preview, limit=5)
+    return metadata
+
+
+def _clean_outcomes(s: stages.CleanSummary, threshold: float) -> Sequence[CheckOutcome]:
+    failures = s.stored_failures
+    schema_meta: dict[str, Any] = {
+        "num_failures": len(failures),
+        "quarantined_by_schema": s.failure_case_count,
+    }
+    shown = failures if not failures.empty else s.failure_cases
+    if not shown.empty:
+        schema_meta["failure_cases"] = checks.table_metadata(shown)
+    return [
+        CheckOutcome(
+            s.partition_key,
+            checks.SCHEMA_VALID,
+            failures.empty,
+            description=f"{len(failures)} failure cases in the stored rows",
+            metadata=schema_meta,
+        ),
+        CheckOutcome(
+            s.partition_key,
+            checks.COMPANY_ID_UNIQUE,
+            not s.duplicate_ids,
+            metadata={
+                "duplicates": len(s.duplicate_ids),
+                "duplicate_ids": ", ".join(map(str, s.duplicate_ids[:50])),
+            },
+        ),
+        CheckOutcome(
+            s.partition_key,
+            checks.QUARANTINE_RATIO,
+            s.quarantine_ratio <= threshold,
+            severity=WARN,
+            description=f"{s.quarantined} of {s.raw} rows quarantined",
+            metadata={
+                "quarantined": s.quarantined,
+                "ratio": round(s.quarantine_ratio, 4),
+                "threshold": threshold,
+                "reasons": checks.counts_markdown(s.reasons),
+            },
+        ),
+    ]
+
+
+def _log_load(context: dg.AssetExecutionContext, s: stages.LoadSummary) -> None:
+    if s.land_only:
+        context.log.info(
+            f"{s.partition_key}: land-only mode (no TARGET_URL): {s.landed} records landed,"
+            " nothing sent"
+        )
+    else:
+        context.log.info(
+            f"{s.partition_key}: {s.sent} sent in {s.batches} batches {dict(s.statuses)},"
+            f" {s.skipped_unchanged} unchanged skipped, {s.skipped_stale} stale skipped"
+        )
+    for error in s.errors[:5]:
+        context.log.warning(f"{s.partition_key}: batch failed: {error}")
+
+
+def _load_metadata(s: stages.LoadSummary) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "mode": "land-only: nothing sent (TARGET_URL unset)" if s.land_only else "target",
+        "sent": s.sent,
+        "batches": s.batches,
+        "skipped_unchanged": s.skipped_unchanged,
+        "skipped_stale": s.skipped_stale,
+        "landed": s.landed,
+        "tombstones": s.tombstones,
+        "failed": s.failed,
+        "duration_seconds": round(s.seconds, 2),
+        **{f"status_{k}": int(v) for k, v in sorted(s.statuses.items())},
+        **s.client_stats,
+    }
+    return metadata
+
+
+def _load_outcome(s: stages.LoadSummary) -> CheckOutcome:
+    bad = s.unreconciled
+    metadata: dict[str, Any] = {"unreconciled": len(bad), "failed": s.failed}
+    if not bad.empty:
+        metadata["unreconciled_rows"] = checks.table_metadata(bad)
+    return CheckOutcome(
+        s.partition_key,
+        checks.LOAD_RECONCILED,
+        bad.empty,
+        description=f"{len(bad)} cleaned rows not loaded",
+        metadata=metadata,
+    )

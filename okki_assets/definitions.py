@@ -1,0 +1,97 @@
+"""The one wiring point: reads the environment and builds the code location's Definitions.
+
+Environment (see README and .env.example):
+  OKKI_BASE_URL        OKKI API root (default: the real host)
+  OKKI_CLIENT_ID       OAuth client id                       (required at run start)
+  OKKI_CLIENT_SECRET   OAuth client secret                   (required at run start)
+  OKKI_RATE_LIMIT      requests per second to OKKI (default 10)
+  OKKI_CONCURRENCY     info calls in flight (default 8)
+  OKKI_REFRESH_INFO    1 = call info for every company on every sync (default 0)
+  TARGET_URL           target API root; unset = land-only mode (nothing sent)
+  TARGET_TOKEN         target bearer token                   (required when TARGET_URL is set)
+  TARGET_BATCH_SIZE    records per batch (default 500)
+  OKKI_MAPPING_FILE    YAML/JSON mapping file (default: built-in mapping)
+  OKKI_ASSETS_DUCKDB   the DuckDB file (default data/okki_assets.duckdb)
+  OKKI_SYNC_START      first partition, YYYY-MM-DD (default 2026-01-01)
+  OKKI_QUARANTINE_THRESHOLD  WARN above this quarantined share (default 0.05)
+  OKKI_ALERT_WEBHOOK   robot webhook for run-failure messages; unset = no alerts
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from okki_assets.assets import DEFAULT_QUARANTINE_THRESHOLD, build_assets
+from okki_assets.automation import build_automation
+from okki_assets.partitions import DEFAULT_SYNC_START, build_sync_partitions
+from okki_assets.resources import (
+    REAL_OKKI_BASE_URL,
+    OkkiResource,
+    TargetResource,
+    WarehouseResource,
+)
+
+DEFAULT_DUCKDB = "data/okki_assets.duckdb"
+
+
+def build_defs(
+    *,
+    okki: OkkiResource,
+    target: TargetResource,
+    warehouse: WarehouseResource,
+    sync_start: str = DEFAULT_SYNC_START,
+    quarantine_threshold: float = DEFAULT_QUARANTINE_THRESHOLD,
+    alert_webhook: str = "",
+) -> dg.Definitions:
+    """Definitions for explicit resources (used below with the environment, and by the CLI)."""
+    partitions = build_sync_partitions(sync_start)
+    assets = build_assets(partitions, quarantine_threshold=quarantine_threshold)
+    automation = build_automation(assets, alert_webhook=alert_webhook)
+    return dg.Definitions(
+        assets=assets,
+        jobs=automation.jobs,
+        schedules=automation.schedules,
+        sensors=automation.sensors,
+        resources={"okki": okki, "target": target, "warehouse": warehouse},
+    )
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def _number(name: str, default: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from e
+
+
+def defs_from_env() -> dg.Definitions:
+    target_url = _env("TARGET_URL", "")
+    return build_defs(
+        okki=OkkiResource(
+            base_url=_env("OKKI_BASE_URL", REAL_OKKI_BASE_URL),
+            client_id=dg.EnvVar("OKKI_CLIENT_ID"),
+            client_secret=dg.EnvVar("OKKI_CLIENT_SECRET"),
+            rate_limit=_number("OKKI_RATE_LIMIT", 10.0),
+            concurrency=int(_number("OKKI_CONCURRENCY", 8)),
+            refresh_info=_env("OKKI_REFRESH_INFO", "0") in ("1", "true", "yes"),
+        ),
+        target=TargetResource(
+            url=target_url,
+            token=dg.EnvVar("TARGET_TOKEN") if target_url else "",
+            batch_size=int(_number("TARGET_BATCH_SIZE", 500)),
+            mapping_file=_env("OKKI_MAPPING_FILE", ""),
+        ),
+        warehouse=WarehouseResource(database=_env("OKKI_ASSETS_DUCKDB", DEFAULT_DUCKDB)),
+        sync_start=_env("OKKI_SYNC_START", DEFAULT_SYNC_START),
+        quarantine_threshold=_number("OKKI_QUARANTINE_THRESHOLD", DEFAULT_QUARANTINE_THRESHOLD),
+        alert_webhook=_env("OKKI_ALERT_WEBHOOK", ""),
+    )
+
+
+defs = defs_from_env()

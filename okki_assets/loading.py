@@ -1,0 +1,93 @@
+"""Deciding what to send to the target: the ID check, as pure pandas.
+
+A cleaned row becomes a target record (mapping.py) with a content hash. Against the load
+ledger it is then
+
+- ``stale``: the ledger holds a newer update time for the company (loaded from a later
+  window): never sent, so re-running an old partition cannot overwrite newer data;
+- ``unchanged``: the ledger's hash is the same and the target acknowledged it: not sent;
+- otherwise sent (new, changed, previously rejected, failed, interrupted or only landed).
+
+Deleted companies become tombstones, under the same rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from okki_assets.mapping import Mapping, content_hash, map_records, tombstone
+from okki_assets.storage import SENT_STATUSES
+
+
+@dataclass
+class LoadPlan:
+    to_send: pd.DataFrame  # company_id, partition_key, update_time, content_hash, record
+    skipped_unchanged: int
+    skipped_stale: int
+    tombstones: int
+
+
+def _decide(candidates: pd.DataFrame, ledger: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
+    if ledger.empty:
+        return candidates, 0, 0
+    merged = candidates.merge(
+        ledger[["company_id", "content_hash", "update_time", "status"]].rename(
+            columns={"content_hash": "l_hash", "update_time": "l_time", "status": "l_status"}
+        ),
+        on="company_id",
+        how="left",
+    )
+    stale = merged["l_time"].notna() & (merged["l_time"] > merged["update_time"])
+    unchanged = (
+        ~stale
+        & (merged["l_hash"] == merged["content_hash"])
+        & merged["l_status"].isin(SENT_STATUSES)
+    )
+    keep = merged.loc[~stale & ~unchanged, candidates.columns]
+    return keep.reset_index(drop=True), int(unchanged.sum()), int(stale.sum())
+
+
+def plan_load(
+    cleaned: pd.DataFrame,
+    deleted: pd.DataFrame,
+    ledger: pd.DataFrame,
+    mapping: Mapping,
+    partition_key: str,
+) -> LoadPlan:
+    """What to send for one partition, given its cleaned rows, deleted ids and ledger rows."""
+    records = map_records(cleaned, mapping) if not cleaned.empty else []
+    frame = pd.DataFrame(
+        {
+            "company_id": cleaned["company_id"].astype("int64") if not cleaned.empty else [],
+            "partition_key": partition_key,
+            "update_time": cleaned["update_time"] if not cleaned.empty else [],
+            "content_hash": [content_hash(r) for r in records],
+            "record": records,
+        }
+    )
+    tombstones = _tombstones(deleted, partition_key)
+    if not tombstones.empty:
+        frame = pd.concat([frame, tombstones], ignore_index=True) if not frame.empty else tombstones
+    to_send, unchanged, stale = _decide(frame, ledger)
+    return LoadPlan(to_send, unchanged, stale, len(tombstones))
+
+
+def _tombstones(deleted: pd.DataFrame, partition_key: str) -> pd.DataFrame:
+    if deleted.empty:
+        return pd.DataFrame(
+            columns=["company_id", "partition_key", "update_time", "content_hash", "record"]
+        )
+    numeric = deleted[deleted["company_id"].astype(str).str.fullmatch(r"\d+")]
+    records = [tombstone(int(cid)) for cid in numeric["company_id"]]
+    times = pd.to_datetime(numeric["update_time"], errors="coerce", format="%Y-%m-%d %H:%M:%S")
+    return pd.DataFrame(
+        {
+            "company_id": numeric["company_id"].astype("int64").reset_index(drop=True),
+            "partition_key": partition_key,
+            "update_time": times.dt.tz_localize("Asia/Shanghai").reset_index(drop=True),
+            "content_hash": [content_hash(r) for r in records],
+            "record": records,
+        }
+    )

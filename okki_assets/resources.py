@@ -1,0 +1,145 @@
+"""Dagster resources: configuration in, ready clients and connections out.
+
+Resources hold settings only; they hand out a fresh client per step (``open``), so nothing
+network-bound happens at import or at definition time. Secrets are plain fields filled from
+``dg.EnvVar`` in definitions.py, which Dagster resolves at run start and never displays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import httpx
+from pydantic import Field
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from okki_assets import storage
+from okki_assets.clients.okki import OkkiClient, Timeouts
+from okki_assets.clients.target import TargetClient
+from okki_assets.errors import ConfigError, StorageError
+from okki_assets.mapping import Mapping, load_mapping
+
+REAL_OKKI_BASE_URL = "https://api-sandbox.xiaoman.cn"
+
+
+def _checked_url(name: str, value: str) -> str:
+    try:
+        url = httpx.URL(value)
+    except Exception as e:  # httpx raises several types for malformed URLs
+        raise ConfigError(f"{name} is not a valid URL: {value!r}") from e
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"{name} must be an http(s) URL with a host, got {value!r}")
+    return str(url).rstrip("/")
+
+
+class OkkiResource(dg.ConfigurableResource):
+    """The OKKI Open API: credentials, pacing and paging settings."""
+
+    base_url: str = Field(default=REAL_OKKI_BASE_URL, description="OKKI API root (OKKI_BASE_URL).")
+    client_id: str = Field(description="OAuth client id (OKKI_CLIENT_ID).")
+    client_secret: str = Field(description="OAuth client secret (OKKI_CLIENT_SECRET).")
+    rate_limit: float = Field(default=10.0, description="Requests per second, all calls together.")
+    concurrency: int = Field(default=8, description="Info calls in flight at once.")
+    page_size: int = Field(default=100, description="`count` of each list page.")
+    read_timeout: float = Field(default=30.0, description="Seconds to wait for an answer.")
+    refresh_info: bool = Field(
+        default=False,
+        description="Call info for every company even when the stored copy has the same"
+        " update_time (costs one request per company; catches edits OKKI does not date).",
+    )
+
+    def open(self) -> OkkiClient:
+        if not self.client_id.strip():
+            raise ConfigError("OKKI_CLIENT_ID is empty")
+        if not self.client_secret.strip():
+            raise ConfigError("OKKI_CLIENT_SECRET is empty")
+        if self.rate_limit <= 0:
+            raise ConfigError(f"OKKI_RATE_LIMIT must be positive, got {self.rate_limit}")
+        return OkkiClient(
+            _checked_url("OKKI_BASE_URL", self.base_url),
+            self.client_id,
+            self.client_secret,
+            rate_limit=self.rate_limit,
+            concurrency=self.concurrency,
+            page_size=self.page_size,
+            timeouts=Timeouts(read=self.read_timeout),
+        )
+
+
+class TargetResource(dg.ConfigurableResource):
+    """The target platform. An empty ``url`` is land-only mode: nothing is sent."""
+
+    url: str = Field(default="", description="Target API root (TARGET_URL); empty = land-only.")
+    token: str = Field(default="", description="Bearer token for the target (TARGET_TOKEN).")
+    batch_size: int = Field(default=500, description="Records per batch (the target's max_batch).")
+    read_timeout: float = Field(default=30.0, description="Seconds to wait for an answer.")
+    mapping_file: str = Field(default="", description="YAML/JSON mapping file; empty = built-in.")
+
+    @property
+    def land_only(self) -> bool:
+        return not self.url.strip()
+
+    def open(self) -> TargetClient | None:
+        if self.land_only:
+            return None
+        if not self.token.strip():
+            raise ConfigError("TARGET_TOKEN is empty while TARGET_URL is set")
+        return TargetClient(
+            _checked_url("TARGET_URL", self.url),
+            self.token,
+            max_batch=self.batch_size,
+            timeouts=Timeouts(read=self.read_timeout),
+        )
+
+    def mapping(self) -> Mapping:
+        return load_mapping(self.mapping_file or None)
+
+
+def _is_lock_error(error: BaseException) -> bool:
+    return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB file holding every stage's copy and the load ledger.
+
+    DuckDB allows one writing process per file, so connections are short and opened per unit
+    of work; a connection that finds the file locked by another run waits (with back-off) up to
+    ``lock_timeout`` seconds, then fails with a clear message.
+    """
+
+    database: str = Field(description="Path of the DuckDB file (OKKI_ASSETS_DUCKDB).")
+    lock_timeout: float = Field(default=120.0, description="Seconds to wait for a locked file.")
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        path = Path(self.database)
+        if self.database != ":memory:":
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StorageError(
+                    f"cannot create the folder of the DuckDB file {path}: {e}"
+                ) from e
+        try:
+            conn = Retrying(
+                retry=retry_if_exception(_is_lock_error),
+                wait=wait_exponential(multiplier=0.05, max=2.0),
+                stop=stop_after_delay(self.lock_timeout),
+                reraise=True,
+            )(duckdb.connect, self.database)
+        except duckdb.IOException as e:
+            reason = "is locked by another process" if _is_lock_error(e) else "cannot be opened"
+            raise StorageError(f"DuckDB file {path} {reason}: {str(e).splitlines()[0]}") from e
+        except duckdb.Error as e:
+            raise StorageError(f"DuckDB file {path} cannot be used: {e}") from e
+        try:
+            storage.ensure_schema(conn)
+            yield conn
+        except duckdb.IOException as e:
+            raise StorageError(f"DuckDB file {path} cannot be written: {e}") from e
+        finally:
+            conn.close()
