@@ -120,6 +120,9 @@ def _guarded(
         report.passes += 1
         report.pages += current.pages
         report.rows_seen += current.rows
+        report.duplicates_dropped += current.rows - len(
+            current.records
+        )  # rows seen twice in a pass
         if (
             current.consistent
             and previous is not None
@@ -161,7 +164,6 @@ def list_window(
     """
     report = ListReport()
     records = _guarded(client, start, end, removed, report)
-    report.duplicates_dropped = report.rows_seen - sum(1 for _ in records)  # over all passes
     kept: dict[str, dict] = {}
     for key, record in records.items():
         when = parse_okki_time(record.get("update_time"))
