@@ -34,8 +34,18 @@ from okki_assets.simulator.okki import OkkiSimulator
 from okki_assets.simulator.target import TargetSimConfig, TargetSimulator
 
 DEMO_DUCKDB = "data/demo.duckdb"
+DEMO_MALFORMED_RATE = 0.01  # real exports carry a few broken records; the demo shows quarantine
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-COLUMNS = ("partition", "fetched", "cleaned", "quarantined", "sent", "unchanged", "status")
+COLUMNS = (
+    "partition",
+    "fetched",
+    "okki_retries",
+    "cleaned",
+    "quarantined",
+    "sent",
+    "unchanged",
+    "status",
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,7 @@ def _row(key: str, result: dg.ExecuteInProcessResult) -> dict[str, Any]:
     return {
         "partition": key,
         "fetched": _value(raw, "fetched"),
+        "okki_retries": _value(raw, "retries_total"),
         "cleaned": _value(clean, "cleaned"),
         "quarantined": _value(clean, "quarantined"),
         "sent": _value(load, "sent"),
@@ -117,7 +128,11 @@ def run_demo(settings: DemoSettings, out: TextIO) -> int:
     )
     started = time.monotonic()
     with running_simulators(
-        companies=settings.companies, days=settings.days, profile=profile, seed=settings.seed
+        companies=settings.companies,
+        days=settings.days,
+        profile=profile,
+        seed=settings.seed,
+        okki_overrides={"malformed_rate": DEMO_MALFORMED_RATE},
     ) as sims:
         out.write(f"  OKKI simulator   {sims.okki_url}\n  target simulator {sims.target_url}\n")
         out.write(f"  DuckDB file      {database}\n  DAGSTER_HOME     {home}\n\n")

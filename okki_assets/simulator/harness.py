@@ -3,7 +3,7 @@
 Profiles:
 - ``none``: clean services (latency only);
 - ``moderate``: a few percent of OKKI calls fail or throttle, some drift while paging, a few
-  target batches throttled or committed-then-dropped;
+  target batches (one in ten) throttled or committed-then-dropped;
 - ``heavy``: 20 % OKKI faults, throttling in every shape, latency spikes past the client's
   timeout, 10 % drift, a token revoked mid-window, 10 % dropped target replies, 429s.
 """
@@ -36,7 +36,7 @@ PROFILES: dict[str, FaultProfile] = {
     "moderate": FaultProfile(
         "moderate",
         okki={"latency": 0.002, "fault_rate": 0.03, "drift_rate": 0.03},
-        target={"throttle_rate": 0.03, "drop_reply_rate": 0.03, "retry_after": 0.2},
+        target={"throttle_rate": 0.1, "drop_reply_rate": 0.1, "retry_after": 0.2},
     ),
     "heavy": FaultProfile(
         "heavy",
