@@ -44,6 +44,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from itertools import chain
 from typing import Any
 
@@ -51,6 +52,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pandera.pandas as pa
+from pandas.api.types import infer_dtype
 
 from okki_assets.mapping import gc_paused
 from okki_assets.schemas import (
@@ -60,7 +62,7 @@ from okki_assets.schemas import (
     OKKI_TZ,
     QUARANTINE_COLUMNS,
     TIME_COLUMNS,
-    CleanedCompany,
+    exact_dtype_schema,
 )
 
 logger = logging.getLogger(__name__)
@@ -138,6 +140,7 @@ _CC2 = frozenset(
 )
 
 _OK, _MISSING, _INVALID = 0, 1, 2
+_VALIDATOR = exact_dtype_schema()  # CleanedCompany without coercion: the frame is built exact
 _EMPTY: dict[str, Any] = {}
 
 
@@ -474,20 +477,22 @@ def _extract_rows(
     reasons: dict[int, list[str]] = {}
 
     for pos, (cr, lj, ij) in enumerate(zip(cid_raw, list_jsons, info_jsons, strict=True)):
-        info: dict[str, Any] | None = _EMPTY
+        info: dict[str, Any] = _EMPTY
         if type(ij) is str and ij:
             try:
-                info = loads(ij)
+                parsed = loads(ij)
             except decode_error:
-                info = None
-            if type(info) is not dict:
+                parsed = None
+            if type(parsed) is dict:
+                info = parsed
+            else:
                 reasons.setdefault(pos, []).append("info_json_invalid")
-                info = _EMPTY
         elif not _is_missing(ij) and ij != "":
-            info = _load_object(ij)
-            if info is None:
+            loaded = _load_object(ij)
+            if loaded is None:
                 reasons.setdefault(pos, []).append("info_json_invalid")
-                info = _EMPTY
+            else:
+                info = loaded
         lst: dict[str, Any] | None = None
         if info is _EMPTY or not shared <= info.keys():
             lst = _load_object(lj)
@@ -602,9 +607,7 @@ def _extract_rows(
 
 def _objects(values: Sequence[object]) -> pd.Series:
     """An object Series without pandas' per-element type inference (nested lists stay cells)."""
-    arr = np.empty(len(values), dtype=object)
-    arr[:] = values
-    return pd.Series(arr, dtype=object, copy=False)
+    return pd.Series(np.fromiter(values, dtype=object, count=len(values)), copy=False)
 
 
 def _parse_times(
@@ -619,30 +622,32 @@ def _parse_times(
     What is still rejected (padding, garbage) and, with ``retry_absent``, absent values are
     retried one by one, then replaced by the first usable value of ``fallbacks(pos)``.
     """
-    arr = np.empty(len(values), dtype=object)
-    arr[:] = values
-    given = ~pd.isna(arr) & (arr != "")
+    arr = np.fromiter(values, dtype=object, count=len(values))
     parsed = pd.to_datetime(
         pd.Series(arr, copy=False), format=_TIME_FORMATS[0], errors="coerce", cache=False
     )
     ns = parsed.to_numpy(dtype="datetime64[ns]")
     nat = np.isnat(ns)
-    retry = np.flatnonzero(nat & given)
-    if len(retry):
-        dates = pd.to_datetime(
-            pd.Series(arr[retry]), format=_TIME_FORMATS[1], errors="coerce", cache=False
-        ).to_numpy(dtype="datetime64[ns]")
-        ns[retry] = dates
-        nat[retry] = np.isnat(dates)
+    present = ~nat
+    missed = np.flatnonzero(nat)
+    if len(missed):  # absent, empty, date only or garbage: look at these few values only
+        given = missed[[v is not None and v != "" for v in arr[missed].tolist()]]
+        present[given] = True
+        if len(given):
+            dates = pd.to_datetime(
+                pd.Series(arr[given]), format=_TIME_FORMATS[1], errors="coerce", cache=False
+            ).to_numpy(dtype="datetime64[ns]")
+            ns[given] = dates
+            nat[given] = np.isnat(dates)
     sentinel = ns.view(np.int64) == 0
     ns[sentinel] = np.datetime64("NaT")
-    present = given & ~sentinel
+    present &= ~sentinel
     nat |= sentinel
     retry = np.flatnonzero(nat if retry_absent else nat & present)
     for pos in retry:
         seen = False
         ts: pd.Timestamp = pd.NaT
-        for v in chain((values[pos],), fallbacks(int(pos))):
+        for v in chain((values[int(pos)],), fallbacks(int(pos))):
             t = _slow_time(v)
             if t is None:
                 continue
@@ -699,6 +704,8 @@ def _clean(raw: pd.DataFrame, window_start: datetime, window_end: datetime) -> C
 
     n = len(raw)
     pks = raw["partition_key"].tolist()
+    if infer_dtype(pks, skipna=False) not in ("string", "empty"):  # e.g. dates from a DATE column
+        pks = [None if _is_missing(k) else str(k) for k in pks]
     cid_raw = raw["company_id"].tolist()
     list_jsons = raw["list_json"].tolist()
     info_jsons = raw["info_json"].tolist()
@@ -716,16 +723,18 @@ def _clean(raw: pd.DataFrame, window_start: datetime, window_end: datetime) -> C
 
     times: dict[str, pd.Series] = {}
     present: dict[str, np.ndarray] = {}
+
+    def update_time_fallbacks(pos: int) -> list[object]:
+        return [raw_ut[pos], *list_value(pos, "update_time")]
+
     for k, name in enumerate(TIME_COLUMNS):
         if name == "update_time":
             times[name], present[name] = _parse_times(
-                cols[_F_TIMES + k],
-                lambda pos: [raw_ut[pos], *list_value(pos, "update_time")],
-                retry_absent=True,
+                cols[_F_TIMES + k], update_time_fallbacks, retry_absent=True
             )
         else:
             times[name], present[name] = _parse_times(
-                cols[_F_TIMES + k], lambda pos, key=name: list_value(pos, key)
+                cols[_F_TIMES + k], partial(list_value, key=name)
             )
 
     ut = times["update_time"]
@@ -757,10 +766,13 @@ def _clean(raw: pd.DataFrame, window_start: datetime, window_end: datetime) -> C
         "country_invalid": country_st == _INVALID,
         "short_name_missing": short.isna().to_numpy(),
     }
+    # With quarantined rows some ids may be missing: int64 once those rows are dropped.
+    # Otherwise (the common case) int64 now, so that the frame is not copied later.
+    id_column = ids if reasons else pd.Series(np.array(cols[_F_ID], dtype=np.int64), copy=False)
     full = pd.DataFrame(
         {
             "partition_key": _objects(pks),
-            "company_id": ids,
+            "company_id": id_column,
             "serial_id": _objects(cols[_F_SERIAL]),
             "name": _objects(cols[_F_NAME]),
             "short_name": short,
@@ -775,17 +787,16 @@ def _clean(raw: pd.DataFrame, window_start: datetime, window_end: datetime) -> C
         },
         columns=list(CLEANED_COLUMNS),
     )
+    candidate = full
     if reasons:
         ok = np.ones(n, dtype=bool)
         ok[list(reasons)] = False
         candidate = full.loc[ok]
         candidate = candidate.assign(company_id=candidate["company_id"].astype("int64"))
-    else:  # the common case: no copy
-        candidate = full.assign(company_id=np.array(cols[_F_ID], dtype=np.int64))
 
     failure_cases = _empty_failure_cases()
     try:
-        cleaned = CleanedCompany.validate(candidate, lazy=True)
+        cleaned = _VALIDATOR.validate(candidate, lazy=True)
     except pa.errors.SchemaErrors as exc:
         fc = exc.failure_cases
         if fc["index"].isna().any():
@@ -799,7 +810,7 @@ def _clean(raw: pd.DataFrame, window_start: datetime, window_end: datetime) -> C
         fc = fc.reset_index(drop=True)
         fc["company_id"] = [cols[_F_ID][int(p)] for p in fc["index"]]
         failure_cases = fc.reindex(columns=list(FAILURE_CASE_COLUMNS))
-        cleaned = CleanedCompany.validate(candidate.drop(index=bad_positions), lazy=True)
+        cleaned = _VALIDATOR.validate(candidate.drop(index=bad_positions), lazy=True)
         logger.warning(
             "%d row(s) rejected by the CleanedCompany model (%d failure cases)",
             len(bad_positions),
