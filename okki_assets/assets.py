@@ -9,6 +9,7 @@ they return no value to an IO manager.
 # No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
 
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -23,6 +24,12 @@ API_POOL = "okki_api"
 TARGET_POOL = "okki_target"
 DEFAULT_QUARANTINE_THRESHOLD = 0.05
 WARN = dg.AssetCheckSeverity.WARN
+# The daily sync lands loaded_companies at least once a day: one missed day warns, two fail.
+FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=50), warn_window=timedelta(hours=26)
+)
+# Always present (0 when none), so that the UI plots each across partitions without gaps.
+LOAD_STATUSES = ("created", "updated", "unchanged", "deleted", "rejected", "failed", "landed")
 
 
 def build_assets(
@@ -53,7 +60,10 @@ def build_assets(
             ),
         )
         def raw_companies(
-            context: dg.AssetExecutionContext, okki: OkkiResource, warehouse: WarehouseResource
+            context: dg.AssetExecutionContext,
+            okki: OkkiResource,
+            target: TargetResource,
+            warehouse: WarehouseResource,
         ) -> Iterator[Any]:
             """The window's companies as OKKI sent them: list record + info payload per company.
 
@@ -61,6 +71,11 @@ def build_assets(
             transaction at the end; a failed pull leaves the previous copy untouched.
             """
             outcomes: list[CheckOutcome] = []
+            with _failure_on_error():
+                # Settings the later steps need fail now, before OKKI is called or a row written.
+                target.check()
+                with warehouse.get_connection():
+                    pass
             with _failure_on_error(), okki.open() as client:
                 for key in context.partition_keys:
                     s = stages.pull_partition(
@@ -149,6 +164,7 @@ def build_assets(
             deps=[cleaned_companies],
             pool=TARGET_POOL,
             kinds={"duckdb"},
+            freshness_policy=FRESHNESS,
             check_specs=checks.specs(
                 "loaded_companies",
                 partitions_def,
@@ -174,14 +190,15 @@ def build_assets(
                 client = target.open()
                 try:
                     for key in context.partition_keys:
-                        s = stages.load_partition(
-                            client,
-                            warehouse.get_connection,
-                            key,
-                            context.run.run_id,
-                            mapping,
-                            batch_size=target.batch_size,
-                        )
+                        with warehouse.load_lock():  # one load per DuckDB file at a time
+                            s = stages.load_partition(
+                                client,
+                                warehouse.get_connection,
+                                key,
+                                context.run.run_id,
+                                mapping,
+                                batch_size=target.batch_size,
+                            )
                         _log_load(context, s)
                         context.add_asset_metadata(_load_metadata(s), partition_key=key)
                         outcomes.append(_load_outcome(s))
@@ -202,9 +219,11 @@ class _failure_on_error:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any):
         if isinstance(exc, OkkiAssetsError):
+            # The message names what to fix; the chain of causes would only bury it.
+            text = " ".join(str(exc).split())  # one line, whatever a library put in it
             raise dg.Failure(
-                description=f"{type(exc).__name__}: {exc}", allow_retries=False
-            ) from exc
+                description=f"{type(exc).__name__}: {text}", allow_retries=False
+            ) from None
         return False
 
 
@@ -221,7 +240,7 @@ def _clean_metadata(s: stages.CleanSummary) -> dict[str, Any]:
     }
     metadata.update({f"flag_{k}": int(v) for k, v in s.field_issues.items()})
     if not s.preview.empty:
-        metadata["preview"] = checks.table_metadata(s.preview, limit=5)
+        metadata["preview"] = checks.markdown_rows(s.preview, limit=5)
     return metadata
 
 
@@ -262,6 +281,11 @@ def _clean_outcomes(s: stages.CleanSummary, threshold: float) -> Sequence[CheckO
                 "ratio": round(s.quarantine_ratio, 4),
                 "threshold": threshold,
                 "reasons": checks.counts_markdown(s.reasons),
+                **(
+                    {"quarantined_rows": checks.table_metadata(s.quarantine_sample)}
+                    if not s.quarantine_sample.empty
+                    else {}
+                ),
             },
         ),
     ]
@@ -293,7 +317,8 @@ def _load_metadata(s: stages.LoadSummary) -> dict[str, Any]:
         "tombstones": s.tombstones,
         "failed": s.failed,
         "duration_seconds": round(s.seconds, 2),
-        **{f"status_{k}": int(v) for k, v in sorted(s.statuses.items())},
+        **{f"status_{k}": int(s.statuses.get(k, 0)) for k in LOAD_STATUSES},
+        **{f"status_{k}": int(v) for k, v in sorted(s.statuses.items()) if k not in LOAD_STATUSES},
         **s.client_stats,
     }
     return metadata

@@ -105,6 +105,21 @@ def _text(value: object) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def markdown_rows(frame: pd.DataFrame, limit: int = 5, width: int = 40) -> dg.MarkdownMetadataValue:
+    """The first rows of a frame as a markdown table: cells on one line, cut at ``width``."""
+
+    def cell(value: object) -> str:
+        text = " ".join(_text(value).split()).replace("|", "\\|")
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    head = frame.head(limit)
+    lines = ["| " + " | ".join(cell(c) for c in head.columns) + " |"]
+    lines.append("|" + "---|" * len(head.columns))
+    for row in head.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
 def counts_markdown(counts: Mapping[str, int]) -> dg.MarkdownMetadataValue:
     if not counts:
         return dg.MetadataValue.md("_none_")

@@ -87,6 +87,10 @@ FAILURE_CASE_COLUMNS: tuple[str, ...] = (
     "company_id",
 )
 
+#: A key the raw stage adds to a list record whose detail OKKI could not give; its value is the
+#: quarantine reason (``info_not_found``: info answered code 404 for a company the list showed).
+INFO_ERROR_KEY = "okki_assets_error"
+
 #: Every reason a row can be quarantined for (besides ``schema:<column>:<check>``).
 QUARANTINE_REASONS: tuple[str, ...] = (
     "company_id_missing",
@@ -96,6 +100,7 @@ QUARANTINE_REASONS: tuple[str, ...] = (
     "info_company_id_mismatch",
     "list_json_invalid",
     "info_json_invalid",
+    "info_not_found",
     "name_blank",
     "update_time_unparseable",
     "update_time_outside_window",
@@ -499,6 +504,8 @@ def _extract_rows(
             if lst is None:
                 reasons.setdefault(pos, []).append("list_json_invalid")
                 lst = _EMPTY
+            elif INFO_ERROR_KEY in lst:
+                reasons.setdefault(pos, []).append(str(lst[INFO_ERROR_KEY]))
             lg = lst.get
         else:
             lg = _EMPTY.get

@@ -215,6 +215,16 @@ def parse_mapping(spec: object, source: str = "<dict>") -> Mapping:
     return Mapping(fields=fields, default=default, source=source)
 
 
+def _one_line(exc: Exception) -> str:
+    """A parser's error in one line: YAML's where and what, else the text with its line breaks
+    folded (the message ends up in a run's one-line failure)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
 def load_mapping(path: str | Path | None) -> Mapping:
     """The mapping in ``path`` (YAML or JSON by extension), or the built-in one for ``None``."""
     if path is None:
@@ -232,7 +242,7 @@ def load_mapping(path: str | Path | None) -> Mapping:
         spec = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         kind = "JSON" if suffix == ".json" else "YAML"
-        raise _fail(source, "<file>", f"not valid {kind}: {exc}") from exc
+        raise _fail(source, "<file>", f"not valid {kind}: {_one_line(exc)}") from exc
     return parse_mapping(spec, source=source)
 
 

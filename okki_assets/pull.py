@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from okki_assets.cleaning import INFO_ERROR_KEY
 from okki_assets.clients.okki import OkkiClient
 from okki_assets.errors import IncompleteWindowError
 from okki_assets.partitions import CHINA_TZ
@@ -73,9 +74,57 @@ class ListReport:
     notes: list[str] = field(default_factory=list)
 
 
+def _replaces(held_time: object, new_time: object) -> bool:
+    """Whether a row seen later replaces the one held: it is newer, or either time is unusable."""
+    held, new = parse_okki_time(held_time), parse_okki_time(new_time)
+    return held is None or new is None or new >= held
+
+
+class ListedRecords(Mapping[str, dict]):
+    """Company key -> list record, newest version per key, each kept as compact UTF-8 JSON and
+    decoded on access. As dicts a 200,000-company window's list records take about 2 KB each;
+    as text about a quarter of that, which keeps the pull of a large window flat."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[object, bytes]] = {}  # key -> (update_time, JSON)
+
+    def add(self, key: str, record: dict) -> None:
+        held = self._rows.get(key)
+        if held is None or _replaces(held[0], record.get("update_time")):
+            text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+            self._rows[key] = (record.get("update_time"), text.encode("utf-8"))
+
+    def merge(self, other: ListedRecords) -> None:
+        for key, row in other._rows.items():
+            held = self._rows.get(key)
+            if held is None or _replaces(held[0], row[0]):
+                self._rows[key] = row
+
+    def discard(self, key: str) -> None:
+        self._rows.pop(key, None)
+
+    def update_time(self, key: str) -> object:
+        return self._rows[key][0]
+
+    def snapshot(self) -> dict[str, object]:
+        return {key: row[0] for key, row in self._rows.items()}
+
+    def __getitem__(self, key: str) -> dict:
+        return json.loads(self._rows[key][1])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 @dataclass
 class _Pass:
-    records: dict[str, dict]
+    records: ListedRecords
     total_items: set[int]
     rows: int
     pages: int
@@ -85,36 +134,34 @@ class _Pass:
         return len(self.total_items) <= 1 and len(self.records) == max(self.total_items, default=0)
 
     def snapshot(self) -> dict[str, object]:
-        return {k: r.get("update_time") for k, r in self.records.items()}
-
-
-def _newer(a: dict, b: dict) -> dict:
-    ta, tb = parse_okki_time(a.get("update_time")), parse_okki_time(b.get("update_time"))
-    if ta is None or tb is None:
-        return b
-    return b if tb >= ta else a
+        return self.records.snapshot()
 
 
 def _one_pass(client: OkkiClient, start: datetime, end: datetime, removed: int) -> _Pass:
-    records: dict[str, dict] = {}
+    records = ListedRecords()
     totals: set[int] = set()
     rows = pages = 0
     for page in client.iter_list_pages(
-        start_time=start - timedelta(seconds=1), end_time=end, removed=removed, time_type=1
+        start_time=start - timedelta(seconds=1),
+        end_time=end,
+        removed=removed,
+        time_type=1,
+        prefetch=True,  # a pass is compared whole, so its pages may arrive concurrently
     ):
         pages += 1
         totals.add(page.total_item)
         for record in page.records:
             rows += 1
-            key = record_key(record)
-            records[key] = _newer(records[key], record) if key in records else record
+            records.add(record_key(record), record)
     return _Pass(records, totals, rows, pages)
 
 
 def _guarded(
     client: OkkiClient, start: datetime, end: datetime, removed: int, report: ListReport
-) -> dict[str, dict]:
-    previous: _Pass | None = None
+) -> ListedRecords:
+    # Only the previous pass's snapshot is kept (when it was consistent), not its records:
+    # on a large window the records of two passes at once would double the memory.
+    previous: dict[str, object] | None = None
     for _ in range(MAX_PASSES):
         current = _one_pass(client, start, end, removed)
         report.passes += 1
@@ -123,15 +170,12 @@ def _guarded(
         report.duplicates_dropped += current.rows - len(
             current.records
         )  # rows seen twice in a pass
-        if (
-            current.consistent
-            and previous is not None
-            and previous.consistent
-            and current.snapshot() == previous.snapshot()
-        ):
+        snapshot = current.snapshot() if current.consistent else None
+        if snapshot is not None and snapshot == previous:
             report.total_item += max(current.total_items, default=0)
             return current.records
-        previous = current
+        previous = snapshot
+        del current, snapshot  # free this pass's records before the next pass
     if end - start <= MIN_BISECT_WINDOW:
         raise IncompleteWindowError(
             f"the list did not settle after {MAX_PASSES} passes even for a {end - start} window",
@@ -147,15 +191,13 @@ def _guarded(
     log.info("window %s..%s keeps moving; bisecting at %s", start, end, middle)
     left = _guarded(client, start, middle, removed, report)
     right = _guarded(client, middle, end, removed, report)
-    merged = dict(left)
-    for key, record in right.items():
-        merged[key] = _newer(merged[key], record) if key in merged else record
-    return merged
+    left.merge(right)
+    return left
 
 
 def list_window(
     client: OkkiClient, start: datetime, end: datetime, *, removed: int = 0
-) -> tuple[dict[str, dict], ListReport]:
+) -> tuple[ListedRecords, ListReport]:
     """Every company of [start, end) exactly once, newest version, plus what it took.
 
     Returns company key -> list record. Records whose update time is exactly on the widened
@@ -164,15 +206,13 @@ def list_window(
     """
     report = ListReport()
     records = _guarded(client, start, end, removed, report)
-    kept: dict[str, dict] = {}
-    for key, record in records.items():
-        when = parse_okki_time(record.get("update_time"))
+    for key in list(records):
+        when = parse_okki_time(records.update_time(key))
         if when is not None and (when == start - timedelta(seconds=1) or when == end):
             report.edge_rows_left_to_neighbour += 1
-            continue
-        kept[key] = record
+            records.discard(key)
     report.converged = True
-    return kept, report
+    return records, report
 
 
 @dataclass
@@ -204,7 +244,7 @@ def _newest_time(list_time: object, info_time: object) -> str | None:
 
 def fetch_infos(
     client: OkkiClient,
-    listed: dict[str, dict],
+    listed: Mapping[str, dict],
     window_end: datetime,
     *,
     reusable: Callable[[str, object], bool],
@@ -213,11 +253,13 @@ def fetch_infos(
     """Attach the info payload to each listed company, streaming.
 
     ``reusable(company_id, update_time)`` says whether a stored copy with that update time can
-    stand in for an info call. A 404 from info means the company was deleted while syncing;
-    an info update time past the window means it moved to a later window while syncing: both are
-    reported, not stored here (the later window, or the deleted list, accounts for them).
+    stand in for an info call. An info update time past the window means the company moved to a
+    later window while syncing: reported, not stored here (the later window accounts for it). A
+    404 from info (deleted while syncing, or OKKI listing what it cannot detail) is reported and
+    kept, its list record marked with ``INFO_ERROR_KEY`` so that cleaning quarantines it with
+    the reason ``info_not_found`` (a deletion still reaches the target from the deleted list).
     """
-    to_fetch: dict[str, dict] = {}
+    to_fetch: list[str] = []  # keys only: records are looked up again as infos arrive
     for key, record in listed.items():
         cid = record.get("company_id")
         if key.startswith("raw:"):
@@ -229,13 +271,15 @@ def fetch_infos(
             # Malformed list rows are kept for quarantine; info cannot be asked for them.
             yield PulledCompany(key, key, record.get("update_time"), record, None, False)
         else:
-            to_fetch[key] = record
+            to_fetch.append(key)
     report.requested += len(to_fetch)
-    for result in client.company_infos(list(to_fetch)):
+    for result in client.company_infos(to_fetch):
         key = str(result.company_id)
-        record = to_fetch[key]
+        record = listed[key]
         if result.data is None:
             report.deleted_while_syncing.append(key)
+            marked = {**record, INFO_ERROR_KEY: "info_not_found"}
+            yield PulledCompany(key, key, record.get("update_time"), marked, None, False)
             continue
         info_time = parse_okki_time(result.data.get("update_time"))
         if info_time is not None and info_time >= window_end:

@@ -7,6 +7,7 @@ network-bound happens at import or at definition time. Secrets are plain fields 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,12 +19,18 @@ from pydantic import Field
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from okki_assets import storage
-from okki_assets.clients.okki import OkkiClient, Timeouts
+from okki_assets.clients.okki import OkkiClient, RetrySettings, Timeouts
 from okki_assets.clients.target import TargetClient
 from okki_assets.errors import ConfigError, StorageError
 from okki_assets.mapping import Mapping, load_mapping
 
+try:
+    import fcntl
+except ImportError:  # Windows: loads are not serialised across processes there
+    fcntl = None  # type: ignore[assignment]
+
 REAL_OKKI_BASE_URL = "https://api-sandbox.xiaoman.cn"
+log = logging.getLogger(__name__)
 
 
 def _checked_url(name: str, value: str) -> str:
@@ -46,6 +53,10 @@ class OkkiResource(dg.ConfigurableResource):
     concurrency: int = Field(default=8, description="Info calls in flight at once.")
     page_size: int = Field(default=100, description="`count` of each list page.")
     read_timeout: float = Field(default=30.0, description="Seconds to wait for an answer.")
+    retry_base_delay: float = Field(
+        default=RetrySettings.base_delay,
+        description="Seconds before the first retry of a transient failure (doubles each time).",
+    )
     refresh_info: bool = Field(
         default=False,
         description="Call info for every company even when the stored copy has the same"
@@ -67,6 +78,7 @@ class OkkiResource(dg.ConfigurableResource):
             concurrency=self.concurrency,
             page_size=self.page_size,
             timeouts=Timeouts(read=self.read_timeout),
+            retry=RetrySettings(base_delay=self.retry_base_delay),
         )
 
 
@@ -77,6 +89,10 @@ class TargetResource(dg.ConfigurableResource):
     token: str = Field(default="", description="Bearer token for the target (TARGET_TOKEN).")
     batch_size: int = Field(default=500, description="Records per batch (the target's max_batch).")
     read_timeout: float = Field(default=30.0, description="Seconds to wait for an answer.")
+    retry_base_delay: float = Field(
+        default=RetrySettings.base_delay,
+        description="Seconds before the first retry of a transient failure (doubles each time).",
+    )
     mapping_file: str = Field(default="", description="YAML/JSON mapping file; empty = built-in.")
 
     @property
@@ -93,10 +109,18 @@ class TargetResource(dg.ConfigurableResource):
             self.token,
             max_batch=self.batch_size,
             timeouts=Timeouts(read=self.read_timeout),
+            retry=RetrySettings(base_delay=self.retry_base_delay),
         )
 
     def mapping(self) -> Mapping:
         return load_mapping(self.mapping_file or None)
+
+    def check(self) -> None:
+        """Fail fast on a bad TARGET_URL, TARGET_TOKEN or mapping file; sends nothing."""
+        client = self.open()
+        if client is not None:
+            client.close()
+        self.mapping()
 
 
 def _is_lock_error(error: BaseException) -> bool:
@@ -113,6 +137,11 @@ class WarehouseResource(dg.ConfigurableResource):
 
     database: str = Field(description="Path of the DuckDB file (OKKI_ASSETS_DUCKDB).")
     lock_timeout: float = Field(default=120.0, description="Seconds to wait for a locked file.")
+    memory_limit: str = Field(
+        default="256MB",
+        description="DuckDB's memory limit in this process (bigger work spills to disk), so a"
+        " large window keeps the run's memory flat; empty = DuckDB's default, 80% of the RAM.",
+    )
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -137,9 +166,42 @@ class WarehouseResource(dg.ConfigurableResource):
         except duckdb.Error as e:
             raise StorageError(f"DuckDB file {path} cannot be used: {e}") from e
         try:
+            if self.memory_limit.strip():
+                conn.execute("set memory_limit = ?", [self.memory_limit.strip()])
+            conn.execute("set enable_progress_bar = false")  # it would print into run logs
             storage.ensure_schema(conn)
             yield conn
         except duckdb.IOException as e:
             raise StorageError(f"DuckDB file {path} cannot be written: {e}") from e
         finally:
             conn.close()
+
+    @contextmanager
+    def load_lock(self) -> Iterator[None]:
+        """One load into the target per DuckDB file at a time, across processes and threads.
+
+        A load claims ledger rows, then sends them. Two loads in flight at once (a backfill with
+        concurrency) could each claim a different version of one company and have the older
+        one land last: a stale overwrite that the ledger would not see. The lock is an OS file
+        lock on ``<database>.load.lock``, released when its holder ends, even by SIGKILL; a
+        second load waits for it.
+        """
+        if self.database == ":memory:" or fcntl is None:
+            yield
+            return
+        lock_path = Path(f"{self.database}.load.lock")
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            handle = lock_path.open("a+")
+        except OSError as e:
+            raise StorageError(f"cannot open the load lock {lock_path}: {e}") from e
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("another run is loading from %s; waiting for it to finish", self.database)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

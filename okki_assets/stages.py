@@ -7,6 +7,7 @@ only loop over their partitions and report; tests can drive these functions dire
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -25,7 +26,12 @@ from okki_assets import storage
 from okki_assets.cleaning import clean_companies
 from okki_assets.clients.okki import OkkiClient
 from okki_assets.clients.target import TargetClient
-from okki_assets.errors import TargetAuthError, TargetError, TargetPermanentError
+from okki_assets.errors import (
+    TargetAuthError,
+    TargetError,
+    TargetPermanentError,
+    TargetRetriesExhausted,
+)
 from okki_assets.loading import plan_load
 from okki_assets.mapping import Mapping
 from okki_assets.partitions import window_for_key
@@ -76,9 +82,9 @@ class PullSummary:
 
     @property
     def accounted(self) -> bool:
-        """Every listed company is stored, or reported deleted/moved while syncing."""
-        gone = len(self.deleted_while_syncing) + len(self.moved_out_while_syncing)
-        return self.stored + gone == self.distinct
+        """Every listed company is stored (those info reported deleted too, for quarantine),
+        or reported moved to a later window while syncing."""
+        return self.stored + len(self.moved_out_while_syncing) == self.distinct
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -210,6 +216,7 @@ class CleanSummary:
     stored_failures: pd.DataFrame = field(default_factory=pd.DataFrame)
     duplicate_ids: list[int] = field(default_factory=list)
     preview: pd.DataFrame = field(default_factory=pd.DataFrame)
+    quarantine_sample: pd.DataFrame = field(default_factory=pd.DataFrame)
     seconds: float = 0.0
 
     @property
@@ -239,21 +246,32 @@ def clean_partition(connect: Connect, partition_key: str, run_id: str) -> CleanS
                 summary.failure_case_count += len(result.failure_cases)
                 if sum(len(s) for s in samples) < FAILURE_SAMPLE and not result.failure_cases.empty:
                     samples.append(result.failure_cases.head(FAILURE_SAMPLE))
+                del chunk, result
+                gc.collect()  # cleaning pauses the GC; free each chunk's cycles before the next
             storage.commit(conn)
         except BaseException:
             storage.rollback(conn)
             raise
         finally:
             reader.close()
-        stored = storage.read_cleaned(conn, partition_key)
+        # Validate what DuckDB now holds chunk by chunk, so a large window is never in memory.
+        failures: list[pd.DataFrame] = []
+        offset = 0
+        for stored in storage.iter_cleaned(conn, partition_key):
+            stored.index = pd.RangeIndex(offset, offset + len(stored))
+            offset += len(stored)
+            if summary.preview.empty:
+                summary.preview = stored.head(5)[
+                    [c for c in ("company_id", "name", "country", "email", "phone") if c in stored]
+                ]
+            failures.append(_validate_stored(stored))
         summary.reasons = storage.quarantine_reason_counts(conn, partition_key)
+        summary.quarantine_sample = storage.quarantine_sample(conn, partition_key)
         summary.duplicate_ids = storage.duplicate_company_ids(conn, partition_key)
     summary.field_issues = dict(issues)
     summary.failure_cases = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
-    summary.stored_failures = _validate_stored(stored)
-    summary.preview = stored.head(5)[
-        [c for c in ("company_id", "name", "country", "email", "phone") if c in stored]
-    ]
+    failures = [f for f in failures if not f.empty]
+    summary.stored_failures = pd.concat(failures, ignore_index=True) if failures else pd.DataFrame()
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -353,6 +371,7 @@ def _send_batch(
         return
     records = list(batch["record"])
     ids = [int(c) for c in batch["company_id"]]
+    gave_up: TargetRetriesExhausted | None = None
     try:
         results = client.write_batch(records)
         outcomes = [(cid, r.status, r.error) for cid, r in zip(ids, results, strict=True)]
@@ -361,11 +380,15 @@ def _send_batch(
     except (TargetPermanentError, TargetError) as e:
         summary.errors.append(str(e))
         outcomes = [(cid, "failed", str(e)[:500]) for cid in ids]
+        if isinstance(e, TargetRetriesExhausted):
+            gave_up = e  # the target is not answering: the next batches would fare no better
     summary.batches += 1
     summary.sent += len(records)
     summary.statuses.update(status for _, status, _ in outcomes)
     with connect() as conn:
         storage.record_outcomes(conn, outcomes, run_id, _now())
+    if gave_up is not None:
+        raise gave_up
 
 
 def reconcile(connect: Connect, partition_key: str) -> pd.DataFrame:

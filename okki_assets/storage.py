@@ -124,7 +124,8 @@ CLEANED_TABLE_DDL = """
 
 TIME_COLUMNS = ("create_time", "update_time", "order_time", "edit_time", "archive_time")
 
-SENT_STATUSES = ("created", "updated", "unchanged")
+# Acknowledged by the target: the same content is not sent again ("deleted" for a tombstone).
+SENT_STATUSES = ("created", "updated", "unchanged", "deleted")
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
@@ -149,26 +150,33 @@ class RawRow:
 def stage_raw(
     conn: duckdb.DuckDBPyConnection, run_id: str, rows: Sequence[RawRow], fetched_at: datetime
 ) -> None:
-    """Append one chunk of a run's pull to the staging table (nothing visible yet)."""
+    """Append one chunk of a run's pull to the staging table (nothing visible yet).
+
+    The chunk goes in as one registered frame: ``executemany`` runs one statement per row and
+    took about a second per 1,000 rows, long enough to stall the info fan-out behind it."""
     if not rows:
         return
-    conn.executemany(
-        "insert into raw_staging (run_id, partition_key, company_id, update_time, list_json,"
-        " info_json, info_reused, fetched_at) values (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                run_id,
-                r.partition_key,
-                r.company_id,
-                r.update_time,
-                r.list_json,
-                r.info_json,
-                r.info_reused,
-                fetched_at,
-            )
-            for r in rows
-        ],
+    frame = pd.DataFrame(
+        {
+            "partition_key": [r.partition_key for r in rows],
+            "company_id": pd.Series([r.company_id for r in rows], dtype=object),
+            "update_time": pd.Series([r.update_time for r in rows], dtype=object),
+            "list_json": [r.list_json for r in rows],
+            "info_json": pd.Series([r.info_json for r in rows], dtype=object),
+            "info_reused": [r.info_reused for r in rows],
+        }
     )
+    conn.register("_raw_chunk", frame)
+    try:
+        conn.execute(
+            "insert into raw_staging (run_id, partition_key, company_id, update_time, list_json,"
+            " info_json, info_reused, fetched_at) select ?, partition_key,"
+            " company_id::varchar, update_time::varchar, list_json, info_json::varchar,"
+            " info_reused, ? from _raw_chunk",
+            [run_id, fetched_at],
+        )
+    finally:
+        conn.unregister("_raw_chunk")
 
 
 def stored_update_times(
@@ -195,24 +203,23 @@ def publish_raw(conn: duckdb.DuckDBPyConnection, run_id: str, partition_keys: Se
 
     Rows staged with ``info_reused`` get the info payload of the stored copy with the same
     company_id and update_time (the unchanged re-sync makes no info call). Returns rows published.
+
+    The reused payloads are copied into a temporary table and joined in while inserting: an
+    ``update`` of the staged rows would hold every new payload in memory (a 200,000-company
+    re-sync ran out of a 256 MB limit), a temporary table spills to disk.
     """
     conn.execute("begin transaction")
     try:
         conn.execute(
-            "update raw_staging s set info_json = r.info_json from ("
-            "  select company_id, update_time, arg_max(info_json, fetched_at) as info_json"
-            "  from raw_companies where info_json is not null group by company_id, update_time"
-            ") r where s.run_id = ? and s.info_reused and s.company_id = r.company_id"
-            " and s.update_time = r.update_time",
+            "create temp table _reused_info as select r.company_id, r.update_time, r.info_json"
+            " from raw_companies r join ("
+            "  select c.company_id, c.update_time, arg_max(c.rowid, c.fetched_at) as newest"
+            "  from raw_companies c semi join raw_staging s on s.run_id = ? and s.info_reused"
+            "   and s.company_id = c.company_id and s.update_time = c.update_time"
+            "  where c.info_json is not null group by c.company_id, c.update_time"
+            ") p on r.rowid = p.newest",
             [run_id],
         )
-        missing = conn.execute(
-            "select count(*) from raw_staging"
-            " where run_id = ? and info_reused and info_json is null",
-            [run_id],
-        ).fetchone()
-        if missing and missing[0]:
-            raise RuntimeError(f"{missing[0]} reused info payloads vanished while publishing")
         conn.execute(
             "delete from raw_companies where partition_key in (select unnest(?::varchar[]))",
             [list(partition_keys)],
@@ -220,10 +227,21 @@ def publish_raw(conn: duckdb.DuckDBPyConnection, run_id: str, partition_keys: Se
         inserted = conn.execute(
             "insert into raw_companies (partition_key, company_id, update_time, list_json,"
             " info_json, info_reused, fetched_at, run_id)"
-            " select partition_key, company_id, update_time, list_json, info_json, info_reused,"
-            " fetched_at, run_id from raw_staging where run_id = ?",
+            " select s.partition_key, s.company_id, s.update_time, s.list_json,"
+            " coalesce(s.info_json, u.info_json), s.info_reused, s.fetched_at, s.run_id"
+            " from raw_staging s left join _reused_info u on s.info_reused"
+            "  and s.company_id = u.company_id and s.update_time = u.update_time"
+            " where s.run_id = ?",
             [run_id],
         ).fetchone()
+        missing = conn.execute(
+            "select count(*) from raw_companies where run_id = ? and info_reused"
+            " and info_json is null and partition_key in (select unnest(?::varchar[]))",
+            [run_id, list(partition_keys)],
+        ).fetchone()
+        if missing and missing[0]:
+            raise RuntimeError(f"{missing[0]} reused info payloads vanished while publishing")
+        conn.execute("drop table _reused_info")
         conn.execute("delete from raw_staging where run_id = ?", [run_id])
         conn.execute("commit")
     except BaseException:
@@ -269,17 +287,41 @@ def read_deleted(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd.Data
 def iter_raw(
     conn: duckdb.DuckDBPyConnection, partition_key: str, chunk_rows: int = 20_000
 ) -> Iterator[pd.DataFrame]:
-    """A partition's raw rows in chunks, so no stage holds a large window's payloads at once."""
-    result = conn.execute(
+    """A partition's raw rows in chunks, so no stage holds a large window's payloads at once.
+
+    Rows come in company_id order (rows without one last), each chunk a range of company_ids:
+    a single ``order by`` over the payload columns makes DuckDB sort, and hold, the whole
+    partition's payloads first (about 1 GB for 200,000 companies)."""
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "select distinct company_id from raw_companies where partition_key = ?"
+            " and company_id is not null order by company_id",
+            [partition_key],
+        ).fetchall()
+    ]
+    for first in range(0, len(ids), chunk_rows):
+        if first + chunk_rows < len(ids):
+            yield conn.execute(
+                "select partition_key, company_id, update_time, list_json, info_json"
+                " from raw_companies where partition_key = ? and company_id >= ?"
+                " and company_id < ? order by company_id",
+                [partition_key, ids[first], ids[first + chunk_rows]],
+            ).df()
+        else:
+            yield conn.execute(
+                "select partition_key, company_id, update_time, list_json, info_json"
+                " from raw_companies where partition_key = ? and company_id >= ?"
+                " order by company_id",
+                [partition_key, ids[first]],
+            ).df()
+    without_id = conn.execute(
         "select partition_key, company_id, update_time, list_json, info_json from raw_companies"
-        " where partition_key = ? order by company_id",
+        " where partition_key = ? and company_id is null",
         [partition_key],
-    )
-    while True:
-        chunk = result.fetch_df_chunk(max(1, chunk_rows // 2048))
-        if chunk.empty:
-            return
-        yield chunk
+    ).df()
+    if not without_id.empty:
+        yield without_id
 
 
 def raw_count(conn: duckdb.DuckDBPyConnection, partition_key: str) -> int:
@@ -309,26 +351,22 @@ def append_cleaned(
     """Insert one chunk of cleaned and quarantined rows (inside ``begin_cleaned``'s transaction)."""
     if not cleaned.empty:
         frame = cleaned.assign(run_id=run_id)
-        conn.register("_cleaned_chunk", frame)
-        try:
-            columns = ", ".join(f'"{c}"' for c in frame.columns)
-            conn.execute(
-                f"insert into cleaned_companies ({columns}) select {columns} from _cleaned_chunk"  # noqa: S608 - column names come from our own frame
-            )
-        finally:
-            conn.unregister("_cleaned_chunk")
+        # A relation, not conn.register: DuckDB keeps a registered frame alive until the
+        # transaction ends, which would hold the whole partition's cleaned rows in Python.
+        columns = ", ".join(f'"{c}"' for c in frame.columns)
+        conn.from_df(frame).query(
+            "_cleaned_chunk",
+            f"insert into cleaned_companies ({columns}) select {columns} from _cleaned_chunk",  # noqa: S608 - column names come from our own frame
+        )
     if not quarantined.empty:
         frame = quarantined[["partition_key", "company_id", "reasons", "list_json", "info_json"]]
         frame = frame.assign(quarantined_at=at, run_id=run_id)
-        conn.register("_quarantine_chunk", frame)
-        try:
-            conn.execute(
-                "insert into quarantined_companies select partition_key, company_id,"
-                " reasons::varchar[], list_json, info_json, quarantined_at, run_id"
-                " from _quarantine_chunk"
-            )
-        finally:
-            conn.unregister("_quarantine_chunk")
+        conn.from_df(frame).query(
+            "_quarantine_chunk",
+            "insert into quarantined_companies select partition_key, company_id,"
+            " reasons::varchar[], list_json, info_json, quarantined_at, run_id"
+            " from _quarantine_chunk",
+        )
 
 
 def commit(conn: duckdb.DuckDBPyConnection) -> None:
@@ -345,6 +383,38 @@ def read_cleaned(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd.Data
         " order by company_id",
         [partition_key],
     ).df()
+    return _local_times(frame)
+
+
+def iter_cleaned(
+    conn: duckdb.DuckDBPyConnection, partition_key: str, chunk_rows: int = 20_000
+) -> Iterator[pd.DataFrame]:
+    """``read_cleaned`` in chunks of company_id ranges (all rows of one id in one chunk)."""
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "select distinct company_id from cleaned_companies where partition_key = ?"
+            " order by company_id",
+            [partition_key],
+        ).fetchall()
+    ]
+    for first in range(0, len(ids), chunk_rows):
+        if first + chunk_rows < len(ids):
+            frame = conn.execute(
+                "select * exclude (run_id) from cleaned_companies where partition_key = ?"
+                " and company_id >= ? and company_id < ? order by company_id",
+                [partition_key, ids[first], ids[first + chunk_rows]],
+            ).df()
+        else:
+            frame = conn.execute(
+                "select * exclude (run_id) from cleaned_companies where partition_key = ?"
+                " and company_id >= ? order by company_id",
+                [partition_key, ids[first]],
+            ).df()
+        yield _local_times(frame)
+
+
+def _local_times(frame: pd.DataFrame) -> pd.DataFrame:
     for column in TIME_COLUMNS:
         if column in frame:
             frame[column] = pd.to_datetime(frame[column], utc=True).dt.tz_convert(TIMEZONE)
@@ -358,6 +428,23 @@ def duplicate_company_ids(conn: duckdb.DuckDBPyConnection, partition_key: str) -
         [partition_key],
     ).fetchall()
     return [int(r[0]) for r in rows]
+
+
+def quarantine_sample(
+    conn: duckdb.DuckDBPyConnection, partition_key: str, limit: int = 20
+) -> pd.DataFrame:
+    """The partition's first quarantined rows: company_id, reasons, and name/update_time as
+    OKKI listed them (for the UI's failure-cases table)."""
+    return conn.execute(
+        "select company_id, array_to_string(reasons, ', ') as reasons,"
+        " case when json_valid(list_json) then json_extract_string(list_json, '$.name') end"
+        "  as name,"
+        " case when json_valid(list_json) then json_extract_string(list_json, '$.update_time')"
+        "  end as update_time"
+        " from quarantined_companies where partition_key = ?"
+        " order by company_id nulls first limit ?",
+        [partition_key, limit],
+    ).df()
 
 
 def quarantine_reason_counts(conn: duckdb.DuckDBPyConnection, partition_key: str) -> dict[str, int]:

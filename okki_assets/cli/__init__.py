@@ -25,7 +25,11 @@ from okki_assets.cli.demo import (
 PROFILES = ("none", "moderate", "heavy")
 
 # Sub-commands living in their own module: each has add_arguments(parser) and run(args) -> int.
-_PLUGGED: list[tuple[str, str]] = []
+_PLUGGED: list[tuple[str, str]] = [
+    ("bench", "measure throughput against the OKKI quota, peak memory, and a naive baseline"),
+    ("dev", "start both simulators and dagster dev pointed at them; Ctrl-C stops all"),
+    ("soak", "sync days against faulty simulators, then reconcile: lost, doubled, stale"),
+]
 
 
 def _demo(args: argparse.Namespace) -> int:

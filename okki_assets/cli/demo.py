@@ -206,6 +206,13 @@ def run_simulators(
     return 0
 
 
+def _instance() -> dg.DagsterInstance:
+    """The DAGSTER_HOME instance when it is set, else an ephemeral one (nothing recorded)."""
+    if os.environ.get("DAGSTER_HOME", "").strip():
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
 def run_replay(partition_key: str, out: TextIO) -> int:
     """Materialize loaded_companies for one partition with the environment's settings.
 
@@ -214,7 +221,13 @@ def run_replay(partition_key: str, out: TextIO) -> int:
     """
     defs = defs_from_env()
     job = defs.resolve_job_def("okki_sync")
-    with dg.DagsterInstance.get() as instance:
+    partitions = job.partitions_def
+    if partitions is not None and not partitions.has_partition_key(partition_key):
+        out.write(f"replay: {partition_key} is not a partition (OKKI_SYNC_START up to today)\n")
+        return 2
+    if not os.environ.get("DAGSTER_HOME", "").strip():
+        out.write("(DAGSTER_HOME is unset: this replay run is not recorded for the UI)\n")
+    with _instance() as instance:
         result = job.execute_in_process(
             partition_key=partition_key,
             instance=instance,
@@ -223,8 +236,9 @@ def run_replay(partition_key: str, out: TextIO) -> int:
             run_config=QUIET,
         )
     row = _row(partition_key, result)
-    database = defs.resources["warehouse"]
-    with database.get_connection() as conn:  # type: ignore[attr-defined]
+    warehouse = (defs.resources or {})["warehouse"]
+    assert isinstance(warehouse, WarehouseResource)
+    with warehouse.get_connection() as conn:
         counts = storage.ledger_status_counts(conn, partition_key)
     out.write(f"replay {partition_key}: sent {row['sent']}, ledger now {counts}, {row['status']}\n")
     return 0 if result.success else 1

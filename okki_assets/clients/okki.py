@@ -4,9 +4,12 @@ API quirks covered here (see shared/specs/okki-api.md):
 
 - Auth is OAuth2 client_credentials. The token is cached and renewed a few minutes before it
   expires; a reply without ``expires_in`` is taken to live 8 h. One thread renews while the others
-  wait. HTTP 401, or ``access_denied`` in a 200 body, renews the token once and repeats the call;
-  refused credentials, an unsupported grant or a missing scope stop at once with a message naming
-  what to check (never the secret).
+  wait. A first token request that cannot even connect stops at once (a wrong OKKI_BASE_URL or
+  no network); later connection failures are retried. HTTP 401, or ``access_denied`` in a 200
+  body, renews the token and repeats the call; a renewed token refused before it ever served a
+  call means the credentials are at fault (a token that did serve calls may be revoked again
+  mid-window: renewed again, a few times per call). Refused credentials, an unsupported grant or
+  a missing scope stop at once with a message naming what to check (never the secret).
 - Success is ``code`` 200 or 0 inside an HTTP 200. Business errors also come with HTTP 200: body
   ``code`` 429 and 5xx are transient, ``code`` 404 on ``/v1/company/info`` means the company was
   deleted (``InfoResult(data=None)``), every other code is permanent.
@@ -20,13 +23,16 @@ API quirks covered here (see shared/specs/okki-api.md):
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
 import time
 import zoneinfo
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -77,6 +83,8 @@ RENEW_EARLY_SECONDS = 300.0
 SUCCESS_CODES = frozenset({0, 200})
 #: ``error`` values that mean "this access token is no good": renew once and repeat.
 TOKEN_REFUSALS = frozenset({"access_denied", "invalid_token"})
+#: Renewals one call may make, even of tokens that served other calls, before it gives up.
+MAX_TOKEN_RENEWALS = 5
 _MAX_SERVER_TEXT = 200
 
 
@@ -124,6 +132,16 @@ class _TokenCache:
         self._lock = threading.Lock()
         self._token: str | None = None
         self._renew_at = 0.0
+        self._served: set[str] = set()  # tokens that answered at least one call
+
+    def served(self, token: str) -> None:
+        """Note that ``token`` answered a call (it was good when issued)."""
+        if token not in self._served:
+            with self._lock:
+                self._served.add(token)
+
+    def has_served(self, token: str) -> bool:
+        return token in self._served
 
     def get(self) -> str:
         with self._lock:
@@ -229,6 +247,7 @@ class OkkiClient:
         self._pace_clock = monotonic_for(clock)
         self._limiter = RateLimiter(rate_limit, clock=self._pace_clock, sleep=sleep)
         self._tokens = _TokenCache(self._fetch_token, clock)
+        self._contacted = False  # any answer from OKKI yet (a first connection refused is fatal)
         self._http = httpx.Client(
             base_url=base_url,
             timeout=timeouts.to_httpx(),
@@ -257,6 +276,12 @@ class OkkiClient:
 
     # -- auth ----------------------------------------------------------------------------------
 
+    def _unreachable(self, exc: Exception) -> str:
+        """For a connection that could not even be opened: where to look."""
+        if isinstance(exc, httpx.ConnectError):
+            return f": cannot connect to {self.base_url}, check OKKI_BASE_URL and the network"
+        return ""
+
     def _scrub(self, text: str) -> str:
         return text.replace(self._client_secret, "***") if self._client_secret else text
 
@@ -272,6 +297,7 @@ class OkkiClient:
         params = {"scope": self.scope}
         try:
             resp = self._http.post(TOKEN_PATH, data=form)
+            self._contacted = True
         except httpx.TimeoutException as exc:
             raise OkkiTransientError(
                 f"token request timed out ({type(exc).__name__})",
@@ -280,8 +306,16 @@ class OkkiClient:
                 params=params,
             ) from exc
         except (httpx.TransportError, httpx.DecodingError) as exc:
+            if isinstance(exc, httpx.ConnectError) and not self._contacted:
+                # OKKI was never reached: a wrong OKKI_BASE_URL or no network, not a blip.
+                raise OkkiPermanentError(
+                    f"token request failed ({type(exc).__name__})" + self._unreachable(exc),
+                    endpoint=TOKEN_PATH,
+                    params=params,
+                ) from exc
             raise OkkiTransientError(
-                f"token request failed in transport ({type(exc).__name__})",
+                f"token request failed in transport ({type(exc).__name__})"
+                + self._unreachable(exc),
                 cause="transport",
                 endpoint=TOKEN_PATH,
                 params=params,
@@ -355,16 +389,17 @@ class OkkiClient:
         accept_codes: frozenset[int] = frozenset(),
     ) -> tuple[int, dict[str, Any]]:
         """GET ``path`` with retries; (body code, body) of a success or of an accepted code."""
-        renewed = False
+        renewals = 0
 
         def attempt() -> tuple[int, dict[str, Any]]:
-            nonlocal renewed
+            nonlocal renewals
             while True:
                 token = self._tokens.get()
                 try:
-                    return self._request_once(endpoint, path, params, token, accept_codes)
+                    answer = self._request_once(endpoint, path, params, token, accept_codes)
                 except _AccessDenied as denied:
-                    if renewed:
+                    fresh_refused = renewals > 0 and not self._tokens.has_served(token)
+                    if fresh_refused or renewals >= MAX_TOKEN_RENEWALS:
                         raise OkkiAuthError(
                             "OKKI refused a freshly renewed access token: check that the app "
                             "behind OKKI_CLIENT_ID is still authorised and has the needed scope",
@@ -372,10 +407,13 @@ class OkkiClient:
                             params=params,
                             code=denied.status,
                         ) from None
-                    renewed = True
+                    renewals += 1
                     self.stats.count_retry("token_renewed")
                     self._tokens.invalidate(token)
-                    log.info("OKKI refused the access token on %s; renewing it once", path)
+                    log.info("OKKI refused the access token on %s; renewing it", path)
+                else:
+                    self._tokens.served(token)
+                    return answer
 
         def exhausted(last: BaseException, attempts: int, elapsed: float) -> BaseException:
             cause = getattr(last, "cause", type(last).__name__)
@@ -419,7 +457,7 @@ class OkkiClient:
             ) from exc
         except (httpx.TransportError, httpx.DecodingError) as exc:
             raise OkkiTransientError(
-                f"transport error ({type(exc).__name__})",
+                f"transport error ({type(exc).__name__})" + self._unreachable(exc),
                 cause="transport",
                 endpoint=path,
                 params=params,
@@ -543,6 +581,7 @@ class OkkiClient:
         removed: int = 0,
         all: int = 1,
         group_id: int | None = None,
+        prefetch: bool = False,
     ) -> Iterator[ListPage]:
         """Every non-empty page of one window, in order.
 
@@ -550,10 +589,13 @@ class OkkiClient:
         that is unknown, at the first empty page) or when a page is empty. Raises
         PaginationError when a page repeats the previous one (same ids, same order) or when
         ``max_pages`` pages did not finish the list.
+
+        ``prefetch``: once page 1 has told ``totalItem``, the pages it implies are requested
+        ``concurrency`` at a time (still yielded in order, under the same stop rules), so a
+        window's list keeps pace with the rate limit instead of one latency per page. The cost:
+        when ``totalItem`` overstates the list, or the list shrinks while paging, up to
+        ``2 * concurrency`` pages past the end may be requested.
         """
-        seen: set[str] = set()
-        previous: list[str] | None = None
-        rows = 0
         window = {
             "start_time": format_okki_time(start_time) if start_time else None,
             "end_time": format_okki_time(end_time) if end_time else None,
@@ -563,8 +605,9 @@ class OkkiClient:
             "group_id": group_id,
         }
         window = {k: v for k, v in window.items() if v is not None}
-        for page_no in range(1, self.max_pages + 1):
-            page = self.list_page(
+
+        def fetch(page_no: int) -> ListPage:
+            return self.list_page(
                 page_no,
                 start_time=start_time,
                 end_time=end_time,
@@ -573,6 +616,18 @@ class OkkiClient:
                 all=all,
                 group_id=group_id,
             )
+
+        with closing(self._pages_in_order(fetch, prefetch)) as pages:
+            yield from self._checked_pages(pages, window)
+
+    def _checked_pages(
+        self, pages: Iterator[ListPage], window: dict[str, Any]
+    ) -> Iterator[ListPage]:
+        """The stop rules and checks of ``iter_list_pages`` over pages 1, 2, ... in order."""
+        seen: set[str] = set()
+        previous: list[str] | None = None
+        rows = 0
+        for page_no, page in zip(range(1, self.max_pages + 1), pages, strict=False):
             if not page.records:
                 log.debug("list page %d is empty: done", page_no)
                 break
@@ -607,6 +662,33 @@ class OkkiClient:
                 params=window,
             )
         log.info("listed %d rows (%d distinct companies)", rows, len(seen))
+
+    def _pages_in_order(
+        self, fetch: Callable[[int], ListPage], prefetch: bool
+    ) -> Generator[ListPage, None, None]:
+        """Pages 1, 2, 3, ... in order, fetched one at a time, or (``prefetch``) the pages that
+        page 1's ``totalItem`` implies ``concurrency`` at a time, at most ``2 * concurrency``
+        ahead of the consumer; queued requests are cancelled when the consumer stops."""
+        first = fetch(1)
+        yield first
+        planned = 1
+        size = len(first.records)
+        if prefetch and size and first.total_item > size:
+            planned = min(self.max_pages, -(-first.total_item // size))
+        next_no = 2
+        if planned >= next_no:
+            ahead: deque[Future[ListPage]] = deque()
+            pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="okki-list")
+            try:
+                while next_no <= planned or ahead:
+                    while next_no <= planned and len(ahead) < 2 * self.concurrency:
+                        ahead.append(pool.submit(fetch, next_no))
+                        next_no += 1
+                    yield ahead.popleft().result()
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        for page_no in itertools.count(next_no):
+            yield fetch(page_no)
 
     # -- company details -------------------------------------------------------------------------
 

@@ -223,15 +223,24 @@ class TargetClient:
                     f"request timed out ({type(exc).__name__})", cause="timeout", endpoint=path
                 ) from exc
             except (httpx.TransportError, httpx.DecodingError) as exc:
+                unreachable = (
+                    f": cannot connect to {self.base_url}, check TARGET_URL and the network"
+                    if isinstance(exc, httpx.ConnectError)
+                    else ""
+                )
                 raise TargetTransientError(
-                    f"transport error ({type(exc).__name__})", cause="transport", endpoint=path
+                    f"transport error ({type(exc).__name__}){unreachable}",
+                    cause="transport",
+                    endpoint=path,
                 ) from exc
             return self._interpret(method, path, resp)
 
         def exhausted(last: BaseException, attempts: int, elapsed: float) -> BaseException:
             cause = getattr(last, "cause", type(last).__name__)
+            said = str(last).split(" | ")[0]
             return TargetRetriesExhausted(
-                f"gave up after {attempts} attempts in {elapsed:.1f}s; last cause: {cause}",
+                f"gave up after {attempts} attempts in {elapsed:.1f}s; last cause: {cause}"
+                f" ({said})",
                 status=getattr(last, "status", None),
                 endpoint=path,
             )
@@ -263,7 +272,7 @@ class TargetClient:
         where: dict[str, Any] = {"status": status, "endpoint": path}
         if status == 401:
             raise TargetAuthError(
-                "the target refused the token (HTTP 401): check the configured target token",
+                "the target refused the token (HTTP 401): check TARGET_TOKEN",
                 **where,
             )
         if status == 409:

@@ -4,8 +4,12 @@ Profiles:
 - ``none``: clean services (latency only);
 - ``moderate``: a few percent of OKKI calls fail or throttle, some drift while paging, a few
   target batches (one in ten) throttled or committed-then-dropped;
-- ``heavy``: 20 % OKKI faults, throttling in every shape, latency spikes past the client's
-  timeout, 10 % drift, a token revoked mid-window, 10 % dropped target replies, 429s.
+- ``heavy``: the fault matrix of the soak (``okki-assets soak``): 20 % of OKKI calls failing
+  (5xx in the status and in the body, connection resets, HTML pages), a quota answered in every
+  throttle shape, latency spikes of 1.5 s (past a client timeout of 1 s), 10 % drift while
+  paging, every access token revoked after 150 calls (mid-window); at the target 10 % of batches
+  committed with the reply dropped, 5 % answered 429 with Retry-After, 5 % 5xx, and per-record
+  rejections of names longer than the target accepts (``reject_overlong_names``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,17 @@ from okki_assets.simulator.target import TargetSimConfig, TargetSimulator
 DEMO_CLIENT_ID = "demo-client"
 DEMO_CLIENT_SECRET = "demo-secret"  # the simulator's own, not a real credential
 DEMO_TARGET_TOKEN = "demo-target-token"
+
+
+TARGET_NAME_LIMIT = 200
+
+
+def reject_overlong_names(record: dict[str, Any]) -> str | None:
+    """A target-side validation rule: names longer than ``TARGET_NAME_LIMIT`` are refused."""
+    name = record.get("fullName")
+    if isinstance(name, str) and len(name) > TARGET_NAME_LIMIT:
+        return f"fullName is longer than {TARGET_NAME_LIMIT} characters"
+    return None
 
 
 @dataclass(frozen=True)
@@ -43,17 +58,19 @@ PROFILES: dict[str, FaultProfile] = {
         okki={
             "latency": 0.002,
             "fault_rate": 0.2,
-            "quota_rps": 150.0,
-            "latency_spike_rate": 0.01,
+            "quota_rps": 80.0,
+            "quota_burst": 20.0,
+            "latency_spike_rate": 0.02,
             "latency_spike": 1.5,
             "drift_rate": 0.1,
-            "revoke_token_after": 400,
+            "revoke_token_after": 150,
         },
         target={
             "throttle_rate": 0.05,
             "drop_reply_rate": 0.1,
             "error_rate": 0.05,
             "retry_after": 0.2,
+            "reject_rule": reject_overlong_names,
         },
     ),
 }
@@ -88,13 +105,17 @@ def running_simulators(
     okki_overrides: dict[str, Any] | None = None,
     target_overrides: dict[str, Any] | None = None,
     okki: OkkiSimulator | None = None,
+    target: TargetSimulator | None = None,
 ) -> Iterator[RunningSimulators]:
-    """Start both simulators on 127.0.0.1 (free ports by default) and stop them afterwards."""
+    """Start both simulators on 127.0.0.1 (free ports by default) and stop them afterwards.
+
+    ``okki`` and ``target`` serve ready-made simulators (a test's subclass, say) instead of
+    building them from the profile."""
     profile = profile or PROFILES["none"]
     okki_sim = okki or OkkiSimulator.demo(
         n=companies, days=days, seed=seed, **{**profile.okki, **(okki_overrides or {})}
     )
-    target_sim = TargetSimulator(
+    target_sim = target or TargetSimulator(
         replace(TargetSimConfig(), seed=seed, **{**profile.target, **(target_overrides or {})})
     )
     with (

@@ -148,6 +148,14 @@ class TargetSimulator:
         with self._lock:
             return list(self._history)
 
+    @property
+    def writes(self) -> list[tuple[str, str, str]]:
+        """Every per-record result the batches produced, replays excluded, in order, as
+        ``(id, status, fingerprint of the record sent)``: lets a test tell a version applied
+        twice (the same fingerprint applied again) from a new version."""
+        with self._lock:
+            return list(self._writes)
+
     def stats(self) -> dict[str, Any]:
         """The counters served by ``GET /v1/_stats`` (a copy)."""
         with self._lock:
@@ -312,6 +320,7 @@ class TargetSimulator:
             self._applied[record_id] = self._applied.get(record_id, 0) + 1
             self._history.append((record_id, status))
         self._status_counts[status] += 1
+        self._writes.append((record_id, status, _fingerprint(record)))
         result = {"id": record_id, "status": status}
         if error is not None:
             result["error"] = error
@@ -324,6 +333,7 @@ class TargetSimulator:
         self._records: dict[str, dict[str, Any]] = {}
         self._idempotency: dict[str, _StoredReply] = {}
         self._history: list[tuple[str, str]] = []
+        self._writes: list[tuple[str, str, str]] = []
         self._applied: dict[str, int] = {}
         self._status_counts: dict[str, int] = dict.fromkeys(RESULT_STATUSES, 0)
         self._http_status_counts: dict[str, int] = {}
