@@ -106,7 +106,9 @@ def test_quota_is_enforced_per_token_at_the_configured_rate(serve) -> None:
     sent = len(sim.stats.request_times)
     assert sent > 100, "the client must have asked far faster than the quota"
     for token in tokens:  # each token has its own bucket: burst + rate x time
-        assert abs(admitted[token] - (2 + 20 * elapsed)) <= 3
+        # Never more than the bucket allows; a loaded machine may admit a little fewer.
+        assert admitted[token] <= 2 + 20 * elapsed + 2
+        assert admitted[token] >= 0.8 * 20 * elapsed
     assert sim.stats.throttled["http429"] == sent - sum(admitted.values())
 
 
