@@ -26,6 +26,7 @@ from okki_assets.clients.okki import (
 )
 from okki_assets.errors import (
     OkkiAuthError,
+    OkkiError,
     OkkiPermanentError,
     OkkiRetriesExhausted,
     PaginationError,
@@ -738,3 +739,33 @@ def test_logs_never_carry_the_secret_or_a_token(caplog: pytest.LogCaptureFixture
     assert "list page 1" in caplog.text  # pages are logged at DEBUG
     assert SECRET not in caplog.text
     assert "tok-1" not in caplog.text and "tok-2" not in caplog.text
+
+
+def test_an_unreachable_host_at_first_contact_fails_at_once_naming_the_setting() -> None:
+    attempts: list[str] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        attempts.append(request.url.path)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with make_client(refuse) as client, pytest.raises(OkkiError) as info:
+        client.list_page(1)
+    assert attempts == [TOKEN], "a host never reached is not retried"
+    assert "OKKI_BASE_URL" in str(info.value) and "okki.test" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+def test_a_connection_error_after_first_contact_is_retried() -> None:
+    fake = FakeOkki({LIST: [list_ok([1])]})
+    refused = {"left": 2}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        if request.url.path == LIST and refused["left"]:
+            refused["left"] -= 1
+            raise httpx.ConnectError("connection refused", request=request)
+        return fake(request)
+
+    with make_client(flaky) as client:
+        page = client.list_page(1)
+        assert client.stats.retries["transport"] == 2
+    assert [r["company_id"] for r in page.records] == [1]
