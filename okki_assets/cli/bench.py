@@ -11,10 +11,10 @@ invocation, on one sync window served by the simulators:
     one POST per record, against fresh simulators with the same settings.
 
 Then the same window is synced again unchanged (list requests only: no info call, no write),
-cleaning + validation + mapping is timed in CPU seconds on the window's raw rows, and, with
-``--memory-window N``, a window of N companies is synced by a fresh pipeline process whose peak
-resident memory is reported. The table says which target each figure meets; the exit code is 1
-when one is missed.
+cleaning + validation + mapping is timed in CPU seconds on a stage-sized sample (and on the
+window's own rows), and, with ``--memory-window N``, a window of N companies is synced (and
+re-synced) by a fresh pipeline process whose peak resident memory is reported. The table says
+which target each figure meets; the exit code is 1 when one is missed.
 
 Figures come from the simulators' own counters (requests per endpoint, the arrival time of every
 business request, throttled answers, batches received), not from the pipeline's metadata.
@@ -109,7 +109,6 @@ class SimCounters:
 
     calls: dict[str, int] = field(default_factory=dict)
     throttled: int = 0
-    faults: int = 0
     request_times: list[float] = field(default_factory=list)
     batches: int = 0
     records_applied: int = 0
@@ -124,7 +123,6 @@ class Traffic:
 
     list_calls: int
     info_calls: int
-    token_calls: int
     throttled: int
     batches: int
     records_applied: int
@@ -147,7 +145,6 @@ class Traffic:
         return cls(
             list_calls=after.calls_to(LIST_PATH) - before.calls_to(LIST_PATH),
             info_calls=after.calls_to(INFO_PATH) - before.calls_to(INFO_PATH),
-            token_calls=after.calls_to(TOKEN_PATH) - before.calls_to(TOKEN_PATH),
             throttled=after.throttled - before.throttled,
             batches=after.batches - before.batches,
             records_applied=after.records_applied - before.records_applied,
@@ -163,7 +160,6 @@ class SyncOutcome:
     seconds: float
     peak_rss_mb: float
     stored: int = 0
-    sent: int = 0
     error: str = ""
 
 
@@ -208,7 +204,6 @@ def _serve_simulators(conn: multiprocessing.connection.Connection, spec: SimSpec
                     SimCounters(
                         calls=s.calls,
                         throttled=sum(s.throttled.values()),
-                        faults=sum(s.faults.values()),
                         request_times=s.request_times,
                     )
                 )
@@ -217,38 +212,57 @@ def _serve_simulators(conn: multiprocessing.connection.Connection, spec: SimSpec
     conn.close()
 
 
-class SimulatorProcess:
-    """Both simulators served by a separate process on 127.0.0.1 (fresh data each time)."""
+class _Child:
+    """A spawned child process driven over a pipe: its entry point sends one greeting, then
+    answers each message; any other message than the ones it knows makes it exit."""
 
-    def __init__(self, spec: SimSpec) -> None:
+    def __init__(self, entry: Any, spec: object, name: str) -> None:
         ctx = multiprocessing.get_context("spawn")
+        self._name = name
         self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(
-            target=_serve_simulators, args=(child, spec), name="okki-bench-sims", daemon=True
-        )
+        self._process = ctx.Process(target=entry, args=(child, spec), name=name, daemon=True)
         self._process.start()
         child.close()
-        urls = _receive(self._conn, self._process, "the simulator process")
-        self.okki_url: str = urls["okki"]
-        self.target_url: str = urls["target"]
+        self.greeting = self._receive()
 
-    def counters(self) -> SimCounters:
-        self._conn.send("stats")
-        counters: SimCounters = _receive(self._conn, self._process, "the simulator process")
-        stats = httpx.get(self.target_url + STATS_PATH, timeout=30).json()
-        counters.batches = int(stats["batches_received"])
-        counters.records_applied = sum(stats["records_applied"].values())
-        return counters
+    def ask(self, message: str) -> Any:
+        self._conn.send(message)
+        return self._receive()
+
+    def _receive(self) -> Any:
+        deadline = time.monotonic() + CHILD_TIMEOUT
+        while not self._conn.poll(1.0):
+            if not self._process.is_alive():
+                raise RuntimeError(f"{self._name} exited with code {self._process.exitcode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self._name} did not answer within {CHILD_TIMEOUT:.0f}s")
+        return self._conn.recv()
 
     def stop(self) -> None:
         if self._process.is_alive():
             with suppress(BrokenPipeError, OSError):
                 self._conn.send("stop")
-            self._process.join(timeout=30)
+            self._process.join(timeout=60)
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(timeout=10)
         self._conn.close()
+
+
+class SimulatorProcess(_Child):
+    """Both simulators served by a separate process on 127.0.0.1 (fresh data each time)."""
+
+    def __init__(self, spec: SimSpec) -> None:
+        super().__init__(_serve_simulators, spec, "the simulator process")
+        self.okki_url: str = self.greeting["okki"]
+        self.target_url: str = self.greeting["target"]
+
+    def counters(self) -> SimCounters:
+        counters: SimCounters = self.ask("stats")
+        stats = httpx.get(self.target_url + STATS_PATH, timeout=30).json()
+        counters.batches = int(stats["batches_received"])
+        counters.records_applied = sum(stats["records_applied"].values())
+        return counters
 
 
 @contextmanager
@@ -258,16 +272,6 @@ def simulators(spec: SimSpec) -> Iterator[SimulatorProcess]:
         yield sims
     finally:
         sims.stop()
-
-
-def _receive(conn: multiprocessing.connection.Connection, process: Any, what: str) -> Any:
-    deadline = time.monotonic() + CHILD_TIMEOUT
-    while not conn.poll(1.0):
-        if not process.is_alive():
-            raise RuntimeError(f"{what} exited with code {process.exitcode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not answer within {CHILD_TIMEOUT:.0f}s")
-    return conn.recv()
 
 
 # --- the pipeline process -----------------------------------------------------------------
@@ -348,40 +352,21 @@ def _run_pipeline(conn: multiprocessing.connection.Connection, spec: PipelineSpe
                     seconds,
                     peak_rss_mb(),
                     stored=_value(by_asset.get("raw_companies", {}), "fetched"),
-                    sent=_value(by_asset.get("loaded_companies", {}), "sent"),
                     error=error,
                 )
             )
     conn.close()
 
 
-class PipelineProcess:
+class PipelineProcess(_Child):
     """The pipeline in a process of its own: ``sync()`` runs the job once and reports."""
 
     def __init__(self, spec: PipelineSpec) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(
-            target=_run_pipeline, args=(child, spec), name="okki-bench-pipeline", daemon=True
-        )
-        self._process.start()
-        child.close()
-        _receive(self._conn, self._process, "the pipeline process")
+        super().__init__(_run_pipeline, spec, "the pipeline process")
 
     def sync(self) -> SyncOutcome:
-        self._conn.send("sync")
-        outcome: SyncOutcome = _receive(self._conn, self._process, "the pipeline process")
+        outcome: SyncOutcome = self.ask("sync")
         return outcome
-
-    def stop(self) -> None:
-        if self._process.is_alive():
-            with suppress(BrokenPipeError, OSError):
-                self._conn.send("stop")
-            self._process.join(timeout=60)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(timeout=10)
-        self._conn.close()
 
 
 @contextmanager
@@ -597,6 +582,13 @@ def bench_day() -> str:
     return (date.fromisoformat(today_key()) - timedelta(days=1)).isoformat()
 
 
+def _fresh(database: Path) -> str:
+    """The path of a DuckDB file, emptied: the simulators start empty, so must the ledger."""
+    for path in (database, database.with_name(database.name + ".wal")):
+        path.unlink(missing_ok=True)
+    return str(database)
+
+
 def _pipeline_spec(
     sims: SimulatorProcess, workdir: Path, name: str, key: str, rate: float, concurrency: int
 ) -> PipelineSpec:
@@ -605,7 +597,7 @@ def _pipeline_spec(
     return PipelineSpec(
         okki_url=sims.okki_url,
         target_url=sims.target_url,
-        database=str(workdir / f"{name}.duckdb"),
+        database=_fresh(workdir / f"{name}.duckdb"),
         dagster_home=str(home),
         partition_key=key,
         rate_limit=rate,
@@ -637,7 +629,7 @@ def run_comparison(settings: BenchSettings, workdir: Path, out: TextIO) -> Compa
     _say(
         out, f"    timing cleaning + validation + mapping on {settings.cpu_records:,} companies ..."
     )
-    sample = str(workdir / "cpu_sample.duckdb")
+    sample = _fresh(workdir / "cpu_sample.duckdb")
     write_raw_sample(sample, key, settings.cpu_records, settings.seed)
     cpu = measure_cpu(raw_chunks(sample, key), key, settings.cpu_seconds)
     cpu_window = measure_cpu(raw_chunks(pspec.database, key), key, settings.cpu_seconds)
