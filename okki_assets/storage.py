@@ -292,29 +292,13 @@ def iter_raw(
     Rows come in company_id order (rows without one last), each chunk a range of company_ids:
     a single ``order by`` over the payload columns makes DuckDB sort, and hold, the whole
     partition's payloads first (about 1 GB for 200,000 companies)."""
-    ids = [
-        row[0]
-        for row in conn.execute(
-            "select distinct company_id from raw_companies where partition_key = ?"
-            " and company_id is not null order by company_id",
-            [partition_key],
-        ).fetchall()
-    ]
-    for first in range(0, len(ids), chunk_rows):
-        if first + chunk_rows < len(ids):
-            yield conn.execute(
-                "select partition_key, company_id, update_time, list_json, info_json"
-                " from raw_companies where partition_key = ? and company_id >= ?"
-                " and company_id < ? order by company_id",
-                [partition_key, ids[first], ids[first + chunk_rows]],
-            ).df()
-        else:
-            yield conn.execute(
-                "select partition_key, company_id, update_time, list_json, info_json"
-                " from raw_companies where partition_key = ? and company_id >= ?"
-                " order by company_id",
-                [partition_key, ids[first]],
-            ).df()
+    yield from _chunks_by_id(
+        conn,
+        "raw_companies",
+        "partition_key, company_id, update_time, list_json, info_json",
+        partition_key,
+        chunk_rows,
+    )
     without_id = conn.execute(
         "select partition_key, company_id, update_time, list_json, info_json from raw_companies"
         " where partition_key = ? and company_id is null",
@@ -390,28 +374,39 @@ def iter_cleaned(
     conn: duckdb.DuckDBPyConnection, partition_key: str, chunk_rows: int = 20_000
 ) -> Iterator[pd.DataFrame]:
     """``read_cleaned`` in chunks of company_id ranges (all rows of one id in one chunk)."""
+    for frame in _chunks_by_id(
+        conn, "cleaned_companies", "* exclude (run_id)", partition_key, chunk_rows
+    ):
+        yield _local_times(frame)
+
+
+def _chunks_by_id(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: str,
+    partition_key: str,
+    chunk_rows: int,
+) -> Iterator[pd.DataFrame]:
+    """A partition's rows with a company_id, in chunks of company_id ranges (id order).
+
+    ``table`` and ``columns`` are this module's constants, never user input."""
     ids = [
         row[0]
         for row in conn.execute(
-            "select distinct company_id from cleaned_companies where partition_key = ?"
-            " order by company_id",
+            f"select distinct company_id from {table} where partition_key = ?"  # noqa: S608
+            " and company_id is not null order by company_id",
             [partition_key],
         ).fetchall()
     ]
+    query = f"select {columns} from {table} where partition_key = ? and company_id >= ?"  # noqa: S608
     for first in range(0, len(ids), chunk_rows):
         if first + chunk_rows < len(ids):
-            frame = conn.execute(
-                "select * exclude (run_id) from cleaned_companies where partition_key = ?"
-                " and company_id >= ? and company_id < ? order by company_id",
+            yield conn.execute(
+                query + " and company_id < ? order by company_id",
                 [partition_key, ids[first], ids[first + chunk_rows]],
             ).df()
         else:
-            frame = conn.execute(
-                "select * exclude (run_id) from cleaned_companies where partition_key = ?"
-                " and company_id >= ? order by company_id",
-                [partition_key, ids[first]],
-            ).df()
-        yield _local_times(frame)
+            yield conn.execute(query + " order by company_id", [partition_key, ids[first]]).df()
 
 
 def _local_times(frame: pd.DataFrame) -> pd.DataFrame:

@@ -35,13 +35,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from okki_assets.clients.pacing import (
     CallStats,
+    HttpClientBase,
     RateLimiter,
     RetrySettings,
     Timeouts,
@@ -211,7 +211,7 @@ def _record_identity(record: Mapping[str, Any]) -> str:
     return "json:" + json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
 
 
-class OkkiClient:
+class OkkiClient(HttpClientBase):
     """Speaks the OKKI Open API. Thread-safe: concurrent calls share the token, the rate limiter,
     the connection pool and ``stats``."""
 
@@ -259,20 +259,6 @@ class OkkiClient:
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> OkkiClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- auth ----------------------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from types import TracebackType
+from typing import Self, TypeVar
 
 import httpx
 import tenacity
@@ -290,3 +291,23 @@ def call_with_retries(
     except tenacity.RetryError as err:
         last = err.last_attempt.exception() or err
         raise exhausted(last, err.last_attempt.attempt_number, clock() - start) from last
+
+
+class HttpClientBase:
+    """Lifecycle shared by the clients: one ``httpx.Client`` in ``_http``, closed on exit."""
+
+    _http: httpx.Client
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

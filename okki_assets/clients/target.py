@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -29,6 +28,7 @@ import httpx
 
 from okki_assets.clients.pacing import (
     CallStats,
+    HttpClientBase,
     RateLimiter,
     RetrySettings,
     Timeouts,
@@ -71,7 +71,7 @@ def canonical_body(records: list[dict[str, Any]]) -> bytes:
     ).encode("utf-8")
 
 
-class TargetClient:
+class TargetClient(HttpClientBase):
     """Writes batches to, and reads records back from, the target platform. Thread-safe."""
 
     def __init__(
@@ -103,20 +103,6 @@ class TargetClient:
             transport=transport,
             headers={"Accept": "application/json", "User-Agent": "okki-assets"},
         )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> TargetClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @staticmethod
     def idempotency_key(body: bytes) -> str:
