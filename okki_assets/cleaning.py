@@ -19,11 +19,13 @@ Design choices:
 - Names are not truncated (no ``name_truncated`` flag): a long name is valid data and a target's
   length limit belongs to the mapping, not to cleaning.
 - Speed (the stage must clean, validate and map well over 50,000 records per CPU second): each
-  detail is parsed once with orjson (the list record only when needed) and every field is
-  pulled out in one tight Python pass with ASCII fast paths (pandas' ``.str`` methods loop in
-  Python too, and chaining them measured slower than one pass). Time parsing, the window check,
-  duplicate detection and the flags are vectorised. The cyclic garbage collector is paused for
-  the call: it otherwise re-walks the growing heap hundreds of times.
+  detail is decoded once by msgspec into a struct of just the fields read here (most of a
+  detail is custom fields and owners that are skipped, not built), the list record is parsed
+  with orjson only when needed, and every field is pulled out in one tight Python pass with
+  ASCII fast paths (pandas' ``.str`` methods loop in Python too, and chaining them measured
+  slower than one pass). Time parsing, the window check, duplicate detection and the flags are
+  vectorised. The cyclic garbage collector is paused for the call: it otherwise re-walks the
+  growing heap hundreds of times.
 - Phones: the country code of a number written as ``+8613800138000`` is split with the ITU rule
   (1-digit codes 1 and 7, a fixed set of 2-digit codes, else 3 digits); national trunk zeros are
   kept (Italy needs them); with no country code anywhere the bare digits are kept rather than lost.
@@ -34,7 +36,10 @@ Design choices:
   (``info_company_id_mismatch``): the fan-out glued the wrong detail to the row.
 - ``update_time`` for the window check is the detail's when usable, else the list record's
   (the raw ``update_time`` column first). A partition's list_json is not re-validated when the
-  detail already carries every field.
+  detail already carries every field; a shared field the detail has as null is taken from
+  the list record, like one it lacks.
+- Contacts that are not JSON objects are ignored, and ``customers`` that is not a list means no
+  contacts: neither quarantines the row.
 """
 
 from __future__ import annotations
@@ -44,10 +49,11 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
 from itertools import chain
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 import pandas as pd
@@ -112,20 +118,6 @@ FIELD_ISSUES: tuple[str, ...] = FLAG_COLUMNS + tuple(
 )
 
 _NO_VALUE = ("", "1970-01-01 00:00:00", "1970-01-01")
-# Fields of the list record that the detail repeats; the list is parsed only if one is absent.
-_SHARED_KEYS = frozenset(
-    {
-        "name",
-        "short_name",
-        "serial_id",
-        "user_id",
-        "archive_type",
-        "create_time",
-        "update_time",
-        "order_time",
-        "edit_time",
-    }
-)
 _TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -320,12 +312,32 @@ def _split_country_code(digits: str) -> tuple[str, str]:
     return digits[:3], digits[3:]
 
 
+@lru_cache(maxsize=1024)
+def _area_country_code(area: str) -> str | None:
+    """An area code field -> its country code digits ('' when blank), None when unusable."""
+    cc = _phone_part(area).lstrip("+").lstrip("0")
+    if cc and not (cc.isdigit() and cc.isascii() and len(cc) <= 4):
+        return None
+    return cc
+
+
 def _norm_phone(area: object, number: object) -> tuple[str | None, bool]:
     """One ``[area_code, number]`` pair -> (normalised phone or None, whether a number was given).
 
     ``'+<cc> <digits>'``; a number that carries its own ``+cc``/``00cc`` wins over the area code;
     with no country code anywhere the bare national digits are returned.
     """
+    if (
+        type(number) is str
+        and type(area) is str
+        and number.isdigit()
+        and number.isascii()
+        and 5 <= len(number) <= 15
+        and number[:2] != "00"
+    ):  # the common shape: plain national digits beside an area code
+        cc = _area_country_code(area)
+        if cc is not None:
+            return (f"+{cc} {number}" if cc else number), True
     n = number if type(number) is str else _phone_part(number)
     if not n:
         return None, False
@@ -415,20 +427,13 @@ def _norm_country(v: object) -> tuple[str | None, int]:
     return None, _INVALID
 
 
-def _primary_contact(customers: object) -> dict[str, Any] | None:
+def _primary_contact(contacts: list[_Contact]) -> _Contact | None:
     """The contact with main_customer_flag == 1 (int or string), else the first one."""
-    if type(customers) is not list:
-        return None
-    first: dict[str, Any] | None = None
-    for c in customers:
-        if type(c) is not dict:
-            continue
-        if first is None:
-            first = c
-        flag = c.get("main_customer_flag")
+    for c in contacts:
+        flag = c.main_customer_flag
         if flag == 1 or (type(flag) is str and flag.strip() == "1"):
             return c
-    return first
+    return contacts[0] if contacts else None
 
 
 def _slow_time(v: object) -> pd.Timestamp | None:
@@ -456,6 +461,96 @@ _F_TIMES = 14  # raw values for TIME_COLUMNS, in order
 _N_FIELDS = _F_TIMES + len(TIME_COLUMNS)
 
 
+class _Contact(msgspec.Struct, gc=False):
+    """The fields of a detail's contact (``customers[]``) that cleaning reads."""
+
+    name: Any = None
+    email: Any = None
+    tel_list: Any = None
+    main_customer_flag: Any = None
+
+
+class _Detail(msgspec.Struct, gc=False):
+    """The fields of a company detail (``/v1/company/info``) that cleaning reads.
+
+    Decoding into this struct skips every other field (custom field groups, owners, follow-up
+    data) without building Python objects for them, which is most of a detail's size. Every
+    scalar field is ``Any``: OKKI's types vary (see the module docstring), so no value fails
+    decoding. Absent and null both read as None; the list record then supplies the shared
+    fields. ``customers`` is a list of contacts; a detail whose ``customers`` has another shape
+    is decoded by ``_LooseDetail`` instead.
+    """
+
+    company_id: Any = None
+    serial_id: Any = None
+    name: Any = None
+    short_name: Any = None
+    user_id: Any = None
+    archive_type: Any = None
+    create_time: Any = None
+    update_time: Any = None
+    order_time: Any = None
+    edit_time: Any = None
+    archive_time: Any = None
+    country: Any = None
+    tel: Any = None
+    customers: list[_Contact] | None = None
+
+
+class _LooseDetail(_Detail, gc=False):
+    """``_Detail`` with ``customers`` of any shape (an object, a string, non-object entries)."""
+
+    customers: Any = None
+
+
+_decode_strict = msgspec.json.Decoder(_Detail).decode
+_decode_loose = msgspec.json.Decoder(_LooseDetail).decode
+_NO_DETAIL = _Detail()
+# Shared fields a null or absent detail value is taken from the list record for (the name has
+# its own rule: a blank one is replaced too), in the order _extract_rows unpacks them.
+_FILLED_FROM_LIST = (
+    "short_name",
+    "serial_id",
+    "user_id",
+    "archive_type",
+    "create_time",
+    "update_time",
+    "order_time",
+    "edit_time",
+)
+
+
+def _decode_detail(payload: str | bytes) -> _Detail:
+    """A detail; raises ``msgspec.DecodeError`` when it is malformed or not a JSON object.
+
+    Contacts that are not objects are dropped (they carry nothing usable), and ``customers``
+    that is not a list reads as no contacts.
+    """
+    try:
+        return _decode_strict(payload)
+    except msgspec.ValidationError:  # customers of an odd shape, or not an object at all
+        loose = _decode_loose(payload)
+    customers = loose.customers
+    contacts = (
+        [
+            _Contact(c.get("name"), c.get("email"), c.get("tel_list"), c.get("main_customer_flag"))
+            for c in customers
+            if type(c) is dict
+        ]
+        if type(customers) is list
+        else None
+    )
+    return msgspec.structs.replace(loose, customers=contacts)
+
+
+def _load_detail(payload: object) -> _Detail | None:
+    """A detail from text or bytes, or None when it is malformed or not a JSON object."""
+    try:
+        return _decode_detail(payload)  # type: ignore[arg-type]
+    except (msgspec.DecodeError, TypeError):
+        return None
+
+
 def _load_object(text: object) -> dict[str, Any] | None:
     """A JSON object, or None when the text is missing, malformed or not an object."""
     try:
@@ -471,35 +566,49 @@ def _extract_rows(
     """Parse each JSON once and pull every field out in one pass.
 
     The detail is authoritative when present; the list record is parsed only when the detail
-    is absent, lacks one of the shared fields, or has a blank name. Returns one tuple per row
-    (positions ``_F_*``; times still raw text) and the record-level reasons by row position.
+    is absent, lacks (or has null) one of the shared fields, or has a blank name. Returns one
+    tuple per row (positions ``_F_*``; times still raw text) and the record-level reasons by
+    row position.
     """
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    decode, odd_shape = _decode_strict, msgspec.DecodeError
     norm_text, norm_email, pick_phone = _norm_text, _norm_email, _pick_phone
-    shared = _SHARED_KEYS
+    no_detail = _NO_DETAIL
     rows: list[tuple[Any, ...]] = []
     append = rows.append
     reasons: dict[int, list[str]] = {}
 
     for pos, (cr, lj, ij) in enumerate(zip(cid_raw, list_jsons, info_jsons, strict=True)):
-        info: dict[str, Any] = _EMPTY
+        info = no_detail
         if type(ij) is str and ij:
             try:
-                parsed = loads(ij)
-            except decode_error:
-                parsed = None
-            if type(parsed) is dict:
-                info = parsed
-            else:
-                reasons.setdefault(pos, []).append("info_json_invalid")
+                info = decode(ij)
+            except odd_shape:  # malformed, not an object, or contacts of another shape
+                loaded = _load_detail(ij)
+                if loaded is None:
+                    reasons.setdefault(pos, []).append("info_json_invalid")
+                else:
+                    info = loaded
         elif not _is_missing(ij) and ij != "":
-            loaded = _load_object(ij)
+            loaded = _load_detail(ij)
             if loaded is None:
                 reasons.setdefault(pos, []).append("info_json_invalid")
             else:
                 info = loaded
+        name_v, short_v, serial_v = info.name, info.short_name, info.serial_id
+        owners_v, archive_v = info.user_id, info.archive_type
+        ct, ut, ot, et = info.create_time, info.update_time, info.order_time, info.edit_time
         lst: dict[str, Any] | None = None
-        if info is _EMPTY or not shared <= info.keys():
+        if info is no_detail or None in (
+            name_v,
+            short_v,
+            serial_v,
+            owners_v,
+            archive_v,
+            ct,
+            ut,
+            ot,
+            et,
+        ):
             lst = _load_object(lj)
             if lst is None:
                 reasons.setdefault(pos, []).append("list_json_invalid")
@@ -507,9 +616,14 @@ def _extract_rows(
             elif INFO_ERROR_KEY in lst:
                 reasons.setdefault(pos, []).append(str(lst[INFO_ERROR_KEY]))
             lg = lst.get
-        else:
-            lg = _EMPTY.get
-        ig = info.get
+            short_v, serial_v, owners_v, archive_v, ct, ut, ot, et = (
+                lg(key) if v is None else v
+                for key, v in zip(
+                    _FILLED_FROM_LIST,
+                    (short_v, serial_v, owners_v, archive_v, ct, ut, ot, et),
+                    strict=True,
+                )
+            )
 
         if type(cr) is str and cr.isdigit() and cr.isascii() and len(cr) < 19:
             cid: int | None = int(cr)
@@ -518,7 +632,7 @@ def _extract_rows(
             if why is not None:
                 reasons.setdefault(pos, []).append(why)
         if cid is not None:
-            icid = ig("company_id")
+            icid = info.company_id
             if (
                 icid is not None
                 and icid != cid
@@ -527,8 +641,7 @@ def _extract_rows(
             ):
                 reasons.setdefault(pos, []).append("info_company_id_mismatch")
 
-        v = ig("name")
-        name = norm_text(v) if v else ""
+        name = norm_text(name_v) if name_v else ""
         if not name:
             if lst is None:
                 lst = _load_object(lj) or _EMPTY
@@ -536,53 +649,33 @@ def _extract_rows(
             name = norm_text(v) if v else ""
             if not name:
                 reasons.setdefault(pos, []).append("name_blank")
-        v = ig("short_name")
-        if v is None:
-            v = lg("short_name")
-        short = (norm_text(v) or None) if v else None
-        v = ig("serial_id")
-        if v is None:
-            v = lg("serial_id")
-        serial = (v.strip() or None) if type(v) is str else _opt_text(v)
-        v = ig("user_id")
-        owners = _owner_ids(v if v is not None else lg("user_id"))
-        v = ig("archive_type")
-        if v is None:
-            v = lg("archive_type")
-        archive_type = v if type(v) is int and 0 <= v < 2**31 else _opt_int(v)
+        short = (norm_text(short_v) or None) if short_v else None
+        serial = (serial_v.strip() or None) if type(serial_v) is str else _opt_text(serial_v)
+        owners = _owner_ids(owners_v)
+        archive_type = (
+            archive_v if type(archive_v) is int and 0 <= archive_v < 2**31 else _opt_int(archive_v)
+        )
 
-        v = ig("country")
+        v = info.country
         if type(v) is str and len(v) == 2 and v.isascii() and v.isalpha():
             country: str | None = v.upper()
             country_st = _OK
         else:
             country, country_st = _norm_country(v)
 
-        v = ig("customers")
+        v = info.customers
         contact = _primary_contact(v) if v else None
         if contact is None:
             contact_name = None
             email: str | None = None
             email_st = _MISSING
-            phone, phone_st = pick_phone(None, ig("tel"))
+            phone, phone_st = pick_phone(None, info.tel)
         else:
-            v = contact.get("name")
+            v = contact.name
             contact_name = (norm_text(v) or None) if v else None
-            email, email_st = norm_email(contact.get("email"))
-            phone, phone_st = pick_phone(contact.get("tel_list"), ig("tel"))
+            email, email_st = norm_email(contact.email)
+            phone, phone_st = pick_phone(contact.tel_list, info.tel)
 
-        ct = ig("create_time")
-        if ct is None:
-            ct = lg("create_time")
-        ut = ig("update_time")
-        if ut is None:
-            ut = lg("update_time")
-        ot = ig("order_time")
-        if ot is None:
-            ot = lg("order_time")
-        et = ig("edit_time")
-        if et is None:
-            et = lg("edit_time")
         append(
             (
                 cid,
@@ -603,7 +696,7 @@ def _extract_rows(
                 ut,
                 ot,
                 et,
-                ig("archive_time"),
+                info.archive_time,
             )
         )
     return rows, reasons

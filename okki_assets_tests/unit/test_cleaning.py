@@ -247,6 +247,35 @@ def test_a_blank_detail_name_falls_back_to_the_list_name() -> None:
     assert row["name"] == "Acme From List"
 
 
+def test_null_or_absent_detail_fields_are_filled_from_the_list_record() -> None:
+    info = info_record(short_name=None, serial_id=None, order_time=None)
+    del info["archive_type"]
+    row = one(
+        info,
+        lst=list_record(short_name="Acme", serial_id="C9", archive_type=2, order_time=UNSET),
+    )
+    assert (row["short_name"], row["serial_id"], row["archive_type"]) == ("Acme", "C9", 2)
+    assert pd.isna(row["order_time"])
+
+
+def test_a_detail_is_read_whatever_else_it_carries() -> None:
+    """Fields cleaning does not read (custom field groups, owners, nested objects of any shape)
+    do not disturb the ones it does."""
+    info = info_record(
+        company=[{"group_id": 1, "fields": [{"id": "1101", "value": {"deep": [1, [2, {}]]}}]}],
+        owner=[{"user_id": 1001, "nickname": "Tom"}],
+        trail_status={"status_id": 1105},
+        remark="VIP客户👍",
+        score=1.5e300,
+    )
+    row = one(info)
+    assert (row["name"], row["country"], row["email"]) == (
+        "Acme Trading Ltd",
+        "CN",
+        "li.si@acme.example",
+    )
+
+
 # ------------------------------------------------------------------------------ ids and codes
 
 
@@ -418,6 +447,30 @@ def test_no_contacts_flags_contact_and_email_and_falls_back_to_the_company_tel()
     assert row["contact_name"] is None and row["email"] is None
     assert row["phone"] == "+86 075588881234"
     assert not row["phone_missing"]
+
+
+@pytest.mark.parametrize(
+    "customers",
+    [
+        {"name": "Li Si"},  # an object instead of a list
+        "Li Si",  # a string
+        [None, 5, "Li Si", ["Li Si"]],  # entries that are not objects
+    ],
+)
+def test_contacts_of_another_shape_read_as_no_contact(customers: object) -> None:
+    row = one(info_record(customers=customers, country="DE"))
+    assert row["contact_missing"] and row["contact_name"] is None
+    assert (row["name"], row["country"], row["phone"]) == (
+        "Acme Trading Ltd",
+        "DE",
+        "+86 075588881234",
+    )
+
+
+def test_objects_among_odd_contact_entries_are_still_read() -> None:
+    customers = ["junk", contact(name="Wang Wu", main_customer_flag=0), 7]
+    row = one(info_record(customers=customers))
+    assert row["contact_name"] == "Wang Wu" and row["email"] == "li.si@acme.example"
 
 
 def test_no_detail_at_all_flags_every_detail_field() -> None:
