@@ -12,6 +12,7 @@ Environment (see README and .env.example):
   TARGET_BATCH_SIZE    records per batch (default 500)
   OKKI_MAPPING_FILE    YAML/JSON mapping file (default: built-in mapping)
   OKKI_ASSETS_DUCKDB   the DuckDB file (default data/okki_assets.duckdb)
+  OKKI_ASSETS_DUCKDB_MEMORY  DuckDB's memory limit per process (default 256MB; "none" = 80% of RAM)
   OKKI_SYNC_START      first partition, YYYY-MM-DD (default 2026-01-01)
   OKKI_QUARANTINE_THRESHOLD  WARN above this quarantined share (default 0.05)
   OKKI_ALERT_WEBHOOK   robot webhook for run-failure messages; unset = no alerts
@@ -34,6 +35,7 @@ from okki_assets.resources import (
 )
 
 DEFAULT_DUCKDB = "data/okki_assets.duckdb"
+DEFAULT_DUCKDB_MEMORY = "256MB"
 
 
 def build_defs(
@@ -70,6 +72,11 @@ def _number(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from e
 
 
+def _memory_limit() -> str:
+    raw = _env("OKKI_ASSETS_DUCKDB_MEMORY", DEFAULT_DUCKDB_MEMORY)
+    return "" if raw.lower() == "none" else raw
+
+
 def defs_from_env() -> dg.Definitions:
     target_url = _env("TARGET_URL", "")
     return build_defs(
@@ -87,7 +94,10 @@ def defs_from_env() -> dg.Definitions:
             batch_size=int(_number("TARGET_BATCH_SIZE", 500)),
             mapping_file=_env("OKKI_MAPPING_FILE", ""),
         ),
-        warehouse=WarehouseResource(database=_env("OKKI_ASSETS_DUCKDB", DEFAULT_DUCKDB)),
+        warehouse=WarehouseResource(
+            database=_env("OKKI_ASSETS_DUCKDB", DEFAULT_DUCKDB),
+            memory_limit=_memory_limit(),
+        ),
         sync_start=_env("OKKI_SYNC_START", DEFAULT_SYNC_START),
         quarantine_threshold=_number("OKKI_QUARANTINE_THRESHOLD", DEFAULT_QUARANTINE_THRESHOLD),
         alert_webhook=_env("OKKI_ALERT_WEBHOOK", ""),

@@ -140,7 +140,8 @@ class WarehouseResource(dg.ConfigurableResource):
     memory_limit: str = Field(
         default="256MB",
         description="DuckDB's memory limit in this process (bigger work spills to disk), so a"
-        " large window keeps the run's memory flat; empty = DuckDB's default, 80% of the RAM.",
+        " large window keeps the run's memory flat; empty = DuckDB's default, 80% of the RAM"
+        " (OKKI_ASSETS_DUCKDB_MEMORY).",
     )
 
     @contextmanager
@@ -167,7 +168,13 @@ class WarehouseResource(dg.ConfigurableResource):
             raise StorageError(f"DuckDB file {path} cannot be used: {e}") from e
         try:
             if self.memory_limit.strip():
-                conn.execute("set memory_limit = ?", [self.memory_limit.strip()])
+                try:
+                    conn.execute("set memory_limit = ?", [self.memory_limit.strip()])
+                except duckdb.Error as e:
+                    raise StorageError(
+                        f"DuckDB memory limit {self.memory_limit.strip()!r}"
+                        " (OKKI_ASSETS_DUCKDB_MEMORY) is not a size such as 256MB or 1GB"
+                    ) from e
             conn.execute("set enable_progress_bar = false")  # it would print into run logs
             storage.ensure_schema(conn)
             yield conn

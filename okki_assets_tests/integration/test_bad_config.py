@@ -113,6 +113,11 @@ CASES: dict[str, tuple[Overrides, tuple[str, ...]]] = {
         lambda _, tmp: warehouse(_parent_is_a_file(tmp)),
         ("StorageError", "not_a_folder", "cannot create the folder"),
     ),
+    # OKKI_ASSETS_DUCKDB_MEMORY is not a size DuckDB understands.
+    "duckdb_memory_limit_invalid": (
+        lambda _, tmp: warehouse(tmp / "okki.duckdb", memory_limit="lots"),
+        ("StorageError", "OKKI_ASSETS_DUCKDB_MEMORY", "'lots'"),
+    ),
     # The DuckDB path holds something that is not a DuckDB database.
     "duckdb_not_a_database": (
         lambda _, tmp: warehouse(_not_a_database(tmp)),
@@ -127,6 +132,7 @@ CHECKED_BEFORE_OKKI = {
     "mapping_not_yaml",
     "duckdb_unwritable",
     "duckdb_not_a_database",
+    "duckdb_memory_limit_invalid",
 }
 
 

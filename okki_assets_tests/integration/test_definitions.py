@@ -4,6 +4,7 @@
   ``okki_assets``, with the three assets, their five checks, the job and both schedules;
 - importing the definitions raises no warning and starts nothing;
 - a missing credential fails the run at its start, naming the variable;
+- OKKI_ASSETS_DUCKDB_MEMORY sets DuckDB's memory limit;
 - ``dagster asset materialize -m okki_assets.definitions ... --partition D`` syncs a partition
   with the environment pointed at the simulators.
 """
@@ -144,6 +145,29 @@ def test_a_missing_credential_fails_the_run_naming_the_variable(
     assert missing in str(raised.value)
     assert "s3cret-value" not in str(raised.value)
     assert not (tmp_path / "okki.duckdb").exists(), "nothing may be written before the run starts"
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [(None, "244.1 MiB"), ("1GB", "953.6 MiB"), ("none", None)],  # None: DuckDB's own default
+)
+def test_the_duckdb_memory_limit_comes_from_the_environment(
+    setting: str | None, expected: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from okki_assets.definitions import defs_from_env
+
+    monkeypatch.setenv("OKKI_ASSETS_DUCKDB", str(tmp_path / "okki.duckdb"))
+    if setting is None:
+        monkeypatch.delenv("OKKI_ASSETS_DUCKDB_MEMORY", raising=False)
+    else:
+        monkeypatch.setenv("OKKI_ASSETS_DUCKDB_MEMORY", setting)
+    warehouse = defs_from_env().resources["warehouse"]
+    with warehouse.get_connection() as conn:
+        (limit,) = conn.execute("select current_setting('memory_limit')").fetchone() or ("",)
+    if expected is None:
+        assert limit not in ("244.1 MiB", "953.6 MiB"), limit
+    else:
+        assert limit == expected
 
 
 def test_the_cli_materializes_a_partition_from_the_environment(tmp_path: Path) -> None:
