@@ -106,6 +106,12 @@ class TargetRetriesExhausted(TargetError):
     not have been applied; resending it later with the same Idempotency-Key is safe)."""
 
 
+class TargetUnreachable(TargetRetriesExhausted):
+    """The first request of a client could not even connect: a wrong TARGET_URL or no network.
+    Not retried (a host never reached is not a blip); nothing was sent, so resending later is
+    safe."""
+
+
 class TargetBatchTooLarge(TargetError):
     """413, or 400 for a batch over max_batch: the caller splits the batch."""
 

@@ -10,6 +10,8 @@ Behaviour covered (see shared/specs/target-api.md):
   halves, recursively; results are concatenated in record order.
 - 401 stops with a clear error (never the token), 409 means the client reused a key with another
   body (a bug), any other 400 is permanent.
+- A first request that cannot even connect stops at once (``TargetUnreachable``: a wrong
+  TARGET_URL or no network); once the target has answered, connection failures are retried.
 - The reply must carry one result per record, in request order.
 """
 
@@ -41,6 +43,7 @@ from okki_assets.errors import (
     TargetPermanentError,
     TargetRetriesExhausted,
     TargetTransientError,
+    TargetUnreachable,
 )
 
 __all__ = ["RecordResult", "TargetClient", "canonical_body"]
@@ -97,6 +100,7 @@ class TargetClient(HttpClientBase):
         self._sleep = sleep
         self._clock = clock
         self._limiter = RateLimiter(rate_limit, clock=clock, sleep=sleep)
+        self._contacted = False  # any answer yet (a first connection refused is not retried)
         self._http = httpx.Client(
             base_url=base_url,
             timeout=timeouts.to_httpx(),
@@ -214,11 +218,17 @@ class TargetClient(HttpClientBase):
                     if isinstance(exc, httpx.ConnectError)
                     else ""
                 )
+                if unreachable and not self._contacted:
+                    raise TargetUnreachable(
+                        f"never reached the target ({type(exc).__name__}){unreachable}",
+                        endpoint=path,
+                    ) from exc
                 raise TargetTransientError(
                     f"transport error ({type(exc).__name__}){unreachable}",
                     cause="transport",
                     endpoint=path,
                 ) from exc
+            self._contacted = True
             return self._interpret(method, path, resp)
 
         def exhausted(last: BaseException, attempts: int, elapsed: float) -> BaseException:

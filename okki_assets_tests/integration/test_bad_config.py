@@ -241,10 +241,17 @@ def test_a_duckdb_file_locked_by_another_process_fails_with_a_clear_line(
 def test_an_unreachable_target_stops_the_load_with_a_clear_line(small_pipeline: Pipeline) -> None:
     key = day_keys(2)[0]
     url = f"http://127.0.0.1:{closed_port()}"
+    started = time.monotonic()
     result = small_pipeline.materialize(
-        key, raise_on_error=False, **target(small_pipeline, url=url, batch_size=10)
+        key,
+        raise_on_error=False,
+        # the default retry settings: a target never reached is not retried for a minute
+        target=TargetResource(
+            **{**small_pipeline.target.model_dump(), "url": url, "batch_size": 10}
+        ),
     )
-    message = assert_one_clear_line(result, ("TargetRetriesExhausted", url, "TARGET_URL"))
+    assert time.monotonic() - started < 20, "fails fast"
+    message = assert_one_clear_line(result, ("TargetUnreachable", url, "TARGET_URL"))
     assert "cannot connect" in message
     # Pulled and cleaned whole; of the load, one batch was tried and is recorded as failed for
     # the next run to send, the rest never claimed.

@@ -21,6 +21,7 @@ from okki_assets.errors import (
     TargetAuthError,
     TargetPermanentError,
     TargetRetriesExhausted,
+    TargetUnreachable,
 )
 from okki_assets_tests.factories import FakeClock, target_batch_reply
 
@@ -317,3 +318,28 @@ def test_factory_reply_matches_the_contract() -> None:
     target = FakeTarget([httpx.Response(200, json=target_batch_reply(records, "unchanged"))])
     with make_client(target) as client:
         assert [r.status for r in client.write_batch(records)] == ["unchanged", "unchanged"]
+
+
+def test_a_target_never_reached_fails_at_once_naming_the_setting() -> None:
+    attempts: list[str] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        attempts.append(request.url.path)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with make_client(refuse) as client, pytest.raises(TargetUnreachable) as info:
+        client.write_batch(recs(1, 2))
+    assert attempts == [BATCH], "a host never reached is not retried"
+    assert "TARGET_URL" in str(info.value) and "target.test" in str(info.value)
+    assert TOKEN not in str(info.value)
+
+
+def test_a_connection_refused_after_the_target_answered_is_retried() -> None:
+    target = FakeTarget()
+    with make_client(target) as client:
+        client.write_batch(recs(1))
+        target.faults = [httpx.ConnectError("connection refused")]
+        results = client.write_batch(recs(2))
+        assert client.stats.retries["transport"] == 1
+    assert [r.id for r in results] == ["2"]
+    assert target.applied == {"1": 1, "2": 1}
