@@ -33,7 +33,7 @@ from okki_assets.errors import (
     TargetRetriesExhausted,
 )
 from okki_assets.loading import plan_load
-from okki_assets.mapping import Mapping
+from okki_assets.mapping import Mapping, gc_paused
 from okki_assets.partitions import window_for_key
 from okki_assets.pull import InfoReport, fetch_infos, list_window
 from okki_assets.schemas import CleanedCompany
@@ -237,17 +237,23 @@ def clean_partition(connect: Connect, partition_key: str, run_id: str) -> CleanS
         storage.begin_cleaned(conn, partition_key)
         try:
             for chunk in storage.iter_raw(reader, partition_key):
-                result = clean_companies(chunk, start, end)
-                storage.append_cleaned(conn, result.cleaned, result.quarantined, run_id, at)
-                summary.raw += len(chunk)
-                summary.cleaned += len(result.cleaned)
-                summary.quarantined += len(result.quarantined)
-                issues.update(result.field_issue_counts)
-                summary.failure_case_count += len(result.failure_cases)
-                if sum(len(s) for s in samples) < FAILURE_SAMPLE and not result.failure_cases.empty:
-                    samples.append(result.failure_cases.head(FAILURE_SAMPLE))
-                del chunk, result
-                gc.collect()  # cleaning pauses the GC; free each chunk's cycles before the next
+                # A chunk's objects all die at its end: with the collector paused until then it
+                # never walks them (a full collection per chunk cost a fifth of the stage's CPU).
+                with gc_paused():
+                    result = clean_companies(chunk, start, end)
+                    storage.append_cleaned(conn, result.cleaned, result.quarantined, run_id, at)
+                    summary.raw += len(chunk)
+                    summary.cleaned += len(result.cleaned)
+                    summary.quarantined += len(result.quarantined)
+                    issues.update(result.field_issue_counts)
+                    summary.failure_case_count += len(result.failure_cases)
+                    if (
+                        sum(len(s) for s in samples) < FAILURE_SAMPLE
+                        and not result.failure_cases.empty
+                    ):
+                        samples.append(result.failure_cases.head(FAILURE_SAMPLE))
+                    del chunk, result
+                gc.collect(1)  # cycles the chunk left (a schema error's traceback): young only
             storage.commit(conn)
         except BaseException:
             storage.rollback(conn)
