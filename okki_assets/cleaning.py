@@ -520,16 +520,19 @@ _FILLED_FROM_LIST = (
 )
 
 
-def _decode_detail(payload: str | bytes) -> _Detail:
-    """A detail; raises ``msgspec.DecodeError`` when it is malformed or not a JSON object.
+def _load_detail(payload: object) -> _Detail | None:
+    """A detail from text or bytes, or None when it is malformed or not a JSON object.
 
     Contacts that are not objects are dropped (they carry nothing usable), and ``customers``
     that is not a list reads as no contacts.
     """
     try:
-        return _decode_strict(payload)
-    except msgspec.ValidationError:  # customers of an odd shape, or not an object at all
-        loose = _decode_loose(payload)
+        try:
+            return _decode_strict(payload)  # type: ignore[arg-type]
+        except msgspec.ValidationError:  # customers of an odd shape, or not an object at all
+            loose = _decode_loose(payload)  # type: ignore[arg-type]
+    except (msgspec.DecodeError, TypeError):
+        return None
     customers = loose.customers
     contacts = (
         [
@@ -541,14 +544,6 @@ def _decode_detail(payload: str | bytes) -> _Detail:
         else None
     )
     return msgspec.structs.replace(loose, customers=contacts)
-
-
-def _load_detail(payload: object) -> _Detail | None:
-    """A detail from text or bytes, or None when it is malformed or not a JSON object."""
-    try:
-        return _decode_detail(payload)  # type: ignore[arg-type]
-    except (msgspec.DecodeError, TypeError):
-        return None
 
 
 def _load_object(text: object) -> dict[str, Any] | None:

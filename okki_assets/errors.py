@@ -106,7 +106,7 @@ class TargetRetriesExhausted(TargetError):
     not have been applied; resending it later with the same Idempotency-Key is safe)."""
 
 
-class TargetUnreachable(TargetRetriesExhausted):
+class TargetUnreachable(TargetError):
     """The first request of a client could not even connect: a wrong TARGET_URL or no network.
     Not retried (a host never reached is not a blip); nothing was sent, so resending later is
     safe."""

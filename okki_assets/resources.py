@@ -167,13 +167,14 @@ class WarehouseResource(dg.ConfigurableResource):
         except duckdb.Error as e:
             raise StorageError(f"DuckDB file {path} cannot be used: {e}") from e
         try:
-            if self.memory_limit.strip():
+            limit = self.memory_limit.strip()
+            if limit:
                 try:
-                    conn.execute("set memory_limit = ?", [self.memory_limit.strip()])
+                    conn.execute("set memory_limit = ?", [limit])
                 except duckdb.Error as e:
                     raise StorageError(
-                        f"DuckDB memory limit {self.memory_limit.strip()!r}"
-                        " (OKKI_ASSETS_DUCKDB_MEMORY) is not a size such as 256MB or 1GB"
+                        f"DuckDB memory limit {limit!r} (OKKI_ASSETS_DUCKDB_MEMORY) is not a"
+                        " size such as 256MB or 1GB"
                     ) from e
             conn.execute("set enable_progress_bar = false")  # it would print into run logs
             storage.ensure_schema(conn)

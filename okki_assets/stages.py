@@ -31,6 +31,7 @@ from okki_assets.errors import (
     TargetError,
     TargetPermanentError,
     TargetRetriesExhausted,
+    TargetUnreachable,
 )
 from okki_assets.loading import plan_load
 from okki_assets.mapping import Mapping, gc_paused
@@ -377,7 +378,7 @@ def _send_batch(
         return
     records = list(batch["record"])
     ids = [int(c) for c in batch["company_id"]]
-    gave_up: TargetRetriesExhausted | None = None
+    gave_up: TargetRetriesExhausted | TargetUnreachable | None = None
     try:
         results = client.write_batch(records)
         outcomes = [(cid, r.status, r.error) for cid, r in zip(ids, results, strict=True)]
@@ -386,7 +387,7 @@ def _send_batch(
     except (TargetPermanentError, TargetError) as e:
         summary.errors.append(str(e))
         outcomes = [(cid, "failed", str(e)[:500]) for cid in ids]
-        if isinstance(e, TargetRetriesExhausted):
+        if isinstance(e, TargetRetriesExhausted | TargetUnreachable):
             gave_up = e  # the target is not answering: the next batches would fare no better
     summary.batches += 1
     summary.sent += len(records)
