@@ -1,4 +1,4 @@
-"""The ``okki-assets`` command: demo, simulate, dev, replay, soak, bench.
+"""The ``okki-assets`` command: demo, simulate, dev, replay.
 
 This is the only module besides the simulators that prints, and (with the simulators) the only
 one that wires the simulators to the pipeline.
@@ -26,9 +26,7 @@ PROFILES = ("none", "moderate", "heavy")
 
 # Sub-commands living in their own module: each has add_arguments(parser) and run(args) -> int.
 _PLUGGED: list[tuple[str, str]] = [
-    ("bench", "measure throughput against the OKKI quota, peak memory, and a naive baseline"),
     ("dev", "start both simulators and dagster dev pointed at them; Ctrl-C stops all"),
-    ("soak", "sync days against faulty simulators, then reconcile: lost, doubled, stale"),
 ]
 
 

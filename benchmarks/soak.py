@@ -1,4 +1,4 @@
-"""``okki-assets soak``: days of syncing against faulty simulators, then a reconciliation.
+"""``benchmarks.soak``: days of syncing against faulty simulators, then a reconciliation.
 
 The claim this command lets a user check for themselves: every OKKI company of the synced
 windows reaches the target exactly once per version, in its newest version, and every bad record
@@ -41,6 +41,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
+from benchmarks import command_main
 from okki_assets.cleaning import clean_companies
 from okki_assets.definitions import build_defs
 from okki_assets.mapping import Mapping, map_records
@@ -542,7 +543,7 @@ def run_soak(settings: SoakSettings, out: TextIO) -> SoakResult:
         for old in (database, database.with_name(database.name + ".wal")):
             old.unlink(missing_ok=True)
         out.write(
-            f"okki-assets soak: {companies} companies over {settings.days} days,"
+            f"benchmarks.soak: {companies} companies over {settings.days} days,"
             f" fault profile '{profile.name}', seed {settings.seed}\n"
             f"  OKKI simulator {sims.okki_url}, target simulator {sims.target_url}\n"
             f"  DuckDB file    {database}\n\n"
@@ -671,3 +672,12 @@ def run(args: argparse.Namespace) -> int:
     result = run_soak(settings, out=sys.stdout)
     sys.stdout.write(format_report(result))
     return 0 if result.reconciliation.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    description = "sync days against faulty simulators, then reconcile: lost, doubled, stale"
+    return command_main("soak", description, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
