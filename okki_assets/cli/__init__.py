@@ -14,13 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from okki_assets.cli.demo import (
-    DemoSettings,
-    fault_profile,
-    run_demo,
-    run_replay,
-    run_simulators,
-)
+from okki_assets.cli.demo import DemoSettings, fault_profile, run_demo, run_simulators
+from okki_assets.cli.replay import run_replay
 
 PROFILES = ("none", "moderate", "heavy")
 
@@ -55,7 +50,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    return run_replay(args.partition, out=sys.stdout)
+    return run_replay(args.partition, out=sys.stdout, err=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

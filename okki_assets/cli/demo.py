@@ -1,4 +1,4 @@
-"""``okki-assets demo`` / ``simulate`` / ``replay``: the pipeline driven for people.
+"""``okki-assets demo`` / ``simulate``: the pipeline driven for people.
 
 The demo starts both simulators on loopback, points the resources at them and materializes the
 most recent partitions through the real ``okki_sync`` job into a persistent DAGSTER_HOME inside
@@ -17,8 +17,8 @@ from typing import Any, TextIO
 
 import dagster as dg
 
-from okki_assets import storage
-from okki_assets.definitions import build_defs, defs_from_env
+from okki_assets.cli.runs import QUIET, partition_row
+from okki_assets.definitions import build_defs
 from okki_assets.partitions import today_key
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
 from okki_assets.simulator.harness import (
@@ -35,7 +35,6 @@ from okki_assets.simulator.target import TargetSimConfig, TargetSimulator
 
 DEMO_DUCKDB = "data/demo.duckdb"
 DEMO_MALFORMED_RATE = 0.01  # real exports carry a few broken records; the demo shows quarantine
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 COLUMNS = (
     "partition",
     "fetched",
@@ -71,37 +70,6 @@ def dagster_home(project_dir: Path) -> Path:
 def recent_keys(count: int, today: str | None = None) -> list[str]:
     last = date.fromisoformat(today or today_key())
     return [(last - timedelta(days=i)).isoformat() for i in range(count - 1, -1, -1)]
-
-
-def _value(metadata: dict[str, Any], key: str) -> Any:
-    entry = metadata.get(key)
-    return getattr(entry, "value", entry) if entry is not None else ""
-
-
-def _row(key: str, result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    by_asset: dict[str, dict[str, Any]] = {}
-    for event in result.get_asset_materialization_events():
-        mat = event.event_specific_data.materialization  # type: ignore[union-attr]
-        by_asset[mat.asset_key.to_user_string()] = dict(mat.metadata)
-    raw, clean, load = (
-        by_asset.get(a, {}) for a in ("raw_companies", "cleaned_companies", "loaded_companies")
-    )
-    failed_checks = [
-        f"{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed
-    ]
-    status = "ok" if result.success and not failed_checks else "FAILED " + ",".join(failed_checks)
-    if not result.success and not failed_checks:
-        status = "FAILED (see the run in the UI)"
-    return {
-        "partition": key,
-        "fetched": _value(raw, "fetched"),
-        "okki_retries": _value(raw, "retries_total"),
-        "cleaned": _value(clean, "cleaned"),
-        "quarantined": _value(clean, "quarantined"),
-        "sent": _value(load, "sent"),
-        "unchanged": _value(load, "skipped_unchanged"),
-        "status": status,
-    }
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -158,7 +126,7 @@ def run_demo(settings: DemoSettings, out: TextIO) -> int:
                 result = job.execute_in_process(
                     partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
                 )
-                row = _row(key, result)
+                row = partition_row(key, result)
                 rows.append(row)
                 out.write(
                     f"{row['fetched']} fetched, {row['sent']} sent, {row['status']}"
@@ -204,41 +172,3 @@ def run_simulators(
     out.flush()
     serve_forever({"OKKI": (okki, okki_port), "target": (target, target_port)})
     return 0
-
-
-def _instance() -> dg.DagsterInstance:
-    """The DAGSTER_HOME instance when it is set, else an ephemeral one (nothing recorded)."""
-    if os.environ.get("DAGSTER_HOME", "").strip():
-        return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral()
-
-
-def run_replay(partition_key: str, out: TextIO) -> int:
-    """Materialize loaded_companies for one partition with the environment's settings.
-
-    The load ledger makes this a replay: only failed, rejected and interrupted records (and any
-    that changed) are sent; acknowledged ones are skipped.
-    """
-    defs = defs_from_env()
-    job = defs.resolve_job_def("okki_sync")
-    partitions = job.partitions_def
-    if partitions is not None and not partitions.has_partition_key(partition_key):
-        out.write(f"replay: {partition_key} is not a partition (OKKI_SYNC_START up to today)\n")
-        return 2
-    if not os.environ.get("DAGSTER_HOME", "").strip():
-        out.write("(DAGSTER_HOME is unset: this replay run is not recorded for the UI)\n")
-    with _instance() as instance:
-        result = job.execute_in_process(
-            partition_key=partition_key,
-            instance=instance,
-            asset_selection=[dg.AssetKey("loaded_companies")],
-            raise_on_error=False,
-            run_config=QUIET,
-        )
-    row = _row(partition_key, result)
-    warehouse = (defs.resources or {})["warehouse"]
-    assert isinstance(warehouse, WarehouseResource)
-    with warehouse.get_connection() as conn:
-        counts = storage.ledger_status_counts(conn, partition_key)
-    out.write(f"replay {partition_key}: sent {row['sent']}, ledger now {counts}, {row['status']}\n")
-    return 0 if result.success else 1
