@@ -44,12 +44,12 @@ import yaml
 
 import okki_assets
 from okki_assets.cli.demo import dagster_home, recent_keys
+from okki_assets.cli.options import add_project_dir_argument, add_world_arguments, at_least
 from okki_assets.partitions import CHINA_TZ, window_for_key
 from okki_assets.simulator.harness import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
     DEMO_TARGET_TOKEN,
-    PROFILES,
     RunningSimulators,
     fault_profile,
     running_simulators,
@@ -243,25 +243,22 @@ def wait_for_webserver(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--companies", type=int, default=3000, help="companies in the data set")
-    parser.add_argument("--days", type=int, default=14, help="days of history in the data set")
-    parser.add_argument(
-        "--faults", choices=sorted(PROFILES), default="moderate", help="fault profile"
-    )
+    add_world_arguments(parser, faults="moderate")
     parser.add_argument(
         "--deleted",
-        type=int,
+        type=at_least(0),
         default=5,
-        help="companies deleted in OKKI today, so that tombstones show (default 5)",
+        help="companies deleted in OKKI today, so that tombstones show",
     )
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--host", default="127.0.0.1", help="webserver host (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1", help="webserver host")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="webserver port")
     parser.add_argument("--okki-port", type=int, default=0, help="OKKI simulator port (0: free)")
     parser.add_argument("--target-port", type=int, default=0, help="target simulator port")
-    parser.add_argument(
-        "--project-dir", default=".", help="where data/ and .dagster_home/ are kept (default: .)"
-    )
+    add_project_dir_argument(parser)
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """No rule across dev's options."""
 
 
 class _Stop:
