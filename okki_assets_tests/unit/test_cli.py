@@ -76,6 +76,11 @@ def _refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
             ["dev", "--deleted", "-1"],
             "okki-assets dev: error: argument --deleted: '-1' is not a whole number of at least 0",
         ),
+        (
+            ["dev", "--days", "3", "--partitions", "4"],
+            "okki-assets dev: error: --partitions 4 is more than --days 3:"
+            " the data set holds only 3 days",
+        ),
     ],
 )
 def test_a_senseless_count_is_one_line_from_argparse(
@@ -101,7 +106,7 @@ def _help(command: str, capsys: pytest.CaptureFixture[str]) -> str:
                   "(default: moderate)", "--seed SEED", "(default: 7)", "(default: .)"]),
         ("simulate", ["(default: 3000)", "(default: 14)", "(default: 8801)", "(default: 8802)",
                       "(default: none)", "(default: 7)"]),
-        ("dev", ["(default: 3000)", "(default: 14)", "(default: moderate)",
+        ("dev", ["(default: 3000)", "(default: 14)", "(default: 0)", "(default: moderate)",
                  "(default: 5)", "(default: 127.0.0.1)", "(default: 3000)", "(default: .)"]),
     ],
 )  # fmt: skip
