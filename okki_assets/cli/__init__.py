@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from okki_assets.cli.demo import DemoSettings, fault_profile, run_demo, run_simulators
+from okki_assets.cli.demo import DemoSettings, run_demo, run_simulators
 from okki_assets.cli.options import (
     HELP_FORMAT,
     add_partitions_argument,
@@ -24,6 +24,7 @@ from okki_assets.cli.options import (
     check_partitions,
 )
 from okki_assets.cli.replay import run_replay
+from okki_assets.simulator.harness import fault_profile
 
 # Sub-commands living in their own module: each has add_arguments(parser), run(args) -> int and
 # check_arguments(parser, args) for rules across options.
