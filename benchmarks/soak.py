@@ -624,7 +624,7 @@ def format_report(result: SoakResult) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=int, default=7, help="partitions (days) to sync")
-    parser.add_argument("--faults", choices=sorted(PROFILES), default="heavy", help="fault profile")
+    parser.add_argument("--faults", choices=tuple(PROFILES), default="heavy", help="fault profile")
     parser.add_argument(
         "--companies",
         type=int,
