@@ -1,7 +1,8 @@
-"""The ``okki-assets`` command: demo, simulate, dev, replay, soak, bench.
+"""The ``okki-assets`` command: demo, simulate, dev, replay.
 
 This is the only module besides the simulators that prints, and (with the simulators) the only
-one that wires the simulators to the pipeline.
+one that wires the simulators to the pipeline. The benchmark and the soak are not part of the
+installed command: they run from the repository (``python -m benchmarks.bench`` / ``.soak``).
 """
 
 from __future__ import annotations
@@ -14,21 +15,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from okki_assets.cli.demo import (
-    DemoSettings,
-    fault_profile,
-    run_demo,
-    run_replay,
-    run_simulators,
+from okki_assets.cli.demo import DemoSettings, run_demo, run_simulators
+from okki_assets.cli.options import (
+    HELP_FORMAT,
+    add_partitions_argument,
+    add_project_dir_argument,
+    add_world_arguments,
+    check_partitions,
 )
+from okki_assets.cli.replay import run_replay
+from okki_assets.simulator.harness import fault_profile
 
-PROFILES = ("none", "moderate", "heavy")
-
-# Sub-commands living in their own module: each has add_arguments(parser) and run(args) -> int.
+# Sub-commands living in their own module: each has add_arguments(parser), run(args) -> int and
+# check_arguments(parser, args) for rules across options.
 _PLUGGED: list[tuple[str, str]] = [
-    ("bench", "measure throughput against the OKKI quota, peak memory, and a naive baseline"),
     ("dev", "start both simulators and dagster dev pointed at them; Ctrl-C stops all"),
-    ("soak", "sync days against faulty simulators, then reconcile: lost, doubled, stale"),
 ]
 
 
@@ -57,7 +58,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    return run_replay(args.partition, out=sys.stdout)
+    return run_replay(args.partition, out=sys.stdout, err=sys.stderr)
+
+
+def _no_rules(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Commands whose options have no rule across them."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,43 +75,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="start both simulators, sync the last 7 days through Dagster, print what happened",
+        formatter_class=HELP_FORMAT,
     )
-    demo.add_argument("--companies", type=int, default=3000, help="companies in the data set")
-    demo.add_argument("--days", type=int, default=14, help="days of history in the data set")
-    demo.add_argument("--partitions", type=int, default=7, help="recent partitions to sync")
-    demo.add_argument("--faults", choices=PROFILES, default="moderate", help="fault profile")
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument(
-        "--project-dir", default=".", help="where data/ and .dagster_home/ are kept (default: .)"
-    )
-    demo.set_defaults(func=_demo)
+    add_world_arguments(demo, faults="moderate")
+    add_partitions_argument(demo, default=7, help="most recent partitions to sync")
+    add_project_dir_argument(demo)
+    demo.set_defaults(func=_demo, check=check_partitions, parser=demo)
 
-    sim = sub.add_parser("simulate", help="serve the OKKI and target simulators until Ctrl-C")
-    sim.add_argument("--companies", type=int, default=3000)
-    sim.add_argument("--days", type=int, default=14)
-    sim.add_argument("--okki-port", type=int, default=8801)
-    sim.add_argument("--target-port", type=int, default=8802)
-    sim.add_argument("--faults", choices=PROFILES, default="none")
-    sim.add_argument("--seed", type=int, default=7)
-    sim.set_defaults(func=_simulate)
+    sim = sub.add_parser(
+        "simulate",
+        help="serve the OKKI and target simulators until Ctrl-C",
+        formatter_class=HELP_FORMAT,
+    )
+    add_world_arguments(sim, faults="none")
+    sim.add_argument("--okki-port", type=int, default=8801, help="port of the OKKI simulator")
+    sim.add_argument("--target-port", type=int, default=8802, help="port of the target simulator")
+    sim.set_defaults(func=_simulate, check=_no_rules, parser=sim)
 
     replay = sub.add_parser(
         "replay", help="re-send a partition's failed and rejected records (uses the environment)"
     )
     replay.add_argument("--partition", required=True, help="partition key, YYYY-MM-DD")
-    replay.set_defaults(func=_replay)
+    replay.set_defaults(func=_replay, check=_no_rules, parser=replay)
 
     for name, help_text in _PLUGGED:
         module = importlib.import_module(f"okki_assets.cli.{name}")
-        command = sub.add_parser(name, help=help_text)
+        command = sub.add_parser(name, help=help_text, formatter_class=HELP_FORMAT)
         module.add_arguments(command)
-        command.set_defaults(func=module.run)
+        command.set_defaults(func=module.run, check=module.check_arguments, parser=command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("OKKI_ASSETS_LOG", "WARNING"), format="%(message)s")
     args = build_parser().parse_args(argv)
+    args.check(args.parser, args)
     return int(args.func(args) or 0)
 
 

@@ -1,15 +1,24 @@
-"""``okki-assets demo`` / ``simulate`` / ``replay``: the pipeline driven for people.
+"""``okki-assets demo`` / ``simulate``: the pipeline driven for people, against the simulators.
 
 The demo starts both simulators on loopback, points the resources at them and materializes the
-most recent partitions through the real ``okki_sync`` job into a persistent DAGSTER_HOME inside
-the project folder, so ``dagster dev`` afterwards shows these runs. It prints progress while it
-works and a table per partition at the end.
+most recent partitions through the real ``okki_sync`` job into the project's simulated world: a
+Dagster instance (``.dagster_home``) and a DuckDB file (``data/demo.duckdb``). It prints
+progress while it works, a table per partition at the end, and the command that opens the UI on
+the same world with live simulators (``okki-assets dev`` with the demo's options).
+
+One world, one truth: the simulators keep their data in memory and start anew each time, so the
+demo and ``okki-assets dev`` empty the world's instance and DuckDB file before they start. The UI
+never shows a partition as materialized that the DuckDB file does not hold, and Materialize
+always has simulators to talk to.
 """
 
 from __future__ import annotations
 
-import os
+import shlex
+import shutil
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -17,8 +26,8 @@ from typing import Any, TextIO
 
 import dagster as dg
 
-from okki_assets import storage
-from okki_assets.definitions import build_defs, defs_from_env
+from okki_assets.cli.runs import QUIET, partition_row
+from okki_assets.definitions import build_defs
 from okki_assets.partitions import today_key
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
 from okki_assets.simulator.harness import (
@@ -26,6 +35,7 @@ from okki_assets.simulator.harness import (
     DEMO_CLIENT_SECRET,
     DEMO_TARGET_TOKEN,
     FaultProfile,
+    RunningSimulators,
     fault_profile,
     running_simulators,
 )
@@ -35,7 +45,6 @@ from okki_assets.simulator.target import TargetSimConfig, TargetSimulator
 
 DEMO_DUCKDB = "data/demo.duckdb"
 DEMO_MALFORMED_RATE = 0.01  # real exports carry a few broken records; the demo shows quarantine
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 COLUMNS = (
     "partition",
     "fetched",
@@ -58,8 +67,16 @@ class DemoSettings:
     seed: int = 7
 
 
+@dataclass(frozen=True)
+class World:
+    """Where the simulated world of ``demo`` and ``dev`` is kept: one instance, one DuckDB file."""
+
+    home: Path
+    database: Path
+
+
 def dagster_home(project_dir: Path) -> Path:
-    """A persistent instance folder inside the project (``dagster dev`` reads it afterwards)."""
+    """A persistent instance folder inside the project (``okki-assets dev`` serves it)."""
     home = project_dir / ".dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
@@ -68,40 +85,27 @@ def dagster_home(project_dir: Path) -> Path:
     return home
 
 
+def fresh_world(project_dir: Path) -> World:
+    """The world's instance (its ``dagster.yaml`` kept) and DuckDB file, emptied for new
+    simulators: no run, materialization or row of an earlier world remains."""
+    home = project_dir / ".dagster_home"
+    if home.is_dir():
+        for entry in home.iterdir():
+            if entry.name == "dagster.yaml":
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    database = project_dir / DEMO_DUCKDB
+    for stale in (database, database.with_name(database.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    return World(home=dagster_home(project_dir), database=database)
+
+
 def recent_keys(count: int, today: str | None = None) -> list[str]:
     last = date.fromisoformat(today or today_key())
     return [(last - timedelta(days=i)).isoformat() for i in range(count - 1, -1, -1)]
-
-
-def _value(metadata: dict[str, Any], key: str) -> Any:
-    entry = metadata.get(key)
-    return getattr(entry, "value", entry) if entry is not None else ""
-
-
-def _row(key: str, result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    by_asset: dict[str, dict[str, Any]] = {}
-    for event in result.get_asset_materialization_events():
-        mat = event.event_specific_data.materialization  # type: ignore[union-attr]
-        by_asset[mat.asset_key.to_user_string()] = dict(mat.metadata)
-    raw, clean, load = (
-        by_asset.get(a, {}) for a in ("raw_companies", "cleaned_companies", "loaded_companies")
-    )
-    failed_checks = [
-        f"{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed
-    ]
-    status = "ok" if result.success and not failed_checks else "FAILED " + ",".join(failed_checks)
-    if not result.success and not failed_checks:
-        status = "FAILED (see the run in the UI)"
-    return {
-        "partition": key,
-        "fetched": _value(raw, "fetched"),
-        "okki_retries": _value(raw, "retries_total"),
-        "cleaned": _value(clean, "cleaned"),
-        "quarantined": _value(clean, "quarantined"),
-        "sent": _value(load, "sent"),
-        "unchanged": _value(load, "skipped_unchanged"),
-        "status": status,
-    }
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -112,14 +116,72 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def sync_partitions(
+    sims: RunningSimulators,
+    world: World,
+    keys: list[str],
+    sync_start: str,
+    out: TextIO,
+    stopped: Callable[[], bool] = lambda: False,
+) -> list[dict[str, Any]]:
+    """Materialize ``keys`` one run each through ``okki_sync`` into ``world``, printing progress;
+    ``stopped`` is asked before each partition (Ctrl-C in ``okki-assets dev``)."""
+    defs = build_defs(
+        okki=OkkiResource(
+            base_url=sims.okki_url,
+            client_id=DEMO_CLIENT_ID,
+            client_secret=DEMO_CLIENT_SECRET,
+            rate_limit=200.0,
+            concurrency=8,
+        ),
+        target=TargetResource(url=sims.target_url, token=DEMO_TARGET_TOKEN),
+        warehouse=WarehouseResource(database=str(world.database)),
+        sync_start=sync_start,
+    )
+    job = defs.resolve_job_def("okki_sync")
+    rows = []
+    with dg.DagsterInstance.from_config(str(world.home)) as instance:
+        for i, key in enumerate(keys, 1):
+            if stopped():
+                break
+            out.write(f"[{i}/{len(keys)}] syncing {key} ... ")
+            out.flush()
+            t0 = time.monotonic()
+            result = job.execute_in_process(
+                partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
+            )
+            row = partition_row(key, result)
+            rows.append(row)
+            out.write(
+                f"{row['fetched']} fetched, {row['sent']} sent, {row['status']}"
+                f" ({time.monotonic() - t0:.1f}s)\n"
+            )
+    return rows
+
+
+def okki_assets_command() -> list[str]:
+    """This installation's okki-assets command, as a path that works without an activated venv."""
+    script = Path(sys.executable).parent / "okki-assets"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "okki_assets.cli"]
+
+
+def dev_hint(settings: DemoSettings) -> str:
+    """The command that serves the demo's world in the UI, with live simulators."""
+    return shlex.join(
+        [
+            *okki_assets_command(),
+            "dev",
+            *("--companies", str(settings.companies), "--days", str(settings.days)),
+            *("--partitions", str(settings.partitions), "--faults", settings.faults),
+            *("--seed", str(settings.seed), "--project-dir", str(settings.project_dir)),
+        ]
+    )
+
+
 def run_demo(settings: DemoSettings, out: TextIO) -> int:
-    project = settings.project_dir
-    home = dagster_home(project)
-    os.environ["DAGSTER_HOME"] = str(home)
-    # The demo's simulators start empty each time, so its DuckDB file (and ledger) does too.
-    database = project / DEMO_DUCKDB
-    for stale in (database, database.with_name(database.name + ".wal")):
-        stale.unlink(missing_ok=True)
+    world = fresh_world(settings.project_dir)
     profile = fault_profile(settings.faults)
     keys = recent_keys(settings.partitions)
     out.write(
@@ -135,35 +197,8 @@ def run_demo(settings: DemoSettings, out: TextIO) -> int:
         okki_overrides={"malformed_rate": DEMO_MALFORMED_RATE},
     ) as sims:
         out.write(f"  OKKI simulator   {sims.okki_url}\n  target simulator {sims.target_url}\n")
-        out.write(f"  DuckDB file      {database}\n  DAGSTER_HOME     {home}\n\n")
-        defs = build_defs(
-            okki=OkkiResource(
-                base_url=sims.okki_url,
-                client_id=DEMO_CLIENT_ID,
-                client_secret=DEMO_CLIENT_SECRET,
-                rate_limit=200.0,
-                concurrency=8,
-            ),
-            target=TargetResource(url=sims.target_url, token=DEMO_TARGET_TOKEN),
-            warehouse=WarehouseResource(database=str(database)),
-            sync_start=keys[0],
-        )
-        job = defs.resolve_job_def("okki_sync")
-        rows = []
-        with dg.DagsterInstance.get() as instance:
-            for i, key in enumerate(keys, 1):
-                out.write(f"[{i}/{len(keys)}] syncing {key} ... ")
-                out.flush()
-                t0 = time.monotonic()
-                result = job.execute_in_process(
-                    partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
-                )
-                row = _row(key, result)
-                rows.append(row)
-                out.write(
-                    f"{row['fetched']} fetched, {row['sent']} sent, {row['status']}"
-                    f" ({time.monotonic() - t0:.1f}s)\n"
-                )
+        out.write(f"  DuckDB file      {world.database}\n  DAGSTER_HOME     {world.home}\n\n")
+        rows = sync_partitions(sims, world, keys, keys[0], out)
         stats = sims.target.stats()
         out.write("\n" + _table(rows) + "\n\n")
         out.write(
@@ -176,9 +211,11 @@ def run_demo(settings: DemoSettings, out: TextIO) -> int:
             f" in {time.monotonic() - started:.0f}s\n\n"
         )
     out.write(
-        "Open the UI on these runs:\n"
-        f"  DAGSTER_HOME={home} dagster dev -w workspace.yaml\n"
-        "then http://127.0.0.1:3000 -> Assets -> okki.\n"
+        "The simulators have stopped. To review these partitions in the Dagster UI and"
+        " materialize more, run\n"
+        f"  {dev_hint(settings)}\n"
+        "(the same simulated data, synced again, then the UI with live simulators on"
+        " http://127.0.0.1:3000 -> Assets -> okki; Ctrl-C stops it).\n"
     )
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
@@ -204,41 +241,3 @@ def run_simulators(
     out.flush()
     serve_forever({"OKKI": (okki, okki_port), "target": (target, target_port)})
     return 0
-
-
-def _instance() -> dg.DagsterInstance:
-    """The DAGSTER_HOME instance when it is set, else an ephemeral one (nothing recorded)."""
-    if os.environ.get("DAGSTER_HOME", "").strip():
-        return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral()
-
-
-def run_replay(partition_key: str, out: TextIO) -> int:
-    """Materialize loaded_companies for one partition with the environment's settings.
-
-    The load ledger makes this a replay: only failed, rejected and interrupted records (and any
-    that changed) are sent; acknowledged ones are skipped.
-    """
-    defs = defs_from_env()
-    job = defs.resolve_job_def("okki_sync")
-    partitions = job.partitions_def
-    if partitions is not None and not partitions.has_partition_key(partition_key):
-        out.write(f"replay: {partition_key} is not a partition (OKKI_SYNC_START up to today)\n")
-        return 2
-    if not os.environ.get("DAGSTER_HOME", "").strip():
-        out.write("(DAGSTER_HOME is unset: this replay run is not recorded for the UI)\n")
-    with _instance() as instance:
-        result = job.execute_in_process(
-            partition_key=partition_key,
-            instance=instance,
-            asset_selection=[dg.AssetKey("loaded_companies")],
-            raise_on_error=False,
-            run_config=QUIET,
-        )
-    row = _row(partition_key, result)
-    warehouse = (defs.resources or {})["warehouse"]
-    assert isinstance(warehouse, WarehouseResource)
-    with warehouse.get_connection() as conn:
-        counts = storage.ledger_status_counts(conn, partition_key)
-    out.write(f"replay {partition_key}: sent {row['sent']}, ledger now {counts}, {row['status']}\n")
-    return 0 if result.success else 1

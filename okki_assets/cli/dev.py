@@ -1,11 +1,14 @@
 """``okki-assets dev``: both simulators plus ``dagster dev``, in one command; Ctrl-C stops all.
 
-It starts the OKKI and target simulators on 127.0.0.1 (seeded like the demo), then ``dagster dev``
-with the environment pointed at them: ``OKKI_BASE_URL``, ``OKKI_CLIENT_ID``/``SECRET``,
-``TARGET_URL``/``TOKEN``, ``OKKI_ASSETS_DUCKDB`` (``data/dev.duckdb``, made anew each time like the
-simulators' data), ``OKKI_SYNC_START`` (the first day the simulator holds) and ``DAGSTER_HOME``
-(``.dagster_home`` in the project folder, shared with ``okki-assets demo``). Other variables of
-the shell (mapping file, quarantine threshold, alert webhook) pass through.
+It starts the OKKI and target simulators on 127.0.0.1 (seeded like the demo: the same options
+give the same data), optionally syncs the ``--partitions`` most recent days the way the demo does,
+then ``dagster dev`` with the environment pointed at them: ``OKKI_BASE_URL``,
+``OKKI_CLIENT_ID``/``SECRET``, ``TARGET_URL``/``TOKEN``, ``OKKI_ASSETS_DUCKDB``
+(``data/demo.duckdb``), ``OKKI_SYNC_START`` (the first day the simulator holds) and
+``DAGSTER_HOME`` (``.dagster_home``). Instance and DuckDB file are the demo's world, emptied first
+like the simulators' data, so everything the UI shows is in the DuckDB file and Materialize has
+simulators to talk to. Other variables of the shell (mapping file, quarantine threshold, alert
+webhook) pass through.
 
 Process handling, which the webserver test reuses:
 
@@ -43,13 +46,19 @@ import httpx
 import yaml
 
 import okki_assets
-from okki_assets.cli.demo import dagster_home, recent_keys
+from okki_assets.cli.demo import DEMO_MALFORMED_RATE, fresh_world, recent_keys, sync_partitions
+from okki_assets.cli.options import (
+    add_partitions_argument,
+    add_project_dir_argument,
+    add_world_arguments,
+    at_least,
+    check_partitions,
+)
 from okki_assets.partitions import CHINA_TZ, window_for_key
 from okki_assets.simulator.harness import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
     DEMO_TARGET_TOKEN,
-    PROFILES,
     RunningSimulators,
     fault_profile,
     running_simulators,
@@ -57,7 +66,6 @@ from okki_assets.simulator.harness import (
 
 LOCATION = "okki_assets"
 DEFINITIONS_MODULE = "okki_assets.definitions"
-DEV_DUCKDB = "data/dev.duckdb"
 DEFAULT_PORT = 3000
 STOP_GRACE_SECONDS = 30.0
 READY_TIMEOUT_SECONDS = 180.0
@@ -243,25 +251,25 @@ def wait_for_webserver(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--companies", type=int, default=3000, help="companies in the data set")
-    parser.add_argument("--days", type=int, default=14, help="days of history in the data set")
-    parser.add_argument(
-        "--faults", choices=sorted(PROFILES), default="moderate", help="fault profile"
+    add_world_arguments(parser, faults="moderate")
+    add_partitions_argument(
+        parser, default=0, help="most recent partitions to sync before the UI starts"
     )
     parser.add_argument(
         "--deleted",
-        type=int,
+        type=at_least(0),
         default=5,
-        help="companies deleted in OKKI today, so that tombstones show (default 5)",
+        help="companies deleted in OKKI today, so that tombstones show",
     )
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--host", default="127.0.0.1", help="webserver host (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1", help="webserver host")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="webserver port")
     parser.add_argument("--okki-port", type=int, default=0, help="OKKI simulator port (0: free)")
     parser.add_argument("--target-port", type=int, default=0, help="target simulator port")
-    parser.add_argument(
-        "--project-dir", default=".", help="where data/ and .dagster_home/ are kept (default: .)"
-    )
+    add_project_dir_argument(parser)
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    check_partitions(parser, args)
 
 
 class _Stop:
@@ -303,10 +311,8 @@ def _delete_some(sims: RunningSimulators, count: int, keys: list[str]) -> list[s
 def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     project = Path(args.project_dir).resolve()
-    home = dagster_home(project)
-    database = project / DEV_DUCKDB
-    for stale in (database, database.with_name(database.name + ".wal")):
-        stale.unlink(missing_ok=True)
+    world = fresh_world(project)
+    home, database = world.home, world.database
     profile = fault_profile(args.faults)
     keys = recent_keys(args.days)
     workspace = write_workspace(home)
@@ -321,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             okki_port=args.okki_port,
             target_port=args.target_port,
+            okki_overrides={"malformed_rate": DEMO_MALFORMED_RATE},
         ) as sims:
             deleted = _delete_some(sims, args.deleted, keys) if args.deleted > 0 else []
             env = dev_environment(
@@ -332,15 +339,20 @@ def run(args: argparse.Namespace) -> int:
                 f"  OKKI simulator   {sims.okki_url}  (client_id {DEMO_CLIENT_ID})\n"
                 f"  target simulator {sims.target_url}\n"
                 f"  DuckDB file      {database} (new)\n"
-                f"  DAGSTER_HOME     {home}\n"
+                f"  DAGSTER_HOME     {home} (emptied)\n"
                 f"  partitions       {keys[0]} ... {keys[-1]} (today)\n"
-                f"Starting dagster dev on {url}; Ctrl-C stops everything.\n"
             )
             if (project / ".env").exists():
                 out.write("  (.env is not read by okki-assets dev: the simulators' settings win)\n")
             out.flush()
-            if stop.requested:  # Ctrl-C while the simulators were starting
+            if args.partitions and not stop.requested:
+                out.write(f"Syncing the {args.partitions} most recent partitions first:\n")
+                recent = keys[-args.partitions :]
+                sync_partitions(sims, world, recent, keys[0], out, lambda: stop.requested)
+            if stop.requested:  # Ctrl-C while the simulators were starting or syncing
                 return 0
+            out.write(f"Starting dagster dev on {url}; Ctrl-C stops everything.\n")
+            out.flush()
             proc = start_process_group(
                 dagster_dev_command(workspace, args.host, args.port), env=env, cwd=home
             )

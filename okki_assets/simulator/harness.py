@@ -4,7 +4,7 @@ Profiles:
 - ``none``: clean services (latency only);
 - ``moderate``: a few percent of OKKI calls fail or throttle, some drift while paging, a few
   target batches (one in ten) throttled or committed-then-dropped;
-- ``heavy``: the fault matrix of the soak (``okki-assets soak``): 20 % of OKKI calls failing
+- ``heavy``: the fault matrix of the soak (``benchmarks.soak``): 20 % of OKKI calls failing
   (5xx in the status and in the body, connection resets, HTML pages), a quota answered in every
   throttle shape, latency spikes of 1.5 s (past a client timeout of 1 s), 10 % drift while
   paging, every access token revoked after 150 calls (mid-window); at the target 10 % of batches

@@ -25,7 +25,7 @@ import dagster as dg
 import pytest
 
 from okki_assets.automation import ALERT_SENSOR, post_alert, robot_payload
-from okki_assets.cli.demo import run_replay
+from okki_assets.cli.replay import run_replay
 from okki_assets.definitions import build_defs, defs_from_env
 from okki_assets.errors import OkkiAssetsError
 from okki_assets.partitions import CHINA_TZ, window_for_key

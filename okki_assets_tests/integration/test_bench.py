@@ -1,4 +1,4 @@
-"""``okki-assets bench`` end to end on a small window, and the throughput hooks it relies on.
+"""``benchmarks.bench`` end to end on a small window, and the throughput hooks it relies on.
 
 Covers: the bench command runs (a) the pipeline through Dagster in its own process against
 simulators in another, (b) the sequential baseline, the unchanged re-sync and the memory run,
@@ -19,9 +19,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from benchmarks.bench import Row, exit_code, main
 from okki_assets import storage
-from okki_assets.cli import main
-from okki_assets.cli.bench import Row, exit_code
 from okki_assets.clients.okki import OkkiClient
 from okki_assets.partitions import CHINA_TZ
 from okki_assets.simulator.data import generate_companies
@@ -56,7 +55,7 @@ def test_the_bench_runs_end_to_end_on_a_small_window(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     small = (
-        "bench --companies 60 --latency 0.005 --quota 200 --concurrency 4"
+        "--companies 60 --latency 0.005 --quota 200 --concurrency 4"
         " --cpu-records 300 --cpu-seconds 0.05 --memory-window 120 --memory-quota 400"
     )
     code = main([*small.split(), "--workdir", str(tmp_path)])

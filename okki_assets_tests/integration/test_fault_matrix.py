@@ -2,7 +2,7 @@
 
 Each case alone, and all of them together, syncs two daily partitions through Dagster against
 both simulators on loopback (then all of them again in one ranged backfill run), and is judged
-from the simulators' truth and the target's read-back only (``okki_assets.cli.soak.reconcile``),
+from the simulators' truth and the target's read-back only (``benchmarks.soak.reconcile``),
 never from the pipeline's counters:
 
 - lost 0: every valid company OKKI holds for the windows is at the target, or was rejected by
@@ -36,8 +36,8 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from benchmarks.soak import Reconciliation, reconcile
 from okki_assets.assets import build_assets
-from okki_assets.cli.soak import Reconciliation, reconcile
 from okki_assets.partitions import CHINA_TZ, build_sync_partitions, window_for_key
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
 from okki_assets.simulator.data import list_view, parse_time

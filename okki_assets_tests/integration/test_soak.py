@@ -1,4 +1,4 @@
-"""``okki-assets soak`` and the reconciliation it prints.
+"""``python -m benchmarks.soak`` and the reconciliation it prints.
 
 - The command syncs days against the heavy fault profile on loopback, with OKKI data changing
   between rounds, prints the reconciliation report (expected, at the target, lost, doubled,
@@ -21,8 +21,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from okki_assets.cli import main
-from okki_assets.cli.soak import reconcile
+from benchmarks.soak import main, reconcile
 from okki_assets.partitions import window_for_key
 from okki_assets.simulator.http import SimRequest
 from okki_assets.simulator.target import BATCH_PATH, TargetSimulator
@@ -33,7 +32,7 @@ def test_the_soak_command_passes_under_heavy_faults_and_prints_its_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(
-        ["soak", "--days", "2", "--faults", "heavy", "--companies", "160"]
+        ["--days", "2", "--faults", "heavy", "--companies", "160"]
         + ["--malformed-rate", "0.05", "--churn", "0.1", "--workdir", str(tmp_path)]
     )
     report = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""``okki-assets bench``: throughput at OKKI's quota, flat memory, and the gap to the naive loop.
+"""``benchmarks.bench``: throughput at OKKI's quota, flat memory, and the gap to the naive loop.
 
 OKKI's quota is the physical limit of a sync: a sync is as fast as it can be when it spends the
 quota fully and never wastes a request. The bench measures how close the pipeline comes, in one
@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -41,12 +41,11 @@ from typing import Any, TextIO
 
 import httpx
 
+from benchmarks import command_main
+from okki_assets.simulator.okki import INFO_PATH, LIST_PATH, TOKEN_PATH
+from okki_assets.simulator.target import BATCH_PATH, STATS_PATH
+
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-LIST_PATH = "/v1/company/list"
-INFO_PATH = "/v1/company/info"
-TOKEN_PATH = "/v1/oauth2/access_token"
-BATCH_PATH = "/v1/companies/batch"
-STATS_PATH = "/v1/_stats"
 
 RATE_TARGET = 0.9  # requests per second >= this share of the quota
 SPEEDUP_TARGET = 5.0  # wall time at least this many times better than the baseline
@@ -879,7 +878,7 @@ def run_bench(settings: BenchSettings, out: TextIO) -> int:
 
 def _run_bench_in(settings: BenchSettings, workdir: Path, out: TextIO) -> int:
     s = settings
-    _say(out, f"okki-assets bench on {machine()}")
+    _say(out, f"benchmarks.bench on {machine()}")
     if s.compare:
         _say(
             out,
@@ -903,7 +902,7 @@ def exit_code(rows: list[Row]) -> int:
     return 1 if any(r.passed is False for r in rows) else 0
 
 
-# --- the sub-command ----------------------------------------------------------------------
+# --- the command --------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -958,14 +957,23 @@ def run(args: argparse.Namespace) -> int:
     return run_bench(settings, sys.stdout)
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    description = "measure throughput against the OKKI quota, peak memory, and a naive baseline"
+    return command_main("bench", description, add_arguments, run, argv)
+
+
 __all__ = [
     "BenchSettings",
     "Row",
     "add_arguments",
     "exit_code",
     "format_table",
+    "main",
     "measure_cpu",
     "run",
     "run_baseline",
     "run_bench",
 ]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``okki-assets soak``: days of syncing against faulty simulators, then a reconciliation.
+"""``benchmarks.soak``: days of syncing against faulty simulators, then a reconciliation.
 
 The claim this command lets a user check for themselves: every OKKI company of the synced
 windows reaches the target exactly once per version, in its newest version, and every bad record
@@ -41,6 +41,8 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
+from benchmarks import command_main
+from okki_assets import pull
 from okki_assets.cleaning import clean_companies
 from okki_assets.definitions import build_defs
 from okki_assets.mapping import Mapping, map_records
@@ -71,37 +73,26 @@ BATCH_SIZE = 20
 # --- reconciliation -----------------------------------------------------------------------
 
 
-def is_valid(record: dict[str, Any]) -> bool:
-    """Whether OKKI's record is one the target must hold: a numeric id, a name that is not
-    blank, a parseable update time. Judged from the truth alone, not by the pipeline."""
-    cid = record.get("company_id")
-    digits = str(cid).strip() if cid is not None else ""
-    name = record.get("name")
-    printable = "".join(ch for ch in name if ch.isprintable()) if isinstance(name, str) else ""
-    return (
-        digits.isascii()
-        and digits.isdigit()
-        and bool(printable.strip())
-        and parse_time(record.get("update_time")) is not None
-    )
-
-
 def record_key(record: dict[str, Any]) -> str:
-    """A truth record's identity for matching quarantine rows: its id, else its serial_id."""
-    cid = record.get("company_id")
-    if cid is not None and str(cid).strip():
-        return str(cid).strip()
-    return f"serial:{record.get('serial_id')}"
+    """A truth record's identity: the pull's key (``pull.record_key``) of the row OKKI lists
+    for it, so a record without an id matches the quarantine row that keeps that list row."""
+    return pull.record_key(list_view(record))
 
 
 def _quarantine_key(company_id: object, list_json: object) -> str:
-    if company_id is not None and str(company_id).strip():
-        return str(company_id).strip()
+    """A quarantine row's identity: the pull's key of the list row it keeps."""
     try:
         listed = json.loads(str(list_json))
     except ValueError:
-        listed = {}
-    return f"serial:{listed.get('serial_id') if isinstance(listed, dict) else None}"
+        listed = None
+    return pull.record_key(listed if isinstance(listed, dict) else {"company_id": company_id})
+
+
+def valid_records(truth: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The truth records the target must hold: those the project's cleaning keeps (a numeric
+    id, a name that is not blank, a parseable update time); the others must be quarantined."""
+    expected = expected_records(truth)
+    return [r for r in truth if record_key(r) in expected]
 
 
 def expected_records(
@@ -235,12 +226,11 @@ def reconcile(
         cid: error for cid, (status, error) in ledger.items() if status == "rejected" and error
     }
 
-    valid = [r for r in truth if is_valid(r)]
-    rec.expected, rec.malformed = len(valid), len(truth) - len(valid)
-    expected = expected_records(valid, mapping)
+    expected = expected_records(truth, mapping)
+    rec.expected, rec.malformed = len(expected), len(truth) - len(expected)
     for record in truth:
         key = record_key(record)
-        if not is_valid(record):
+        if key not in expected:
             if key not in quarantine:
                 rec.malformed_unquarantined.append(key)
             continue
@@ -393,7 +383,7 @@ def churn(
     new time stays inside the synced windows."""
     first, _ = window_for_key(min(partitions))
     _, end = window_for_key(max(partitions))
-    companies = [r for r in okki.companies_in_window(first, end) if is_valid(r)]
+    companies = valid_records(okki.companies_in_window(first, end))
     done: Counter[str] = Counter()
     for record in rng.sample(companies, round(share * len(companies))):
         current = _truth_time(record)
@@ -542,7 +532,7 @@ def run_soak(settings: SoakSettings, out: TextIO) -> SoakResult:
         for old in (database, database.with_name(database.name + ".wal")):
             old.unlink(missing_ok=True)
         out.write(
-            f"okki-assets soak: {companies} companies over {settings.days} days,"
+            f"benchmarks.soak: {companies} companies over {settings.days} days,"
             f" fault profile '{profile.name}', seed {settings.seed}\n"
             f"  OKKI simulator {sims.okki_url}, target simulator {sims.target_url}\n"
             f"  DuckDB file    {database}\n\n"
@@ -634,7 +624,7 @@ def format_report(result: SoakResult) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=int, default=7, help="partitions (days) to sync")
-    parser.add_argument("--faults", choices=sorted(PROFILES), default="heavy", help="fault profile")
+    parser.add_argument("--faults", choices=tuple(PROFILES), default="heavy", help="fault profile")
     parser.add_argument(
         "--companies",
         type=int,
@@ -671,3 +661,12 @@ def run(args: argparse.Namespace) -> int:
     result = run_soak(settings, out=sys.stdout)
     sys.stdout.write(format_report(result))
     return 0 if result.reconciliation.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    description = "sync days against faulty simulators, then reconcile: lost, doubled, stale"
+    return command_main("soak", description, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The okki-assets command after the demo: one world, a hint that works as printed, honest replay.
+
+- ``okki-assets demo`` ends with a command that runs as printed (an absolute path, no activated
+  venv needed) and opens the UI on the demo's world: the same DuckDB file and Dagster instance,
+  with live simulators. Every partition the UI shows as materialized is in that DuckDB file, and
+  Materialize from the UI (a run launched over GraphQL, as the UI does) succeeds.
+- Starting a world anew empties the instance too: no materialization of an earlier world is left
+  for the UI to show over a DuckDB file that no longer holds it.
+- ``okki-assets replay --partition D`` against a DuckDB file that holds nothing cleaned for D (an
+  empty file, or the default file) says so in one line naming ``OKKI_ASSETS_DUCKDB`` and exits 2,
+  instead of reporting "sent 0 ... ok".
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import httpx
+import pytest
+
+from okki_assets.cli import main
+from okki_assets.cli.demo import DEMO_DUCKDB, dagster_home, fresh_world
+from okki_assets.cli.dev import (
+    free_port,
+    start_process_group,
+    stop_process_group,
+    wait_for_webserver,
+)
+from okki_assets_tests.conftest import day_keys
+from okki_assets_tests.integration.test_webserver import graphql
+
+ENVIRONMENT = (
+    "OKKI_BASE_URL",
+    "OKKI_CLIENT_ID",
+    "OKKI_CLIENT_SECRET",
+    "TARGET_URL",
+    "TARGET_TOKEN",
+    "OKKI_ASSETS_DUCKDB",
+    "OKKI_SYNC_START",
+    "DAGSTER_HOME",
+)
+
+# --- replay with nothing to replay ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "database",
+    [
+        "empty.duckdb",  # OKKI_ASSETS_DUCKDB names a file that holds no partition
+        None,  # OKKI_ASSETS_DUCKDB unset: the default file, never synced here
+    ],
+)
+def test_replay_of_a_partition_with_nothing_cleaned_says_so(
+    database: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OKKI_SYNC_START", "2026-01-01")
+    shown = "data/okki_assets.duckdb"
+    if database is not None:
+        duckdb.connect(str(tmp_path / database)).close()
+        monkeypatch.setenv("OKKI_ASSETS_DUCKDB", database)
+        shown = database
+    key = day_keys(2)[0]
+
+    code = main(["replay", "--partition", key])
+
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    assert captured.err == (
+        f"replay: partition {key} has nothing cleaned in {shown} (OKKI_ASSETS_DUCKDB):"
+        " sync it first, or point OKKI_ASSETS_DUCKDB at the file that holds it\n"
+    )
+    assert "sent" not in captured.out
+
+
+# --- one world for the demo and the UI ---------------------------------------------------------
+
+
+def test_a_fresh_world_keeps_no_materialization_of_the_last_one(tmp_path: Path) -> None:
+    home = dagster_home(tmp_path)
+    (tmp_path / DEMO_DUCKDB).parent.mkdir()
+    duckdb.connect(str(tmp_path / DEMO_DUCKDB)).close()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("cleaned_companies", partition="2026-11-20")
+        )
+        assert instance.get_latest_materialization_event(dg.AssetKey("cleaned_companies"))
+
+    world = fresh_world(tmp_path)
+
+    assert world.home == home and world.database == tmp_path / DEMO_DUCKDB
+    assert not world.database.exists()
+    assert sorted(p.name for p in home.iterdir()) == ["dagster.yaml"]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_latest_materialization_event(dg.AssetKey("cleaned_companies")) is None
+
+
+MATERIALIZED = """
+query($k: AssetKeyInput!) { assetOrError(assetKey: $k) { ... on Asset {
+  assetMaterializations { partition } } } }
+"""
+LAUNCH_RUN = """
+mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }
+"""
+RUN_STATUS = """
+query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }
+"""
+
+
+def _materialized(url: str, asset: str) -> set[str]:
+    data = graphql(url, MATERIALIZED, {"k": {"path": [asset]}})["assetOrError"]
+    return {m["partition"] for m in data["assetMaterializations"]}
+
+
+def _materialize(url: str, partition: str, timeout: float = 180) -> str:
+    """What the UI's Materialize does for one partition of the three assets; the run's status."""
+    params = {
+        "selector": {
+            "repositoryLocationName": "okki_assets",
+            "repositoryName": "__repository__",
+            "jobName": "okki_sync",
+        },
+        "runConfigData": {},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+    }
+    launched = graphql(url, LAUNCH_RUN, {"p": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline = time.monotonic() + timeout
+    while True:
+        status = graphql(url, RUN_STATUS, {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            return str(status)
+        assert time.monotonic() < deadline, f"run {run_id} still {status}"
+        time.sleep(1)
+
+
+def _cleaned_partitions(database: Path) -> set[str]:
+    with duckdb.connect(str(database), read_only=True) as conn:
+        rows = conn.execute("select distinct partition_key from cleaned_companies").fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def test_the_demo_hint_opens_the_ui_on_the_same_world_where_materialize_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    demo = ["demo", "--companies", "60", "--days", "2", "--partitions", "1", "--faults", "none"]
+    assert main([*demo, "--project-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    synced = day_keys(1)
+    assert _cleaned_partitions(tmp_path / DEMO_DUCKDB) == set(synced)
+
+    # The hint is the last command line printed; it runs as printed, without an activated venv.
+    hint = next(line for line in reversed(printed.splitlines()) if line.startswith("  /"))
+    command = shlex.split(hint)
+    assert Path(command[0]).is_absolute() and os.access(command[0], os.X_OK), hint
+    assert command[1] == "dev" and command[command.index("--project-dir") + 1] == str(tmp_path)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
+    env["PATH"] = "/usr/bin:/bin"  # no venv on the PATH: the printed path must suffice
+    log = tmp_path / "dev.out"
+    with log.open("wb") as sink:
+        proc = start_process_group(
+            [*command, "--port", str(port)], env=env, cwd=tmp_path, stdout=sink, stderr=sink
+        )
+    try:
+        wait_for_webserver(url, proc, timeout=240)
+        database = tmp_path / DEMO_DUCKDB
+        # What the UI shows as materialized is what the world's DuckDB file holds.
+        for asset in ("raw_companies", "cleaned_companies", "loaded_companies"):
+            assert _materialized(url, asset) == set(synced), log.read_text()[-3000:]
+        assert _cleaned_partitions(database) == set(synced)
+
+        # Materialize from the UI: the simulators are alive and the credentials are set.
+        older = day_keys(2)[0]
+        assert _materialize(url, older) == "SUCCESS", log.read_text()[-3000:]
+        assert _materialized(url, "loaded_companies") == {older, *synced}
+        assert _cleaned_partitions(database) == {older, *synced}
+    finally:
+        code = stop_process_group(proc, grace=30)
+    assert code == 0, log.read_text()[-3000:]
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/server_info", timeout=2)
