@@ -17,7 +17,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -64,14 +64,6 @@ def _materialize_raw_in_child(database: str, okki_url: str, key: str) -> None:
     )
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def _metadata(result: dg.ExecuteInProcessResult, name: str) -> int:
     values = [
         int(mat.metadata[name].value)  # type: ignore[arg-type]
@@ -114,11 +106,10 @@ def test_a_pull_killed_half_way_is_resumed_without_asking_again(big_window: Pipe
         daemon=True,
     )
     child.start()
-    _wait_until(
-        lambda: len(pipeline.sims.okki.stats.info_by_company) >= len(truth) // 2,
-        180,
-        "half of the info calls",
-    )
+    deadline = time.monotonic() + 180
+    while len(pipeline.sims.okki.stats.info_by_company) < len(truth) // 2:
+        assert time.monotonic() < deadline, "timed out waiting for half of the info calls"
+        time.sleep(0.02)
     os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
     child.join(10)
     assert child.exitcode == -signal.SIGKILL
