@@ -68,7 +68,9 @@ def build_assets(
             """The window's companies as OKKI sent them: list record + info payload per company.
 
             Re-running is safe: the pull is staged and replaces exactly its partition in one
-            transaction at the end; a failed pull leaves the previous copy untouched.
+            transaction at the end; a failed pull leaves the previous copy untouched. The info
+            payloads it fetched are kept as they arrive, so the next pull of the partition asks
+            OKKI only for the companies (or the versions) it does not have yet.
             """
             outcomes: list[CheckOutcome] = []
             with _failure_on_error():
@@ -87,7 +89,8 @@ def build_assets(
                     )
                     context.log.info(
                         f"{key}: {s.stored} companies stored ({s.info_requested} info calls,"
-                        f" {s.info_reused} reused, {len(s.deleted_while_syncing)} deleted while"
+                        f" {s.info_reused} reused, {s.info_resumed} resumed from an interrupted"
+                        f" pull, {len(s.deleted_while_syncing)} deleted while"
                         f" syncing) in {s.seconds:.1f}s"
                     )
                     metadata = s.metadata()

@@ -13,9 +13,9 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -36,13 +36,23 @@ from okki_assets.errors import (
 from okki_assets.loading import plan_load
 from okki_assets.mapping import Mapping, gc_paused
 from okki_assets.partitions import window_for_key
-from okki_assets.pull import InfoReport, fetch_infos, list_window
+from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
 from okki_assets.schemas import CleanedCompany
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 log = logging.getLogger(__name__)
 
 STAGE_CHUNK = 1_000
+# Info payloads are kept (committed) as they arrive: once KEEP_CHUNK are waiting, but not more
+# often than every KEEP_MIN_GAP seconds (each write opens and closes the DuckDB file, some 30 to
+# 50 ms of CPU), and at least every KEEP_SECONDS. A pull killed at any moment so loses at most
+# KEEP_CHUNK payloads or half a second's (40 at 80 calls per second), plus the calls in flight,
+# and each short write holds the file's single writer lock only for milliseconds.
+KEEP_CHUNK = 20
+KEEP_MIN_GAP = 0.5
+KEEP_SECONDS = 2.0
+# Kept payloads older than this are dropped unused (a window not pulled again, a run given up).
+KEPT_MAX_AGE = timedelta(days=3)
 FAILURE_SAMPLE = 50
 
 
@@ -75,6 +85,7 @@ class PullSummary:
     edge_rows_left_to_neighbour: int = 0
     info_requested: int = 0
     info_reused: int = 0
+    info_resumed: int = 0
     deleted_listed: int = 0
     deleted_while_syncing: list[str] = field(default_factory=list)
     moved_out_while_syncing: list[str] = field(default_factory=list)
@@ -100,6 +111,7 @@ class PullSummary:
             "window_bisections": self.bisections,
             "info_requested": self.info_requested,
             "info_reused": self.info_reused,
+            "info_resumed": self.info_resumed,
             "deleted_listed": self.deleted_listed,
             "deleted_while_syncing": len(self.deleted_while_syncing),
             "moved_out_while_syncing": len(self.moved_out_while_syncing),
@@ -133,36 +145,51 @@ def pull_partition(
     summary.edge_rows_left_to_neighbour = report.edge_rows_left_to_neighbour
     log.info("%s: %d companies listed in %d pages", partition_key, len(listed), report.pages)
 
+    ids = [k for k in listed if not k.startswith("raw:")]
+    list_times = {k: t for k in ids if isinstance(t := listed.update_time(k), str)}
     stored_times: dict[str, str] = {}
-    if not refresh_info:
-        with connect() as conn:
-            stored_times = storage.stored_update_times(
-                conn, [k for k in listed if not k.startswith("raw:")]
-            )
+    with connect() as conn:
+        if not refresh_info:
+            stored_times = storage.stored_update_times(conn, ids)
+        storage.prune_kept_infos(conn, partition_key, list_times, _now() - KEPT_MAX_AGE)
+        kept = storage.kept_info_times(conn, list_times)
 
     def reusable(company_id: str, update_time: object) -> bool:
-        return update_time is not None and stored_times.get(company_id) == update_time
+        if update_time is None:
+            return False
+        return stored_times.get(company_id) == update_time or company_id in kept
 
     info = InfoReport()
     fetched_at = _now()
     buffer: list[storage.RawRow] = []
+    keeper = _Keeper(connect, partition_key, run_id)
     try:
         for company in fetch_infos(client, listed, end, reusable=reusable, report=info):
+            info_json = (
+                json.dumps(company.info, ensure_ascii=False) if company.info is not None else None
+            )
+            update_time, resumed_from = company.update_time, None
+            if company.info_reused and stored_times.get(company.key) != update_time:
+                # Fetched by an earlier pull of this window that ended before publishing.
+                resumed_from, update_time = update_time, kept[company.key]
+                summary.info_resumed += 1
+            elif info_json is not None:
+                keeper.add(company, info_json)
             buffer.append(
                 storage.RawRow(
                     partition_key,
                     company.company_id,
-                    company.update_time,
+                    update_time,
                     json.dumps(company.list_record, ensure_ascii=False),
-                    json.dumps(company.info, ensure_ascii=False)
-                    if company.info is not None
-                    else None,
-                    company.info_reused,
+                    info_json,
+                    company.info_reused and resumed_from is None,
+                    resumed_from,
                 )
             )
             if len(buffer) >= STAGE_CHUNK:
                 summary.stored += _stage(connect, run_id, buffer, fetched_at)
                 log.info("%s: %d/%d companies staged", partition_key, summary.stored, len(listed))
+        keeper.flush()
         summary.stored += _stage(connect, run_id, buffer, fetched_at)
 
         deleted, _ = list_window(client, start, end, removed=1)
@@ -182,14 +209,43 @@ def pull_partition(
             )
     except BaseException:
         with connect() as conn:
+            keeper.flush(conn)  # what was fetched stays for the next pull of the window
             storage.discard_staging(conn, run_id)
         raise
-    summary.info_requested, summary.info_reused = info.requested, info.reused
+    summary.info_requested = info.requested
+    summary.info_reused = info.reused - summary.info_resumed  # from the published copy
     summary.deleted_while_syncing = info.deleted_while_syncing
     summary.moved_out_while_syncing = info.moved_out_while_syncing
     summary.client_stats = _delta(client.stats.as_metadata(), before)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+class _Keeper:
+    """Keeps the info payloads a pull fetches, a few at a time, as they arrive."""
+
+    def __init__(self, connect: Connect, partition_key: str, run_id: str) -> None:
+        self._connect, self._partition_key, self._run_id = connect, partition_key, run_id
+        self._infos: list[storage.KeptInfo] = []
+        self._since = time.monotonic()
+
+    def add(self, company: PulledCompany, info_json: str) -> None:
+        list_time = company.list_record.get("update_time")
+        if company.company_id is None or not isinstance(list_time, str):
+            return
+        self._infos.append(
+            storage.KeptInfo(company.company_id, list_time, company.update_time, info_json)
+        )
+        waited = time.monotonic() - self._since
+        if waited >= KEEP_SECONDS or (len(self._infos) >= KEEP_CHUNK and waited >= KEEP_MIN_GAP):
+            self.flush()
+
+    def flush(self, conn: duckdb.DuckDBPyConnection | None = None) -> None:
+        if self._infos:
+            with self._connect() if conn is None else nullcontext(conn) as writer:
+                storage.keep_infos(writer, self._partition_key, self._run_id, self._infos, _now())
+            self._infos.clear()
+        self._since = time.monotonic()
 
 
 def _stage(connect: Connect, run_id: str, buffer: list[storage.RawRow], at: datetime) -> int:

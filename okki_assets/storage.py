@@ -1,7 +1,9 @@
 """Everything that speaks SQL to DuckDB: the intermediate copy of every stage and the load ledger.
 
 Every write that replaces a partition does it in one transaction (delete the partition's rows,
-insert the new ones), so a failed or killed run leaves the previous copy intact. Values always
+insert the new ones), so a failed or killed run leaves the previous copy intact. Info payloads
+are also kept as they arrive (``kept_infos``), so that a pull that ends early does not pay for
+them again. Values always
 travel as parameters or registered DataFrames; table names are constants of this module.
 
 Times: OKKI's own strings are kept untouched in ``raw_companies``; typed times are TIMESTAMPTZ
@@ -11,7 +13,7 @@ Times: OKKI's own strings are kept untouched in ``raw_companies``; typed times a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,6 +47,17 @@ _DDL = (
         info_json varchar,
         info_reused boolean not null default false,
         fetched_at timestamptz not null
+    )
+    """,
+    """
+    create table if not exists kept_infos (
+        partition_key varchar not null,
+        company_id varchar not null,
+        list_update_time varchar not null,
+        update_time varchar,
+        info_json varchar not null,
+        fetched_at timestamptz not null,
+        run_id varchar not null
     )
     """,
     """
@@ -145,12 +158,18 @@ class RawRow:
     list_json: str
     info_json: str | None
     info_reused: bool = False
+    resumed_from: str | None = None  # the list update_time whose kept info payload is used
 
 
 def stage_raw(
     conn: duckdb.DuckDBPyConnection, run_id: str, rows: Sequence[RawRow], fetched_at: datetime
 ) -> None:
     """Append one chunk of a run's pull to the staging table (nothing visible yet).
+
+    A row ``resumed_from`` a list update_time gets the info payload kept for that version (see
+    ``keep_infos``). Should that payload be gone (a run of the same partition published it in
+    the meantime), the row is staged as ``info_reused``: the published copy of that version
+    stands in for it.
 
     The chunk goes in as one registered frame: ``executemany`` runs one statement per row and
     took about a second per 1,000 rows, long enough to stall the info fan-out behind it."""
@@ -164,19 +183,129 @@ def stage_raw(
             "list_json": [r.list_json for r in rows],
             "info_json": pd.Series([r.info_json for r in rows], dtype=object),
             "info_reused": [r.info_reused for r in rows],
+            "resumed_from": pd.Series([r.resumed_from for r in rows], dtype=object),
         }
     )
     conn.register("_raw_chunk", frame)
     try:
         conn.execute(
             "insert into raw_staging (run_id, partition_key, company_id, update_time, list_json,"
-            " info_json, info_reused, fetched_at) select ?, partition_key,"
-            " company_id::varchar, update_time::varchar, list_json, info_json::varchar,"
-            " info_reused, ? from _raw_chunk",
+            " info_json, info_reused, fetched_at) select ?, c.partition_key,"
+            " c.company_id::varchar, c.update_time::varchar, c.list_json,"
+            " coalesce(c.info_json::varchar, k.info_json),"
+            " c.info_reused or (c.resumed_from is not null and k.info_json is null), ?"
+            " from _raw_chunk c left join ("
+            "  select company_id, list_update_time, arg_max(info_json, fetched_at) as info_json"
+            "  from kept_infos semi join _raw_chunk r on r.resumed_from is not null"
+            "   and r.company_id::varchar = kept_infos.company_id"
+            "   and r.resumed_from::varchar = kept_infos.list_update_time"
+            "  group by company_id, list_update_time"
+            " ) k on c.company_id::varchar = k.company_id"
+            "  and c.resumed_from::varchar = k.list_update_time",
             [run_id, fetched_at],
         )
     finally:
         conn.unregister("_raw_chunk")
+
+
+# --- kept_infos: info payloads of pulls not yet published ----------------------------------
+
+
+@dataclass(frozen=True)
+class KeptInfo:
+    company_id: str
+    list_update_time: str  # the version the list showed when info was asked for
+    update_time: str | None  # the update_time its raw row gets (the newer of list and info)
+    info_json: str
+
+
+def keep_infos(
+    conn: duckdb.DuckDBPyConnection,
+    partition_key: str,
+    run_id: str,
+    infos: Sequence[KeptInfo],
+    fetched_at: datetime,
+) -> None:
+    """Keep a few info payloads of a pull in progress, committed at once (one statement).
+
+    They outlive the run: a pull that ends early, even by SIGKILL, leaves them for the next
+    pull of the partition, which asks OKKI only for the rest (``kept_info_times``)."""
+    if not infos:
+        return
+    frame = pd.DataFrame(
+        {
+            "company_id": [i.company_id for i in infos],
+            "list_update_time": [i.list_update_time for i in infos],
+            "update_time": pd.Series([i.update_time for i in infos], dtype=object),
+            "info_json": [i.info_json for i in infos],
+        }
+    )
+    conn.register("_kept_chunk", frame)
+    try:
+        conn.execute(
+            "insert into kept_infos (partition_key, company_id, list_update_time, update_time,"
+            " info_json, fetched_at, run_id) select ?, company_id, list_update_time,"
+            " update_time::varchar, info_json, ?, ? from _kept_chunk",
+            [partition_key, fetched_at, run_id],
+        )
+    finally:
+        conn.unregister("_kept_chunk")
+
+
+def _listed_frame(listed: Mapping[str, str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"company_id": list(listed), "list_update_time": list(listed.values())}, dtype=object
+    )
+
+
+def kept_info_times(
+    conn: duckdb.DuckDBPyConnection, listed: Mapping[str, str]
+) -> dict[str, str | None]:
+    """company_id -> raw update_time of the kept info payloads that were fetched for exactly
+    the listed version (company_id -> list update_time); a company updated since has none."""
+    if not listed:
+        return {}
+    conn.register("_listed", _listed_frame(listed))
+    try:
+        rows = conn.execute(
+            "select k.company_id, arg_max(k.update_time, k.fetched_at) from kept_infos k"
+            " join _listed l on k.company_id = l.company_id"
+            "  and k.list_update_time = l.list_update_time"
+            " group by k.company_id"
+        ).fetchall()
+    finally:
+        conn.unregister("_listed")
+    return {cid: ut for cid, ut in rows}
+
+
+def prune_kept_infos(
+    conn: duckdb.DuckDBPyConnection,
+    partition_key: str,
+    listed: Mapping[str, str],
+    older_than: datetime,
+) -> int:
+    """Drop kept info payloads that can no longer be used, in one short transaction: the
+    partition's payloads for a version it no longer lists (the company changed or left), and
+    every payload (and every run's staged rows) fetched before ``older_than``, such as those of
+    a partition never pulled again. Returns the payloads dropped."""
+    conn.register("_listed", _listed_frame(listed))
+    conn.execute("begin transaction")
+    try:
+        superseded = conn.execute(
+            "delete from kept_infos k where k.partition_key = ? and not exists ("
+            " select 1 from _listed l where l.company_id = k.company_id"
+            " and l.list_update_time = k.list_update_time)",
+            [partition_key],
+        ).fetchone()
+        aged = conn.execute("delete from kept_infos where fetched_at < ?", [older_than]).fetchone()
+        conn.execute("delete from raw_staging where fetched_at < ?", [older_than])
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    finally:
+        conn.unregister("_listed")
+    return sum(int(r[0]) for r in (superseded, aged) if r)
 
 
 def stored_update_times(
@@ -199,7 +328,8 @@ def stored_update_times(
 
 
 def publish_raw(conn: duckdb.DuckDBPyConnection, run_id: str, partition_keys: Sequence[str]) -> int:
-    """Replace the partitions' raw rows with what this run staged, atomically.
+    """Replace the partitions' raw rows with what this run staged, atomically; the partitions'
+    kept info payloads (``keep_infos``) go in the same transaction, now that they are published.
 
     Rows staged with ``info_reused`` get the info payload of the stored copy with the same
     company_id and update_time (the unchanged re-sync makes no info call). Returns rows published.
@@ -243,6 +373,10 @@ def publish_raw(conn: duckdb.DuckDBPyConnection, run_id: str, partition_keys: Se
             raise RuntimeError(f"{missing[0]} reused info payloads vanished while publishing")
         conn.execute("drop table _reused_info")
         conn.execute("delete from raw_staging where run_id = ?", [run_id])
+        conn.execute(
+            "delete from kept_infos where partition_key in (select unnest(?::varchar[]))",
+            [list(partition_keys)],
+        )
         conn.execute("commit")
     except BaseException:
         conn.execute("rollback")

@@ -141,13 +141,16 @@ class OkkiSimConfig:
 @dataclass
 class OkkiSimStats:
     """What the simulator saw. ``calls`` counts every request per path; ``request_times`` holds
-    the clock value of every business request (throttled, faulted and denied ones included)."""
+    the clock value of every business request (throttled, faulted and denied ones included);
+    ``info_by_company`` counts the info answers served per company_id asked for (the 404s too;
+    throttled, faulted and denied requests are not answers)."""
 
     calls: dict[str, int] = field(default_factory=dict)
     throttled: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
     denied: int = 0
     request_times: list[float] = field(default_factory=list)
+    info_by_company: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> OkkiSimStats:
         return OkkiSimStats(
@@ -156,6 +159,7 @@ class OkkiSimStats:
             dict(self.faults),
             self.denied,
             list(self.request_times),
+            dict(self.info_by_company),
         )
 
 
@@ -594,6 +598,8 @@ class OkkiSimulator:
         serial_id = str(query.get("serial_id", "")).strip()
         if not company_id and not serial_id:
             return self._business_error(400, "Invalid parameter: company_id or serial_id")
+        asked = company_id or f"serial:{serial_id}"
+        self._stats.info_by_company[asked] = self._stats.info_by_company.get(asked, 0) + 1
         seq = self._by_id.get(company_id) if company_id else self._by_serial.get(serial_id)
         entry = self._entries.get(seq) if seq is not None else None
         if entry is None or entry.removed:

@@ -479,6 +479,15 @@ def test_info_unknown_company_is_code_404_in_a_200() -> None:
     assert reply.json()["message"] == "Not Found Resource"
 
 
+def test_info_answers_are_counted_per_company(companies) -> None:
+    sim, client = make(companies, quota_rps=1.0, quota_burst=2.0)
+    token = get_token(client)
+    first, second = (str(companies[i]["company_id"]) for i in (1, 2))
+    for cid in (first, first, second):  # the third call is throttled: no answer served
+        client.get(INFO_PATH, params={"company_id": cid}, headers={"Authorization": token})
+    assert sim.stats.throttled and sim.stats.info_by_company == {first: 2}
+
+
 def test_records_are_copied_in_and_out(companies) -> None:
     mine = generate_companies(3, START, END)
     sim, _ = make(mine)
