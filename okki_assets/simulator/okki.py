@@ -526,6 +526,9 @@ class OkkiSimulator:
             return SimResponse.json({"code": status, "message": message}, status=status)
         return self._business_error(status, message)
 
+    def _count_fault(self, kind: str) -> None:
+        self._stats.faults[kind] = self._stats.faults.get(kind, 0) + 1
+
     def _list(self, query: Mapping[str, str]) -> SimResponse:
         try:
             q = self._parse_list_query(query)
@@ -538,17 +541,20 @@ class OkkiSimulator:
         served = q.page
         if q.page > 1 and self._shifts_served < cfg.page_shift_times:
             self._shifts_served += 1
+            self._count_fault("page_shift")
             served = q.page - 1  # a bulk edit moved the list down by exactly one page
         page = entries[(served - 1) * q.count : served * q.count]
         rows: list[dict[str, Any]] | None = [list_view(entry.record) for entry in page]
         if q.page == 1 and entries and self._empty_first_served < cfg.empty_first_pages:
             self._empty_first_served += 1
+            self._count_fault("empty_first_page")
             rows = [] if cfg.empty_page_shape == "empty" else None
         log.debug("list page %d (count %d): %d of %d", q.page, q.count, len(page), len(entries))
         data: dict[str, Any] = {"list": rows, "count": len(rows or ())}
         total = len(entries)
-        if cfg.total_item_cap is not None:
-            total = min(total, cfg.total_item_cap)
+        if cfg.total_item_cap is not None and total > cfg.total_item_cap:
+            total = cfg.total_item_cap
+            self._count_fault("total_item_capped")
         shape = cfg.total_item_shape
         if shape != "missing":
             data["totalItem"] = {"number": total, "string": str(total)}.get(shape, "about many")

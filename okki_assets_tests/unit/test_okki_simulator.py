@@ -962,7 +962,7 @@ def test_generation_is_fast() -> None:
 
 @pytest.mark.parametrize("shape", ["empty", "null"])
 def test_empty_first_page_while_total_item_is_positive_n_times(companies, shape: str) -> None:
-    _, client = make(companies, empty_first_pages=2, empty_page_shape=shape)
+    sim, client = make(companies, empty_first_pages=2, empty_page_shape=shape)
     token = get_token(client)
     want = expected_ids(companies, f"{DAY} 00:00:00", f"{DAY} 23:59:59")
     answers = [list_page(client, token, count=100, **day_window()).json()["data"] for _ in range(3)]
@@ -970,6 +970,7 @@ def test_empty_first_page_while_total_item_is_positive_n_times(companies, shape:
         assert glitch["list"] == ([] if shape == "empty" else None)
         assert glitch["totalItem"] == len(want) > 0
     assert [row["company_id"] for row in answers[2]["list"]] == want[:100]
+    assert sim.stats.faults == {"empty_first_page": 2}
     # An empty window is no glitch: it answers empty without using up a glitch.
     _, client = make(companies, empty_first_pages=1)
     token = get_token(client)
@@ -979,7 +980,7 @@ def test_empty_first_page_while_total_item_is_positive_n_times(companies, shape:
 
 
 def test_total_item_cap_understates_the_list_but_the_pages_hold_everything(companies) -> None:
-    _, client = make(companies, total_item_cap=60)
+    sim, client = make(companies, total_item_cap=60)
     token = get_token(client)
     want = expected_ids(companies, f"{DAY} 00:00:00", f"{DAY} 23:59:59")
     assert len(want) > 60
@@ -991,6 +992,7 @@ def test_total_item_cap_understates_the_list_but_the_pages_hold_everything(compa
             break
         seen += [row["company_id"] for row in data["list"]]
     assert seen == want
+    assert sim.stats.faults == {"total_item_capped": page}  # every answer was capped
 
 
 @pytest.mark.parametrize(
@@ -1011,7 +1013,7 @@ def test_total_item_shapes(shape: str, expected: object) -> None:
 
 
 def test_page_shift_answers_the_previous_page_n_times(companies) -> None:
-    _, client = make(companies, page_shift_times=1)
+    sim, client = make(companies, page_shift_times=1)
     token = get_token(client)
     want = expected_ids(companies, f"{DAY} 00:00:00", f"{DAY} 23:59:59")
 
@@ -1023,6 +1025,7 @@ def test_page_shift_answers_the_previous_page_n_times(companies) -> None:
     assert ids(2) == want[:10]  # shifted: page 1's rows again
     assert ids(2) == want[10:20]  # the shift is spent
     assert ids(3) == want[20:30]
+    assert sim.stats.faults == {"page_shift": 1}
 
 
 def test_info_answers_another_business_code_for_chosen_ids(companies) -> None:
