@@ -319,13 +319,6 @@ def raw_counts(conn: duckdb.DuckDBPyConnection, partition_key: str) -> tuple[int
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
-def raw_count(conn: duckdb.DuckDBPyConnection, partition_key: str) -> int:
-    row = conn.execute(
-        "select count(*) from raw_companies where partition_key = ?", [partition_key]
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
 # --- cleaned_companies and quarantined_companies ------------------------------------------
 
 

@@ -46,10 +46,12 @@ def raw_ids(pipeline: Pipeline, key: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def raw_complete(result: dg.ExecuteInProcessResult) -> list[bool]:
-    return [
-        e.passed for e in result.get_asset_check_evaluations() if e.check_name == "raw_complete"
-    ]
+def sync(pipeline: Pipeline, key: str, okki: OkkiResource) -> None:
+    """Materialize the partition; it succeeds and its raw_complete check passes."""
+    result = pipeline.materialize(key, okki=okki)
+    evaluations = result.get_asset_check_evaluations()
+    assert result.success
+    assert [e.passed for e in evaluations if e.check_name == "raw_complete"] == [True]
 
 
 def test_an_empty_first_page_never_wipes_the_window(
@@ -59,8 +61,7 @@ def test_an_empty_first_page_never_wipes_the_window(
     with pipeline_for(tmp_path, instance, companies=120, days=2, okki_overrides=overrides) as p:
         key = day_keys(2)[0]
         okki = fast_okki(p)
-        result = p.materialize(key, okki=okki)
-        assert result.success and raw_complete(result) == [True]
+        sync(p, key, okki)
         expected = sorted(truth(p, key))
         assert len(expected) > 20
         assert raw_ids(p, key) == expected
@@ -82,8 +83,7 @@ def test_a_capped_total_item_stores_and_loads_every_company(
         key = day_keys(1)[0]
         expected = sorted(truth(p, key))
         assert len(expected) == 80
-        result = p.materialize(key, okki=fast_okki(p))
-        assert result.success and raw_complete(result) == [True]
+        sync(p, key, fast_okki(p))
         assert raw_ids(p, key) == expected
         assert sorted(p.sims.target.records) == expected
 
@@ -97,8 +97,7 @@ def test_info_refusing_one_company_quarantines_it_and_the_window_goes_on(
         refused = sorted(companies)[3]
         p.sims.okki.config.info_error_codes[refused] = 403
         okki = fast_okki(p)
-        result = p.materialize(key, okki=okki)
-        assert result.success and raw_complete(result) == [True]
+        sync(p, key, okki)
         reasons = p.query(
             "select company_id, reasons from quarantined_companies where partition_key = ?", [key]
         )
@@ -106,7 +105,7 @@ def test_info_refusing_one_company_quarantines_it_and_the_window_goes_on(
         assert sorted(p.sims.target.records) == sorted(set(companies) - {refused})
 
         del p.sims.okki.config.info_error_codes[refused]  # OKKI details it again
-        assert p.materialize(key, okki=okki).success
+        sync(p, key, okki)
         assert sorted(p.sims.target.records) == sorted(companies)
         assert p.query("select count(*) from quarantined_companies") == [(0,)]
 
@@ -120,8 +119,7 @@ def test_info_time_past_the_window_still_reaches_duckdb_and_the_target(
         edited = sorted(companies)[5]
         # Edited between the list and the info call: info's update_time is two days later.
         p.sims.okki.config.info_time_ahead[edited] = 2 * 86_400
-        result = p.materialize(key, okki=fast_okki(p))
-        assert result.success and raw_complete(result) == [True]
+        sync(p, key, fast_okki(p))
         assert edited in raw_ids(p, key)
         cleaned = p.query(
             "select partition_key from cleaned_companies where company_id = ?", [int(edited)]

@@ -25,7 +25,7 @@ from okki_assets import stages
 from okki_assets.clients.okki import OkkiClient, RetrySettings
 from okki_assets.errors import IncompleteWindowError, OkkiPermanentError, PaginationError
 from okki_assets.partitions import CHINA_TZ
-from okki_assets.pull import InfoReport, fetch_infos, list_window
+from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
 from okki_assets.resources import WarehouseResource
 from okki_assets.simulator.data import generate_companies
 from okki_assets.simulator.http import mock_transport
@@ -55,6 +55,15 @@ def _day(n: int, seed: int = 3) -> list[dict]:
 
 def _list_calls(sim: OkkiSimulator) -> int:
     return sim.stats.calls.get("/v1/company/list", 0)
+
+
+def _pulled(sim: OkkiSimulator) -> tuple[dict[str, PulledCompany], InfoReport]:
+    """The window listed, then every company's info asked for: key -> company, and the report."""
+    report = InfoReport()
+    with _client(mock_transport(sim, sleep=False)) as client:
+        listed, _ = list_window(client, START, END)
+        pulled = fetch_infos(client, listed, reusable=lambda *_: False, report=report)
+        return {p.key: p for p in pulled}, report
 
 
 def _truth(sim: OkkiSimulator) -> dict[str, str]:
@@ -212,13 +221,9 @@ def test_a_page_repeat_that_persists_across_passes_fails() -> None:
 def test_info_refused_with_another_code_quarantines_only_that_company() -> None:
     companies = _day(30)
     refused = str(companies[4]["company_id"])
-    sim = OkkiSimulator(companies, OkkiSimConfig(info_error_codes={refused: 403}))
-    with _client(mock_transport(sim, sleep=False)) as client:
-        listed, _ = list_window(client, START, END)
-        report = InfoReport()
-        pulled = {
-            p.key: p for p in fetch_infos(client, listed, reusable=lambda *_: False, report=report)
-        }
+    pulled, report = _pulled(
+        OkkiSimulator(companies, OkkiSimConfig(info_error_codes={refused: 403}))
+    )
     assert len(pulled) == 30
     assert pulled[refused].info is None
     assert pulled[refused].list_record["okki_assets_error"] == "info_code_403"
@@ -229,13 +234,8 @@ def test_info_refused_with_another_code_quarantines_only_that_company() -> None:
 def test_info_time_past_the_window_keeps_the_company_in_the_window_that_listed_it() -> None:
     companies = _day(30)
     ahead = str(companies[2]["company_id"])
-    sim = OkkiSimulator(companies, OkkiSimConfig(info_time_ahead={ahead: 2 * 86_400}))
-    with _client(mock_transport(sim, sleep=False)) as client:
-        listed, _ = list_window(client, START, END)
-        report = InfoReport()
-        pulled = {
-            p.key: p for p in fetch_infos(client, listed, reusable=lambda *_: False, report=report)
-        }
+    config = OkkiSimConfig(info_time_ahead={ahead: 2 * 86_400})
+    pulled, report = _pulled(OkkiSimulator(companies, config))
     assert len(pulled) == 30
     company = pulled[ahead]
     assert company.info is not None and company.info["update_time"] > "2026-11-22"
