@@ -127,6 +127,7 @@ class OkkiSimConfig:
     # How a list may end or lie. The counters count over the simulator's life; tests may raise
     # them at any time (they are read on every request).
     empty_first_pages: int = 0  # page-1 answers with no rows while totalItem > 0, N times
+    empty_first_page_every: int = 1  # ... on every k-th page-1 request (1: the first N in a row)
     empty_page_shape: str = "empty"  # such a page's list: "empty" ([]) or "null"
     total_item_cap: int | None = None  # totalItem reported as at most this
     total_item_shape: str = "number"  # number | string | missing | not_a_number
@@ -159,6 +160,8 @@ class OkkiSimConfig:
             raise ValueError(f"empty_page_shape must be one of {EMPTY_PAGE_SHAPES}")
         if self.total_item_shape not in TOTAL_ITEM_SHAPES:
             raise ValueError(f"total_item_shape must be one of {TOTAL_ITEM_SHAPES}")
+        if self.empty_first_page_every < 1:
+            raise ValueError("empty_first_page_every must be at least 1")
         if self.total_item_cap is not None and self.total_item_cap < 0:
             raise ValueError("total_item_cap must not be negative")
 
@@ -304,6 +307,7 @@ class OkkiSimulator:
         self._drift_plans: dict[tuple[Any, ...], _DriftPlan] = {}
         self._drift_log: list[DriftEntry] = []
         self._empty_first_served = 0
+        self._first_pages_asked = 0
         self._shifts_served = 0
         records = list(companies or ())
         with gc_paused():
@@ -545,7 +549,14 @@ class OkkiSimulator:
             served = q.page - 1  # a bulk edit moved the list down by exactly one page
         page = entries[(served - 1) * q.count : served * q.count]
         rows: list[dict[str, Any]] | None = [list_view(entry.record) for entry in page]
-        if q.page == 1 and entries and self._empty_first_served < cfg.empty_first_pages:
+        if q.page == 1 and entries:
+            self._first_pages_asked += 1
+        if (
+            q.page == 1
+            and entries
+            and self._empty_first_served < cfg.empty_first_pages
+            and self._first_pages_asked % cfg.empty_first_page_every == 0
+        ):
             self._empty_first_served += 1
             self._count_fault("empty_first_page")
             rows = [] if cfg.empty_page_shape == "empty" else None

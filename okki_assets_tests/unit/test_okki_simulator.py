@@ -979,6 +979,14 @@ def test_empty_first_page_while_total_item_is_positive_n_times(companies, shape:
     assert list_page(client, token, **day_window()).json()["data"]["list"] == []
 
 
+def test_empty_first_pages_can_be_spread_out(companies) -> None:
+    sim, client = make(companies, empty_first_pages=2, empty_first_page_every=3)
+    token = get_token(client)
+    answers = [list_page(client, token, **day_window()).json()["data"]["list"] for _ in range(9)]
+    assert [not rows for rows in answers] == [False, False, True] * 2 + [False] * 3
+    assert sim.stats.faults == {"empty_first_page": 2}
+
+
 def test_total_item_cap_understates_the_list_but_the_pages_hold_everything(companies) -> None:
     sim, client = make(companies, total_item_cap=60)
     token = get_token(client)
