@@ -6,7 +6,9 @@ is kept with its reason. It starts both simulators on loopback with a fault prof
 ``moderate``, ``heavy``; see ``okki_assets.simulator.harness``), runs the real ``okki_sync`` job
 the way a deployment would, with OKKI data changing between rounds:
 
-1. a daily sync of every partition, oldest first (each window's first listing drifts);
+1. a daily sync of every partition, oldest first (each window's first listing drifts; in every
+   round OKKI also answers a few first pages empty while ``totalItem`` > 0, and it caps
+   ``totalItem`` below a day's companies throughout);
 2. churn: companies edited, moved to later windows, bumped with no real change, deleted;
 3. a backfill: one ranged run over every partition (the UI's single-run backfill);
 4. churn again, then newest partition first: a replay of ``loaded_companies`` alone (its cleaned
@@ -65,6 +67,14 @@ COMPANIES_PER_DAY = 150
 #: Client settings of the soak: a read timeout below the heavy profile's latency spikes, retries
 #: that start fast, small batches so that target faults hit many of them.
 READ_TIMEOUT = 1.0
+#: List glitches of the soak on top of the profile: page 1 answered empty while totalItem > 0
+#: (retried), spread over the rounds, and totalItem capped below a day's companies (the list
+#: itself must end a pass).
+LIST_GLITCHES = {
+    "empty_first_pages": 8,
+    "empty_first_page_every": 12,
+    "total_item_cap": COMPANIES_PER_DAY * 2 // 3,
+}
 RETRY_BASE_DELAY = 0.1
 RATE_LIMIT = 120.0
 BATCH_SIZE = 20
@@ -523,7 +533,7 @@ def run_soak(settings: SoakSettings, out: TextIO) -> SoakResult:
             days=settings.days,
             profile=profile,
             seed=settings.seed,
-            okki_overrides={"malformed_rate": settings.malformed_rate},
+            okki_overrides={"malformed_rate": settings.malformed_rate, **LIST_GLITCHES},
         ) as sims,
     ):
         workdir = settings.workdir or Path(scratch)

@@ -54,8 +54,8 @@ def build_assets(
                 (
                     checks.RAW_COMPLETE,
                     False,
-                    "Every company OKKI lists for the window is stored once, or reported deleted"
-                    " or moved while syncing (the 漏单 guard converged).",
+                    "Every company OKKI lists for the window has one raw row in DuckDB (counted"
+                    " in the table), those info reported deleted or refused included.",
                 ),
             ),
         )
@@ -104,13 +104,16 @@ def build_assets(
                             key,
                             checks.RAW_COMPLETE,
                             s.accounted,
-                            description=f"{s.distinct} listed, {s.stored} stored",
+                            description=f"{s.distinct} listed, {s.stored_in_duckdb} in DuckDB",
                             metadata={
                                 "total_item": s.total_item,
                                 "distinct_companies": s.distinct,
                                 "stored": s.stored,
+                                "stored_in_duckdb": s.stored_in_duckdb,
+                                "distinct_in_duckdb": s.distinct_in_duckdb,
                                 "deleted_while_syncing": len(s.deleted_while_syncing),
-                                "moved_out_while_syncing": len(s.moved_out_while_syncing),
+                                "info_refused": len(s.info_refused),
+                                "info_ahead_of_list": len(s.info_ahead_of_list),
                                 "list_passes": s.passes,
                             },
                         )

@@ -835,6 +835,12 @@ def _clean(raw: pd.DataFrame, window_start: datetime, window_end: datetime) -> C
     ut = times["update_time"]
     _add_reason(reasons, np.flatnonzero(ut.isna().to_numpy()), "update_time_unparseable")
     outside = (ut.notna() & ((ut < start) | (ut >= end))).to_numpy()
+    for pos in np.flatnonzero(outside):
+        # The list's time (the raw column) files a row under its window; info read afterwards
+        # may be newer, even past the window: the row still belongs here (see pull.py).
+        filed = _slow_time(raw_ut[pos])
+        if filed is not None and not pd.isna(filed):
+            outside[pos] = not start <= filed.tz_localize(OKKI_TZ) < end
     _add_reason(reasons, np.flatnonzero(outside), "update_time_outside_window")
 
     # Older versions of a company seen twice in the partition are superseded.

@@ -49,6 +49,10 @@ class OkkiPermanentError(OkkiError):
     """A non-success answer that retrying will not fix."""
 
 
+class OkkiBusinessError(OkkiPermanentError):
+    """An HTTP 200 whose body ``code`` is neither success, nor transient, nor an auth refusal."""
+
+
 class OkkiTransientError(OkkiError):
     """A transient signal (throttle, 5xx, reset, timeout, bad JSON), retried within a budget."""
 
@@ -64,6 +68,11 @@ class OkkiRetriesExhausted(OkkiError):
 
 class PaginationError(OkkiError):
     """The list endpoint misbehaved while paging: a repeated page, or the hard page cap reached."""
+
+
+class RepeatedPageError(PaginationError):
+    """A page repeated the one before it (same rows, same order): a server ignoring
+    ``start_index``, or a bulk edit that shifted the list by exactly one page while paging."""
 
 
 class IncompleteWindowError(OkkiError):

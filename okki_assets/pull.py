@@ -8,14 +8,26 @@ still looks right. The guard:
 1. asks for a slightly widened window ([start - 1 s, end], so that inclusive, exclusive and
    half-open server semantics all return the edges) and keeps the newest version per company;
 2. repeats the pass until two consecutive passes are internally consistent (``totalItem``
-   constant over the pass and equal to the distinct rows) and identical (same companies, same
-   update times). Only list requests are repeated; info calls happen once, afterwards;
+   constant over the pass, no row seen twice, and at least ``totalItem`` distinct rows) and
+   identical (same companies, same update times). ``totalItem`` may be capped below the real
+   count, so it never ends a pass: the list does (see ``OkkiClient.iter_list_pages``). Only
+   list requests are repeated; info calls happen once, afterwards. A pass in which a page
+   repeated the one before (a bulk edit shifting the list by exactly one page looks like that)
+   is discarded and a new pass starts; only a repeat in two passes in a row fails
+   (``PaginationError``);
 3. when passes keep disagreeing (a busy window), bisects the window and guards each half;
    a window that still does not converge at the smallest size raises ``IncompleteWindowError``.
 
 Rows exactly on a neighbour's edge are left to the neighbour (every company lands in exactly
 one partition). Rows outside the requested range, or with an unparseable update time, are kept
 so that cleaning quarantines them with a reason: nothing is dropped silently.
+
+The list's ``update_time`` chooses the window. Info is read afterwards and may be newer (the
+company was edited in between, or OKKI's list lags its detail): the company is still stored in
+the window that listed it, filed under the list's time, with the info payload and its newer
+time as its version. No later window is trusted to list it (a lagging list may never), so
+nothing can be lost; when a later window does list it, the load ledger lets the newest version
+win at the target and skips the same version twice.
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ from datetime import datetime, timedelta
 
 from okki_assets.cleaning import INFO_ERROR_KEY
 from okki_assets.clients.okki import OkkiClient
-from okki_assets.errors import IncompleteWindowError
+from okki_assets.errors import IncompleteWindowError, PaginationError, RepeatedPageError
 from okki_assets.partitions import CHINA_TZ
 
 log = logging.getLogger(__name__)
@@ -131,7 +143,14 @@ class _Pass:
 
     @property
     def consistent(self) -> bool:
-        return len(self.total_items) <= 1 and len(self.records) == max(self.total_items, default=0)
+        """``totalItem`` held still, no row came twice (nothing jumped while paging) and the
+        list showed at least as many companies as it counted (a capped count shows fewer)."""
+        distinct = len(self.records)
+        return (
+            len(self.total_items) <= 1
+            and distinct == self.rows
+            and distinct >= max(self.total_items, default=0)
+        )
 
     def snapshot(self) -> dict[str, object]:
         return self.records.snapshot()
@@ -162,9 +181,23 @@ def _guarded(
     # Only the previous pass's snapshot is kept (when it was consistent), not its records:
     # on a large window the records of two passes at once would double the memory.
     previous: dict[str, object] | None = None
+    repeated: RepeatedPageError | None = None
     for _ in range(MAX_PASSES):
-        current = _one_pass(client, start, end, removed)
         report.passes += 1
+        try:
+            current = _one_pass(client, start, end, removed)
+        except RepeatedPageError as e:
+            if repeated is not None:
+                raise PaginationError(
+                    "a page repeated the one before it in two passes in a row"
+                    f" ({str(e).split(' | ')[0]})",
+                    endpoint=e.endpoint,
+                    params=e.params,
+                ) from e
+            log.info("window %s..%s: a page repeated the one before; new pass", start, end)
+            repeated, previous = e, None
+            continue
+        repeated = None
         report.pages += current.pages
         report.rows_seen += current.rows
         report.duplicates_dropped += current.rows - len(
@@ -220,7 +253,8 @@ class InfoReport:
     requested: int = 0
     reused: int = 0
     deleted_while_syncing: list[str] = field(default_factory=list)
-    moved_out_while_syncing: list[str] = field(default_factory=list)
+    info_refused: list[str] = field(default_factory=list)  # info answered another code
+    info_ahead_of_list: list[str] = field(default_factory=list)  # info newer than the list
 
 
 @dataclass(frozen=True)
@@ -233,19 +267,9 @@ class PulledCompany:
     info_reused: bool
 
 
-def _newest_time(list_time: object, info_time: object) -> str | None:
-    a, b = parse_okki_time(list_time), parse_okki_time(info_time)
-    if a is None and b is None:
-        return list_time if isinstance(list_time, str) else None
-    if a is None or (b is not None and b > a):
-        return str(info_time)
-    return str(list_time)
-
-
 def fetch_infos(
     client: OkkiClient,
     listed: Mapping[str, dict],
-    window_end: datetime,
     *,
     reusable: Callable[[str, object], bool],
     report: InfoReport,
@@ -253,11 +277,13 @@ def fetch_infos(
     """Attach the info payload to each listed company, streaming.
 
     ``reusable(company_id, update_time)`` says whether a stored copy with that update time can
-    stand in for an info call. An info update time past the window means the company moved to a
-    later window while syncing: reported, not stored here (the later window accounts for it). A
-    404 from info (deleted while syncing, or OKKI listing what it cannot detail) is reported and
-    kept, its list record marked with ``INFO_ERROR_KEY`` so that cleaning quarantines it with
-    the reason ``info_not_found`` (a deletion still reaches the target from the deleted list).
+    stand in for an info call. Each company is filed under the list's update time; an info
+    update time ahead of it (past the window, even) is reported and the company kept here (see
+    the module docstring). A 404 from info (deleted while syncing, or OKKI listing what it
+    cannot detail) is reported and kept, its list record marked with ``INFO_ERROR_KEY`` so that
+    cleaning quarantines it with the reason ``info_not_found`` (a deletion still reaches the
+    target from the deleted list). Another business code (403, say) is kept the same way with
+    the reason ``info_code_<code>``; the next sync asks info again.
     """
     to_fetch: list[str] = []  # keys only: records are looked up again as infos arrive
     for key, record in listed.items():
@@ -277,13 +303,17 @@ def fetch_infos(
         key = str(result.company_id)
         record = listed[key]
         if result.data is None:
-            report.deleted_while_syncing.append(key)
-            marked = {**record, INFO_ERROR_KEY: "info_not_found"}
+            if result.code is None:
+                report.deleted_while_syncing.append(key)
+                reason = "info_not_found"
+            else:
+                report.info_refused.append(key)
+                reason = f"info_code_{result.code}"
+            marked = {**record, INFO_ERROR_KEY: reason}
             yield PulledCompany(key, key, record.get("update_time"), marked, None, False)
             continue
         info_time = parse_okki_time(result.data.get("update_time"))
-        if info_time is not None and info_time >= window_end:
-            report.moved_out_while_syncing.append(key)
-            continue
-        newest = _newest_time(record.get("update_time"), result.data.get("update_time"))
-        yield PulledCompany(key, key, newest, record, result.data, False)
+        list_time = parse_okki_time(record.get("update_time"))
+        if info_time is not None and list_time is not None and info_time > list_time:
+            report.info_ahead_of_list.append(key)
+        yield PulledCompany(key, key, record.get("update_time"), record, result.data, False)

@@ -78,6 +78,8 @@ class PullSummary:
     total_item: int = 0
     distinct: int = 0
     stored: int = 0
+    stored_in_duckdb: int = 0
+    distinct_in_duckdb: int = 0
     pages: int = 0
     passes: int = 0
     bisections: int = 0
@@ -88,15 +90,18 @@ class PullSummary:
     info_resumed: int = 0
     deleted_listed: int = 0
     deleted_while_syncing: list[str] = field(default_factory=list)
-    moved_out_while_syncing: list[str] = field(default_factory=list)
+    info_refused: list[str] = field(default_factory=list)
+    info_ahead_of_list: list[str] = field(default_factory=list)
     client_stats: dict[str, float | int] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def accounted(self) -> bool:
-        """Every listed company is stored (those info reported deleted too, for quarantine),
-        or reported moved to a later window while syncing."""
-        return self.stored + len(self.moved_out_while_syncing) == self.distinct
+        """What the list said against what DuckDB holds: the distinct companies of the final
+        pass (edge rows left to the neighbour) each have exactly one raw row of the partition,
+        counted in the table after publishing. Companies info reported deleted or refused are
+        stored too, for quarantine, so nothing is subtracted."""
+        return self.stored_in_duckdb == self.distinct_in_duckdb == self.distinct
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -113,8 +118,11 @@ class PullSummary:
             "info_reused": self.info_reused,
             "info_resumed": self.info_resumed,
             "deleted_listed": self.deleted_listed,
+            "stored_in_duckdb": self.stored_in_duckdb,
+            "distinct_in_duckdb": self.distinct_in_duckdb,
             "deleted_while_syncing": len(self.deleted_while_syncing),
-            "moved_out_while_syncing": len(self.moved_out_while_syncing),
+            "info_refused": len(self.info_refused),
+            "info_ahead_of_list": len(self.info_ahead_of_list),
             "duration_seconds": round(self.seconds, 2),
             **self.client_stats,
         }
@@ -164,7 +172,7 @@ def pull_partition(
     buffer: list[storage.RawRow] = []
     keeper = _Keeper(connect, partition_key, run_id)
     try:
-        for company in fetch_infos(client, listed, end, reusable=reusable, report=info):
+        for company in fetch_infos(client, listed, reusable=reusable, report=info):
             info_json = (
                 json.dumps(company.info, ensure_ascii=False) if company.info is not None else None
             )
@@ -215,7 +223,8 @@ def pull_partition(
     summary.info_requested = info.requested
     summary.info_reused = info.reused - summary.info_resumed  # from the published copy
     summary.deleted_while_syncing = info.deleted_while_syncing
-    summary.moved_out_while_syncing = info.moved_out_while_syncing
+    summary.info_refused, summary.info_ahead_of_list = info.info_refused, info.info_ahead_of_list
+    count_stored(connect, summary)
     summary.client_stats = _delta(client.stats.as_metadata(), before)
     summary.seconds = time.monotonic() - started
     return summary
@@ -246,6 +255,15 @@ class _Keeper:
                 storage.keep_infos(writer, self._partition_key, self._run_id, self._infos, _now())
             self._infos.clear()
         self._since = time.monotonic()
+
+
+def count_stored(connect: Connect, summary: PullSummary) -> int:
+    """Count the raw rows (and distinct companies) DuckDB holds for the summary's partition:
+    raw_complete's evidence. Returns the rows."""
+    with connect() as conn:
+        counts = storage.raw_counts(conn, summary.partition_key)
+    summary.stored_in_duckdb, summary.distinct_in_duckdb = counts
+    return summary.stored_in_duckdb
 
 
 def _stage(connect: Connect, run_id: str, buffer: list[storage.RawRow], at: datetime) -> int:

@@ -442,11 +442,15 @@ def iter_raw(
         yield without_id
 
 
-def raw_count(conn: duckdb.DuckDBPyConnection, partition_key: str) -> int:
+def raw_counts(conn: duckdb.DuckDBPyConnection, partition_key: str) -> tuple[int, int]:
+    """(rows, distinct companies) of a partition's raw rows; a row without a company_id counts
+    as a company of its own."""
     row = conn.execute(
-        "select count(*) from raw_companies where partition_key = ?", [partition_key]
+        "select count(*), count(distinct coalesce(company_id, list_json)) from raw_companies"
+        " where partition_key = ?",
+        [partition_key],
     ).fetchone()
-    return int(row[0]) if row else 0
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 # --- cleaned_companies and quarantined_companies ------------------------------------------

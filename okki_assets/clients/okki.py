@@ -16,8 +16,13 @@ API quirks covered here (see shared/specs/okki-api.md):
 - Throttling is undocumented, so HTTP 429 (Retry-After as a floor), HTTP 5xx, timeouts, resets and
   a non-JSON page are all retried with backoff; every business request passes the rate limiter.
 - ``start_index`` is a page number; ``totalItem`` and ids may arrive as strings; records are kept
-  exactly as received. Paging stops when the distinct ids seen reach ``totalItem`` or a page is
-  empty, and refuses a page that repeats the previous one or a run past ``max_pages``.
+  exactly as received. ``totalItem`` may be capped or briefly wrong, so the list itself ends a
+  pass: a page shorter than ``count`` (once the distinct ids reach ``totalItem``) or an empty page.
+  An empty page 1 while ``totalItem`` > 0 is a glitch, retried like a transient answer; a missing
+  or non-numeric ``totalItem`` is a permanent error naming it. Paging refuses a page that repeats
+  the previous one (``RepeatedPageError``) or a run past ``max_pages``.
+- Info answering a business code other than 404 for one company (403, say) gives
+  ``InfoResult(data=None, code=...)``; auth and scope refusals still stop the call.
 - Times go out as ``YYYY-MM-DD HH:MM:SS`` in China Standard Time.
 """
 
@@ -51,10 +56,12 @@ from okki_assets.clients.pacing import (
 )
 from okki_assets.errors import (
     OkkiAuthError,
+    OkkiBusinessError,
     OkkiPermanentError,
     OkkiRetriesExhausted,
     OkkiTransientError,
     PaginationError,
+    RepeatedPageError,
 )
 
 __all__ = [
@@ -98,8 +105,8 @@ def format_okki_time(dt: datetime) -> str:
 
 @dataclass
 class ListPage:
-    """One page of ``/v1/company/list``. ``total_item`` is -1 when the reply had no usable
-    ``totalItem``; ``raw_count`` is the undocumented ``count`` field as received."""
+    """One page of ``/v1/company/list``. ``total_item`` is the reply's ``totalItem`` (0 for an
+    empty result without ``data``); ``raw_count`` is the undocumented ``count`` as received."""
 
     page: int
     records: list[dict[str, Any]]
@@ -109,10 +116,12 @@ class ListPage:
 
 @dataclass
 class InfoResult:
-    """One ``/v1/company/info`` answer. ``data`` None: code 404, deleted while syncing."""
+    """One ``/v1/company/info`` answer. ``data`` None: code 404 (deleted while syncing), or the
+    other business ``code`` OKKI answered for this company."""
 
     company_id: str
     data: dict[str, Any] | None
+    code: int | None = None
 
 
 class _AccessDenied(Exception):
@@ -373,8 +382,10 @@ class OkkiClient(HttpClientBase):
         path: str,
         params: dict[str, Any],
         accept_codes: frozenset[int] = frozenset(),
+        check: Callable[[dict[str, Any]], object] | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        """GET ``path`` with retries; (body code, body) of a success or of an accepted code."""
+        """GET ``path`` with retries; (body code, body) of a success or of an accepted code.
+        ``check(body)`` may raise OkkiTransientError for an answer to retry."""
         renewals = 0
 
         def attempt() -> tuple[int, dict[str, Any]]:
@@ -399,6 +410,8 @@ class OkkiClient(HttpClientBase):
                     log.info("OKKI refused the access token on %s; renewing it", path)
                 else:
                     self._tokens.served(token)
+                    if check is not None:
+                        check(answer[1])
                     return answer
 
         def exhausted(last: BaseException, attempts: int, elapsed: float) -> BaseException:
@@ -501,7 +514,7 @@ class OkkiClient(HttpClientBase):
                 code=code,
                 **where,
             )
-        raise OkkiPermanentError(
+        raise OkkiBusinessError(
             f"OKKI answered code {body.get('code')!r}" + (f": {said}" if said else ""),
             code=body.get("code"),
             **where,
@@ -535,10 +548,20 @@ class OkkiClient(HttpClientBase):
             params["start_time"] = format_okki_time(start_time)
         if end_time is not None:
             params["end_time"] = format_okki_time(end_time)
-        _, body = self._call("list", LIST_PATH, params)
+        parsed: list[ListPage] = []
+
+        def check(body: dict[str, Any]) -> None:
+            parsed.append(self._list_reply(page, params, body))
+
+        self._call("list", LIST_PATH, params, check=check)
+        return parsed[-1]
+
+    @staticmethod
+    def _list_reply(page: int, params: dict[str, Any], body: dict[str, Any]) -> ListPage:
+        """A list reply as a ListPage; an empty page 1 while ``totalItem`` > 0 is transient."""
         data = body.get("data")
         if data is None or data == []:  # an empty result set, however it is spelled
-            data = {}
+            data = {"list": [], "totalItem": 0}
         if not isinstance(data, dict):
             raise OkkiPermanentError(
                 f"data is a {type(data).__name__}, expected an object",
@@ -551,12 +574,21 @@ class OkkiClient(HttpClientBase):
                 "data.list is not a list of objects", endpoint=LIST_PATH, params=params
             )
         total = _coerce_int(data.get("totalItem"))
-        return ListPage(
-            page=page,
-            records=records,
-            total_item=-1 if total is None else total,
-            raw_count=data.get("count"),
-        )
+        if total is None or total < 0:
+            raw = data.get("totalItem", "<missing>")
+            raise OkkiPermanentError(
+                f"data.totalItem is missing or not a count: {str(raw)[:40]!r}",
+                endpoint=LIST_PATH,
+                params=params,
+            )
+        if page == 1 and not records and total > 0:
+            raise OkkiTransientError(
+                f"page 1 is empty while totalItem is {total}",
+                cause="empty_first_page",
+                endpoint=LIST_PATH,
+                params=params,
+            )
+        return ListPage(page=page, records=records, total_item=total, raw_count=data.get("count"))
 
     def iter_list_pages(
         self,
@@ -569,18 +601,19 @@ class OkkiClient(HttpClientBase):
         group_id: int | None = None,
         prefetch: bool = False,
     ) -> Iterator[ListPage]:
-        """Every non-empty page of one window, in order.
+        """Every non-empty page of one window, in order, until the list itself ends.
 
-        Stops when the distinct company ids seen reach the latest page's ``totalItem`` (or, if
-        that is unknown, at the first empty page) or when a page is empty. Raises
-        PaginationError when a page repeats the previous one (same ids, same order) or when
-        ``max_pages`` pages did not finish the list.
+        ``totalItem`` may be capped or briefly wrong, so it never ends a list alone: the list
+        ends at an empty page, or at a page shorter than ``count`` once the distinct ids seen
+        reach ``totalItem`` (a short page before that asks for one more page). Raises
+        RepeatedPageError when a page repeats the previous one (same ids, same order) and
+        PaginationError when ``max_pages`` pages did not finish the list.
 
         ``prefetch``: once page 1 has told ``totalItem``, the pages it implies are requested
-        ``concurrency`` at a time (still yielded in order, under the same stop rules), so a
-        window's list keeps pace with the rate limit instead of one latency per page. The cost:
-        when ``totalItem`` overstates the list, or the list shrinks while paging, up to
-        ``2 * concurrency`` pages past the end may be requested.
+        ``concurrency`` at a time (still yielded in order, under the same stop rules), then the
+        list goes on page by page until it ends. The cost: when ``totalItem`` overstates the
+        list, or the list shrinks while paging, up to ``2 * concurrency`` pages past the end may
+        be requested.
         """
         window = {
             "start_time": format_okki_time(start_time) if start_time else None,
@@ -619,9 +652,10 @@ class OkkiClient(HttpClientBase):
                 break
             ids = [_record_identity(r) for r in page.records]
             if ids == previous:
-                raise PaginationError(
+                raise RepeatedPageError(
                     f"page {page_no} repeats page {page_no - 1} (same {len(ids)} rows in the "
-                    "same order): the server is ignoring start_index",
+                    "same order): the server ignores start_index, or the list shifted by a"
+                    " page while paging",
                     endpoint=LIST_PATH,
                     params={**window, "start_index": page_no},
                 )
@@ -637,7 +671,8 @@ class OkkiClient(HttpClientBase):
                 page.total_item,
             )
             yield page
-            if 0 <= page.total_item <= len(seen):
+            if len(ids) < self.page_size and page.total_item <= len(seen):
+                log.debug("list page %d is short: done", page_no)
                 break
             previous = ids
         else:
@@ -679,10 +714,19 @@ class OkkiClient(HttpClientBase):
     # -- company details -------------------------------------------------------------------------
 
     def company_info(self, company_id: str | int) -> InfoResult:
-        """``/v1/company/info`` for one company; code 404 gives ``InfoResult(data=None)``."""
+        """``/v1/company/info`` for one company; code 404 gives ``InfoResult(data=None)``, any
+        other business code ``InfoResult(data=None, code=...)``: one company OKKI will not
+        detail is no reason to fail a window (auth and scope refusals still raise)."""
         cid = str(company_id).strip()
         params = {"company_id": cid}
-        code, body = self._call("info", INFO_PATH, params, accept_codes=frozenset({404}))
+        try:
+            code, body = self._call("info", INFO_PATH, params, accept_codes=frozenset({404}))
+        except OkkiBusinessError as refused:
+            refused_code = _coerce_int(refused.code)
+            if refused_code is None:
+                raise
+            log.debug("info for company %s answered code %d", cid, refused_code)
+            return InfoResult(cid, None, refused_code)
         data = body.get("data")
         if code == 404 or data is None or data in ([], {}):
             self.stats.count_info_not_found()

@@ -13,7 +13,13 @@ variant the client must survive, each switched on by ``OkkiSimConfig``:
 - faults: HTTP 5xx, ``code`` 5xx in a 200 body, a connection reset, an HTML page instead of JSON;
   latency and latency spikes;
 - drift, the 漏单 trap: on the first pass over a window, companies leave it, enter it or jump to
-  its front while the client pages, so rows repeat across pages and others are skipped.
+  its front while the client pages, so rows repeat across pages and others are skipped;
+- how a list may end or lie [GAP]: page 1 answered empty (``list: []`` or ``null``) while
+  ``totalItem`` is positive, ``totalItem`` capped below the real count, sent as a string, missing
+  or not a number, and a page answered with the previous page's rows (what a bulk edit shifting
+  the list by exactly one page looks like);
+- info answering another business code (403, say) for chosen companies, or an ``update_time``
+  ahead of the list's (the company was edited between the two calls).
 
 Faults, throttles and drift come from RNGs seeded by ``OkkiSimConfig.seed``: for a given seed and
 order of calls the answers are the same. The token endpoint is never throttled or faulted, and a
@@ -65,6 +71,8 @@ BOUNDARIES: tuple[str, ...] = ("inclusive", "exclusive_end", "exclusive_start", 
 THROTTLE_SHAPES: tuple[str, ...] = ("http429_retry_after", "http429", "body429", "body503")
 FAULT_KINDS: tuple[str, ...] = ("http500", "http502", "http503", "body500", "reset", "invalid_json")
 DRIFT_KINDS: tuple[str, ...] = ("leave", "enter", "bump")
+EMPTY_PAGE_SHAPES: tuple[str, ...] = ("empty", "null")
+TOTAL_ITEM_SHAPES: tuple[str, ...] = ("number", "string", "missing", "not_a_number")
 DEFAULT_TOKEN_LIFETIME = 28800
 
 _SECOND = dt.timedelta(seconds=1)
@@ -116,6 +124,18 @@ class OkkiSimConfig:
     drift_rate: float = 0.0  # fraction of a window's companies mutated on its first pass
     drift_kinds: tuple[str, ...] = DRIFT_KINDS
     boundary: str = "inclusive"  # inclusive | exclusive_end | exclusive_start | exclusive
+    # How a list may end or lie. The counters count over the simulator's life; tests may raise
+    # them at any time (they are read on every request).
+    empty_first_pages: int = 0  # page-1 answers with no rows while totalItem > 0, N times
+    empty_first_page_every: int = 1  # ... on every k-th page-1 request (1: the first N in a row)
+    empty_page_shape: str = "empty"  # such a page's list: "empty" ([]) or "null"
+    total_item_cap: int | None = None  # totalItem reported as at most this
+    total_item_shape: str = "number"  # number | string | missing | not_a_number
+    page_shift_times: int = 0  # requests for page 2+ answered with the page before's rows
+    # Info per company: another business code instead of the record, or an update_time this many
+    # seconds ahead of the list's (the list keeps the older time).
+    info_error_codes: dict[str, int] = field(default_factory=dict)
+    info_time_ahead: dict[str, int] = field(default_factory=dict)
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -136,6 +156,14 @@ class OkkiSimConfig:
             raise ValueError("page sizes must be positive")
         if self.quota_rps is not None and self.quota_rps <= 0:
             raise ValueError("quota_rps must be positive (None disables the quota)")
+        if self.empty_page_shape not in EMPTY_PAGE_SHAPES:
+            raise ValueError(f"empty_page_shape must be one of {EMPTY_PAGE_SHAPES}")
+        if self.total_item_shape not in TOTAL_ITEM_SHAPES:
+            raise ValueError(f"total_item_shape must be one of {TOTAL_ITEM_SHAPES}")
+        if self.empty_first_page_every < 1:
+            raise ValueError("empty_first_page_every must be at least 1")
+        if self.total_item_cap is not None and self.total_item_cap < 0:
+            raise ValueError("total_item_cap must not be negative")
 
 
 @dataclass
@@ -282,6 +310,9 @@ class OkkiSimulator:
         self._drift_rng = random.Random(seed + 2)
         self._drift_plans: dict[tuple[Any, ...], _DriftPlan] = {}
         self._drift_log: list[DriftEntry] = []
+        self._empty_first_served = 0
+        self._first_pages_asked = 0
+        self._shifts_served = 0
         records = list(companies or ())
         with gc_paused():
             if copy_records:
@@ -503,6 +534,9 @@ class OkkiSimulator:
             return SimResponse.json({"code": status, "message": message}, status=status)
         return self._business_error(status, message)
 
+    def _count_fault(self, kind: str) -> None:
+        self._stats.faults[kind] = self._stats.faults.get(kind, 0) + 1
+
     def _list(self, query: Mapping[str, str]) -> SimResponse:
         try:
             q = self._parse_list_query(query)
@@ -512,10 +546,34 @@ class OkkiSimulator:
         if cfg.drift_rate > 0 and not q.removed and q.time_type == 1:
             self._drift(q)
         entries = self._window(q.removed, q.time_type, q.lo, q.hi, q.pool, q.group)
-        page = entries[(q.page - 1) * q.count : q.page * q.count]
-        rows = [list_view(entry.record) for entry in page]
-        log.debug("list page %d (count %d): %d of %d", q.page, q.count, len(rows), len(entries))
-        return self._envelope({"list": rows, "totalItem": len(entries), "count": len(rows)})
+        served = q.page
+        if q.page > 1 and self._shifts_served < cfg.page_shift_times:
+            self._shifts_served += 1
+            self._count_fault("page_shift")
+            served = q.page - 1  # a bulk edit moved the list down by exactly one page
+        page = entries[(served - 1) * q.count : served * q.count]
+        rows: list[dict[str, Any]] | None = [list_view(entry.record) for entry in page]
+        if q.page == 1 and entries:
+            self._first_pages_asked += 1
+        if (
+            q.page == 1
+            and entries
+            and self._empty_first_served < cfg.empty_first_pages
+            and self._first_pages_asked % cfg.empty_first_page_every == 0
+        ):
+            self._empty_first_served += 1
+            self._count_fault("empty_first_page")
+            rows = [] if cfg.empty_page_shape == "empty" else None
+        log.debug("list page %d (count %d): %d of %d", q.page, q.count, len(page), len(entries))
+        data: dict[str, Any] = {"list": rows, "count": len(rows or ())}
+        total = len(entries)
+        if cfg.total_item_cap is not None and total > cfg.total_item_cap:
+            total = cfg.total_item_cap
+            self._count_fault("total_item_capped")
+        shape = cfg.total_item_shape
+        if shape != "missing":
+            data["totalItem"] = {"number": total, "string": str(total)}.get(shape, "about many")
+        return self._envelope(data)
 
     def _parse_list_query(self, query: Mapping[str, str]) -> _ListQuery:
         cfg = self.config
@@ -604,6 +662,15 @@ class OkkiSimulator:
         entry = self._entries.get(seq) if seq is not None else None
         if entry is None or entry.removed:
             return self._business_error(404, "Not Found Resource")
+        key = str(entry.record.get("company_id"))
+        code = self.config.info_error_codes.get(key)
+        if code is not None:
+            return self._business_error(code, "No permission for this resource")
+        ahead = self.config.info_time_ahead.get(key)
+        listed = parse_time(entry.record.get("update_time"))
+        if ahead is not None and listed is not None:
+            later = format_time(listed + dt.timedelta(seconds=ahead))
+            return self._envelope({**entry.record, "update_time": later})
         return self._envelope(entry.record)  # serialised here, under the lock
 
     # --- drift ------------------------------------------------------------------------------

@@ -405,6 +405,15 @@ def test_midnight_edges_of_the_window(update_time: str, inside: bool) -> None:
         assert result.quarantined.loc[0, "reasons"] == ["update_time_outside_window"]
 
 
+def test_info_time_past_the_window_keeps_a_row_the_list_filed_here() -> None:
+    """The list's time chose the partition; info, read afterwards, is newer (pull.py's rule):
+    the row is cleaned here with the newer time as its version, not quarantined."""
+    lst = list_record(update_time="2026-11-20 23:00:00")
+    result = clean(raw_row(info_record(update_time="2026-11-22 08:00:00"), lst))
+    assert result.quarantined.empty
+    assert result.cleaned.loc[0, "update_time"] == ts("2026-11-22 08:00:00")
+
+
 def test_a_window_given_in_utc_is_the_same_window() -> None:
     utc = ZoneInfo("UTC")
     raw = pd.DataFrame([raw_row(info_record(update_time="2026-11-20 07:59:59"))])
@@ -653,7 +662,8 @@ def test_nothing_is_dropped_silently_in_a_mixed_partition() -> None:
     rows = [raw_row(info_record(i, name=f"Company {i}"), list_record(i)) for i in range(1, 41)]
     rows[3] = raw_row(company_id=None)
     rows[7] = raw_row(info_record(8, name="  "), list_record(8, name=""))
-    rows[9] = raw_row(info_record(10, update_time="2026-11-25 10:00:00"), list_record(10))
+    late = "2026-11-25 10:00:00"  # the list filed it there too: outside this window
+    rows[9] = raw_row(info_record(10, update_time=late), list_record(10, update_time=late))
     rows[11] = raw_row(info_record(12, customers=[contact(email="bad@")]), list_record(12))
     rows[12] = raw_row(None, list_record(13))
     result = clean(*rows)

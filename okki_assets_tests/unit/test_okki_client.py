@@ -544,11 +544,69 @@ def test_paging_stops_on_an_empty_page() -> None:
 
 def test_rows_repeated_across_pages_do_not_count_twice() -> None:
     """A company updated while paging jumps to the front and shows up on two pages: the loop
-    keeps going until the distinct ids reach totalItem."""
-    fake = FakeOkki({LIST: [list_ok([1, 2], 5), list_ok([2, 3], 5), list_ok([4, 5], 5)]})
+    keeps going while pages are full, until the list ends with an empty page."""
+    steps = [list_ok([1, 2], 5), list_ok([2, 3], 5), list_ok([4, 5], 5), list_ok([], 5)]
+    fake = FakeOkki({LIST: steps})
     with make_client(fake, page_size=2) as client:
         rows = all_rows(client)
     assert [r["company_id"] for r in rows] == [1, 2, 2, 3, 4, 5]
+    assert len(fake.calls(LIST)) == 4
+
+
+def test_a_capped_total_item_does_not_end_the_list() -> None:
+    """totalItem capped at 60 for 80 companies: the pages go on until one is short."""
+    fake = FakeOkki({LIST: [Pager(list(range(1, 81)), total=60)]})
+    with make_client(fake, page_size=20) as client:
+        rows = all_rows(client, prefetch=True)
+    assert [r["company_id"] for r in rows] == list(range(1, 81))
+    assert sorted(int(p["start_index"]) for p in fake.params(LIST)) == [1, 2, 3, 4, 5]
+
+
+def test_a_short_page_before_total_item_is_reached_asks_for_one_more() -> None:
+    fake = FakeOkki({LIST: [list_ok([1, 2, 3], 5), list_ok([4], 5), list_ok([], 5)]})
+    with make_client(fake, page_size=3) as client:
+        rows = all_rows(client)
+    assert [r["company_id"] for r in rows] == [1, 2, 3, 4]
+    assert len(fake.calls(LIST)) == 3
+
+
+@pytest.mark.parametrize(
+    "total",
+    [
+        None,  # the key is missing
+        "many",  # not a number
+        -1,  # not a count
+    ],
+)
+def test_a_missing_or_non_numeric_total_item_is_a_permanent_error(total: object) -> None:
+    data: dict[str, Any] = {"list": [okki_list_record(1)], "count": 1}
+    if total is not None:
+        data["totalItem"] = total
+    fake = FakeOkki({LIST: [ok(data)]})
+    with make_client(fake) as client, pytest.raises(OkkiPermanentError, match="totalItem"):
+        client.list_page(1)
+    assert len(fake.calls(LIST)) == 1
+
+
+@pytest.mark.parametrize("empty", [[], None])  # list: [] and list: null
+def test_an_empty_first_page_while_total_item_is_positive_is_retried(empty: object) -> None:
+    glitch = ok({"list": empty, "totalItem": 3, "count": 0})
+    fake = FakeOkki({LIST: [glitch, glitch, list_ok([1, 2, 3], 3)]})
+    with make_client(fake, page_size=10) as client:
+        rows = all_rows(client)
+        retries = client.stats.as_metadata()
+    assert [r["company_id"] for r in rows] == [1, 2, 3]
+    assert len(fake.calls(LIST)) == 3
+    assert retries["retries_empty_first_page"] == 2
+
+
+def test_an_empty_first_page_that_persists_gives_up() -> None:
+    fake = FakeOkki({LIST: [ok({"list": [], "totalItem": 3, "count": 0})]})
+    with (
+        make_client(fake, retry=RetrySettings(max_attempts=3, base_delay=0.0)) as client,
+        pytest.raises(OkkiRetriesExhausted, match="empty_first_page"),
+    ):
+        all_rows(client)
     assert len(fake.calls(LIST)) == 3
 
 
@@ -559,7 +617,7 @@ def test_ids_as_strings_and_ints_are_one_company() -> None:
     with make_client(fake, page_size=2) as client:
         rows = all_rows(client)
     assert [r["company_id"] for r in rows] == [1, "2", "1", 3]  # kept exactly as received
-    assert len(fake.calls(LIST)) == 2
+    assert len(fake.calls(LIST)) == 3  # page 2 was full: only the empty page 3 ends the list
 
 
 def test_records_without_company_id_still_count_as_rows() -> None:
@@ -614,10 +672,10 @@ def test_list_requests_pass_the_rate_limiter() -> None:
     with make_client(fake, clock=clock, rate_limit=4.0, page_size=2) as client:
         assert len(all_rows(client)) == 40
         throttled = client.stats.seconds_throttled
-    assert len(sent) == 20
+    assert len(sent) == 21  # 20 full pages, then the empty one that ends the list
     assert max(sum(1 for u in sent if t <= u <= t + 1.0) for t in sent) <= 4 + 1
-    assert sent[-1] - sent[0] == pytest.approx(19 / 4)
-    assert throttled == pytest.approx(19 / 4)
+    assert sent[-1] - sent[0] == pytest.approx(20 / 4)
+    assert throttled == pytest.approx(20 / 4)
 
 
 # -- detail fan-out -----------------------------------------------------------------------------
@@ -688,13 +746,34 @@ def test_company_infos_shares_one_renewal_between_threads() -> None:
 def test_company_infos_propagates_a_permanent_error() -> None:
     def info(request: httpx.Request) -> httpx.Response:
         if request.url.params["company_id"] == "13":
-            return ok(None, code=10002, message="bad id")
+            return httpx.Response(400, json={"message": "bad request"})
         return ok(okki_info_record(request.url.params["company_id"]))
 
     fake = FakeOkki({INFO: [info]})
     with make_client(fake, concurrency=2) as client, pytest.raises(OkkiPermanentError) as exc:
         list(client.company_infos(range(1, 30)))
-    assert "company_id=13" in str(exc.value) and "code=10002" in str(exc.value)
+    assert "company_id=13" in str(exc.value) and "code=400" in str(exc.value)
+
+
+@pytest.mark.parametrize("code", [403, "10002"])  # an int code, and one sent as a string
+def test_info_answering_another_business_code_is_kept_for_that_company(code: object) -> None:
+    def info(request: httpx.Request) -> httpx.Response:
+        if request.url.params["company_id"] == "13":
+            return ok(None, code=code, message="no permission")
+        return ok(okki_info_record(request.url.params["company_id"]))
+
+    fake = FakeOkki({INFO: [info]})
+    with make_client(fake, concurrency=2) as client:
+        results = {r.company_id: r for r in client.company_infos(range(1, 30))}
+    assert len(results) == 29
+    assert (results["13"].data, results["13"].code) == (None, int(str(code)))
+    assert all(r.data is not None and r.code is None for c, r in results.items() if c != "13")
+
+
+def test_info_scope_refusal_still_fails() -> None:
+    fake = FakeOkki({INFO: [ok(None, code=403, message="no permission company scopes")]})
+    with make_client(fake) as client, pytest.raises(OkkiAuthError, match="scope"):
+        client.company_info(7)
 
 
 def test_stats_metadata_after_a_sync() -> None:

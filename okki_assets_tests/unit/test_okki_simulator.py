@@ -964,3 +964,113 @@ def test_generation_is_fast() -> None:
     assert len(records) == 20_000
     # 200,000 must take well under a minute; a tenth of them well under a tenth of that
     assert time.perf_counter() - began < 5.0
+
+
+# --- how a list may end or lie, and info's other answers ---------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["empty", "null"])
+def test_empty_first_page_while_total_item_is_positive_n_times(companies, shape: str) -> None:
+    sim, client = make(companies, empty_first_pages=2, empty_page_shape=shape)
+    token = get_token(client)
+    want = expected_ids(companies, f"{DAY} 00:00:00", f"{DAY} 23:59:59")
+    answers = [list_page(client, token, count=100, **day_window()).json()["data"] for _ in range(3)]
+    for glitch in answers[:2]:
+        assert glitch["list"] == ([] if shape == "empty" else None)
+        assert glitch["totalItem"] == len(want) > 0
+    assert [row["company_id"] for row in answers[2]["list"]] == want[:100]
+    assert sim.stats.faults == {"empty_first_page": 2}
+    # An empty window is no glitch: it answers empty without using up a glitch.
+    _, client = make(companies, empty_first_pages=1)
+    token = get_token(client)
+    nothing = list_page(client, token, start_time="2030-01-01 00:00:00").json()["data"]
+    assert nothing["list"] == [] and nothing["totalItem"] == 0
+    assert list_page(client, token, **day_window()).json()["data"]["list"] == []
+
+
+def test_empty_first_pages_can_be_spread_out(companies) -> None:
+    sim, client = make(companies, empty_first_pages=2, empty_first_page_every=3)
+    token = get_token(client)
+    answers = [list_page(client, token, **day_window()).json()["data"]["list"] for _ in range(9)]
+    assert [not rows for rows in answers] == [False, False, True] * 2 + [False] * 3
+    assert sim.stats.faults == {"empty_first_page": 2}
+
+
+def test_total_item_cap_understates_the_list_but_the_pages_hold_everything(companies) -> None:
+    sim, client = make(companies, total_item_cap=60)
+    token = get_token(client)
+    want = expected_ids(companies, f"{DAY} 00:00:00", f"{DAY} 23:59:59")
+    assert len(want) > 60
+    seen: list[Any] = []
+    for page in range(1, 100):
+        data = list_page(client, token, start_index=page, count=20, **day_window()).json()["data"]
+        assert data["totalItem"] == 60
+        if not data["list"]:
+            break
+        seen += [row["company_id"] for row in data["list"]]
+    assert seen == want
+    assert sim.stats.faults == {"total_item_capped": page}  # every answer was capped
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ("number", 5),  # the documented int
+        ("string", "5"),  # integers as strings, as elsewhere in the API
+        ("missing", None),  # no totalItem key at all
+        ("not_a_number", "about many"),  # something that is no count
+    ],
+)
+def test_total_item_shapes(shape: str, expected: object) -> None:
+    records = generate_companies(5, START, START, seed=3)
+    _, client = make(records, total_item_shape=shape)
+    data = list_page(client, get_token(client)).json()["data"]
+    assert data.get("totalItem") == expected and ("totalItem" in data) == (shape != "missing")
+    assert len(data["list"]) == 5
+
+
+def test_page_shift_answers_the_previous_page_n_times(companies) -> None:
+    sim, client = make(companies, page_shift_times=1)
+    token = get_token(client)
+    want = expected_ids(companies, f"{DAY} 00:00:00", f"{DAY} 23:59:59")
+
+    def ids(page: int) -> list[Any]:
+        data = list_page(client, token, start_index=page, count=10, **day_window()).json()["data"]
+        return [row["company_id"] for row in data["list"]]
+
+    assert ids(1) == want[:10]
+    assert ids(2) == want[:10]  # shifted: page 1's rows again
+    assert ids(2) == want[10:20]  # the shift is spent
+    assert ids(3) == want[20:30]
+    assert sim.stats.faults == {"page_shift": 1}
+
+
+def test_info_answers_another_business_code_for_chosen_ids(companies) -> None:
+    chosen, other = companies[5], companies[6]
+    _, client = make(companies, info_error_codes={str(chosen["company_id"]): 403})
+    token = get_token(client)
+
+    def info(record: dict[str, Any]) -> dict[str, Any]:
+        params = {"company_id": record["company_id"]}
+        return client.get(INFO_PATH, params=params, headers={"Authorization": token}).json()
+
+    refused = info(chosen)
+    assert refused["code"] == 403 and "data" not in refused
+    assert info(other)["code"] == 200
+
+
+def test_info_update_time_ahead_of_the_list(companies) -> None:
+    record = companies[7]
+    cid = str(record["company_id"])
+    sim, client = make(companies, info_time_ahead={cid: 90_000})
+    token = get_token(client)
+    body = client.get(INFO_PATH, params={"company_id": cid}, headers={"Authorization": token})
+    listed = dt.datetime.fromisoformat(record["update_time"])
+    ahead = dt.datetime.fromisoformat(body.json()["data"]["update_time"])
+    assert ahead - listed == dt.timedelta(seconds=90_000)
+    day = record["update_time"][:10]
+    rows = list_page(client, token, count=100, **day_window(day)).json()["data"]["list"]
+    assert {r["update_time"] for r in rows if str(r["company_id"]) == cid} == {
+        record["update_time"]
+    }
+    assert sim.get_company(cid)["update_time"] == record["update_time"]  # the truth is unchanged
