@@ -181,8 +181,8 @@ def build_assets(
             """Cleaned companies written to the target in batches, skipping unchanged and stale.
 
             Re-running is safe: the load ledger skips what the target already has, never sends
-            an older version over a newer one, and each batch carries a content-derived
-            Idempotency-Key, so a resend is not applied twice.
+            an older version over a newer one, and each attempt carries its own Idempotency-Key,
+            kept with the ledger's claim, so a resend of an attempt is not applied twice.
             """
             outcomes: list[CheckOutcome] = []
             with _failure_on_error():

@@ -25,7 +25,7 @@ import pandera.pandas as pa
 from okki_assets import storage
 from okki_assets.cleaning import clean_companies
 from okki_assets.clients.okki import OkkiClient
-from okki_assets.clients.target import TargetClient
+from okki_assets.clients.target import TargetClient, new_attempt
 from okki_assets.errors import (
     TargetAuthError,
     TargetError,
@@ -366,21 +366,22 @@ def _send_batch(
     client: TargetClient, connect: Connect, batch: pd.DataFrame, run_id: str, summary: LoadSummary
 ) -> None:
     with connect() as conn:
-        claimed = storage.claim_for_sending(
+        claim = storage.claim_for_sending(
             conn,
             batch[["company_id", "partition_key", "content_hash", "update_time"]],
             run_id,
             _now(),
+            attempt=new_attempt(),
         )
-    summary.lost_claim += len(batch) - len(claimed)
-    batch = batch[batch["company_id"].isin(claimed)]
+    summary.lost_claim += len(batch) - len(claim.ids)
+    batch = batch[batch["company_id"].isin(claim.ids)]
     if batch.empty:
         return
     records = list(batch["record"])
     ids = [int(c) for c in batch["company_id"]]
     gave_up: TargetRetriesExhausted | TargetUnreachable | None = None
     try:
-        results = client.write_batch(records)
+        results = client.write_batch(records, claim.attempt)
         outcomes = [(cid, r.status, r.error) for cid, r in zip(ids, results, strict=True)]
     except TargetAuthError:
         raise

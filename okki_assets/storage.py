@@ -78,9 +78,12 @@ _DDL = (
         attempts integer not null default 0,
         last_error varchar,
         loaded_at timestamptz,
-        run_id varchar
+        run_id varchar,
+        attempt_id varchar
     )
     """,
+    # Files made before the ledger kept the attempt of each claim.
+    "alter table load_ledger add column if not exists attempt_id varchar",
     """
     create table if not exists stage_metrics (
         partition_key varchar not null,
@@ -489,46 +492,74 @@ def ledger_rows(conn: duckdb.DuckDBPyConnection, company_ids: Sequence[int]) -> 
     return frame
 
 
+@dataclass(frozen=True)
+class Claim:
+    """The ledger rows claimed for one attempt to send them, and that attempt's id."""
+
+    ids: set[int]
+    attempt: str
+
+
 def claim_for_sending(
     conn: duckdb.DuckDBPyConnection,
     claims: pd.DataFrame,
     run_id: str,
     at: datetime,
-) -> set[int]:
-    """Mark records as being sent, unless a newer version is already in the ledger.
+    attempt: str = "",
+) -> Claim:
+    """Mark records as being sent in one attempt, unless a newer version is already in the ledger.
 
     ``claims`` has company_id, partition_key, content_hash, update_time. In one transaction the
-    rows whose ledger update_time is not newer become ``sending`` (attempts + 1); the ids claimed
-    are returned. A record the ledger knows in a newer version is never sent (no stale overwrite),
-    and a run killed after this point leaves ``sending`` rows that the next run sends again.
+    rows whose ledger update_time is not newer become ``sending`` (attempts + 1) under one attempt
+    id, kept in the ledger: ``attempt`` (a fresh id) for a new attempt, or the id of the attempt
+    that was interrupted while sending exactly these versions (every claimed row still
+    ``sending`` the same content under that one id), so that resending it reuses its
+    Idempotency-Key and a batch the target applied before the interruption is not applied twice.
+    A record the ledger knows in a newer version is never sent (no stale overwrite), and a run
+    killed after this point leaves ``sending`` rows that the next run sends again.
     """
     if claims.empty:
-        return set()
+        return Claim(set(), attempt)
     conn.register("_claims", claims)
     conn.execute("begin transaction")
     try:
         claimed = conn.execute(
             "insert into load_ledger (company_id, partition_key, content_hash, update_time, status,"
-            " attempts, last_error, loaded_at, run_id)"
+            " attempts, last_error, loaded_at, run_id, attempt_id)"
             " select company_id, partition_key, content_hash, update_time, 'sending', 1,"
-            " null, null, ?"
+            " null, null, ?, ?"
             " from _claims"
             " on conflict (company_id) do update set"
             "  partition_key = excluded.partition_key, content_hash = excluded.content_hash,"
             "  update_time = excluded.update_time, status = 'sending',"
-            "  attempts = load_ledger.attempts + 1, run_id = excluded.run_id"
+            "  attempts = load_ledger.attempts + 1, run_id = excluded.run_id,"
+            "  attempt_id = case when load_ledger.status = 'sending'"
+            "   and load_ledger.content_hash = excluded.content_hash"
+            "   and load_ledger.update_time = excluded.update_time"
+            "   then coalesce(load_ledger.attempt_id, excluded.attempt_id)"
+            "   else excluded.attempt_id end"
             " where load_ledger.update_time is null"
             "  or load_ledger.update_time <= excluded.update_time"
-            " returning company_id",
-            [run_id],
+            " returning company_id, attempt_id",
+            [run_id, attempt],
         ).fetchall()
+        ids = {int(r[0]) for r in claimed}
+        attempts = {r[1] for r in claimed}
+        if len(attempts) == 1:
+            attempt = str(attempts.pop())
+        elif attempts:  # parts of several interrupted attempts: this is a new one
+            conn.execute(
+                "update load_ledger set attempt_id = ?"
+                " where company_id in (select unnest(?::bigint[]))",
+                [attempt, sorted(ids)],
+            )
         conn.execute("commit")
     except BaseException:
         conn.execute("rollback")
         raise
     finally:
         conn.unregister("_claims")
-    return {int(r[0]) for r in claimed}
+    return Claim(ids, attempt)
 
 
 def record_outcomes(
@@ -556,7 +587,7 @@ def record_landed(
     conn: duckdb.DuckDBPyConnection, claims: pd.DataFrame, run_id: str, at: datetime
 ) -> int:
     """Land-only mode: record each record as ``landed`` (nothing was sent); newer rows win."""
-    claimed = claim_for_sending(conn, claims, run_id, at)
+    claimed = claim_for_sending(conn, claims, run_id, at).ids
     record_outcomes(conn, [(cid, "landed", None) for cid in sorted(claimed)], run_id, at)
     return len(claimed)
 
