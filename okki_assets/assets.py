@@ -315,6 +315,7 @@ def _load_metadata(s: stages.LoadSummary) -> dict[str, Any]:
         "skipped_stale": s.skipped_stale,
         "landed": s.landed,
         "tombstones": s.tombstones,
+        "superseded_in_window": s.superseded,
         "failed": s.failed,
         "duration_seconds": round(s.seconds, 2),
         **{f"status_{k}": int(s.statuses.get(k, 0)) for k in LOAD_STATUSES},

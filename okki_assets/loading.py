@@ -9,6 +9,12 @@ ledger it is then
 - otherwise sent (new, changed, previously rejected, failed, interrupted or only landed).
 
 Deleted companies become tombstones, under the same rules.
+
+One version per company per batch: a company deleted while its window was pulled (its info
+came, then the ``removed=1`` pass listed it) is both a cleaned row and a tombstone, and the
+target refuses a batch that names an id twice. The newest word wins: the later of the row's
+update time and the tombstone's delete time; on a tie the tombstone wins, because OKKI's
+deleted list is read after the company's info, so it is the later word.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class LoadPlan:
     skipped_unchanged: int
     skipped_stale: int
     tombstones: int
+    superseded: int = 0  # versions dropped because a newer word for the company came too
 
 
 def _decide(candidates: pd.DataFrame, ledger: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
@@ -70,8 +77,29 @@ def plan_load(
     tombstones = _tombstones(deleted, partition_key)
     if not tombstones.empty:
         frame = pd.concat([frame, tombstones], ignore_index=True) if not frame.empty else tombstones
+    frame, superseded = _newest_word(frame)
     to_send, unchanged, stale = _decide(frame, ledger)
-    return LoadPlan(to_send, unchanged, stale, len(tombstones))
+    return LoadPlan(
+        to_send,
+        unchanged,
+        stale,
+        len(tombstones),
+        superseded=superseded,
+    )
+
+
+def _newest_word(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One row per company: the newest update time, a tombstone on a tie (see the module)."""
+    if not frame["company_id"].duplicated().any():
+        return frame, 0
+    deleted = [r.get("deleted") is True for r in frame["record"]]
+    newest = (
+        frame.assign(_deleted=deleted)
+        .sort_values(["company_id", "update_time", "_deleted"], kind="stable")
+        .drop_duplicates("company_id", keep="last")
+    )
+    kept = frame[frame.index.isin(newest.index)].reset_index(drop=True)
+    return kept, len(frame) - len(kept)
 
 
 def _tombstones(deleted: pd.DataFrame, partition_key: str) -> pd.DataFrame:

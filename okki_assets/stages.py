@@ -307,6 +307,7 @@ class LoadSummary:
     lost_claim: int = 0
     landed: int = 0
     tombstones: int = 0
+    superseded: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     unreconciled: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -347,6 +348,7 @@ def load_partition(
     summary.candidates = len(plan.to_send)
     summary.skipped_unchanged, summary.skipped_stale = plan.skipped_unchanged, plan.skipped_stale
     summary.tombstones = plan.tombstones
+    summary.superseded = plan.superseded
     claims = plan.to_send[["company_id", "partition_key", "content_hash", "update_time"]]
 
     if client is None:

@@ -475,8 +475,9 @@ def partition_counts(conn: duckdb.DuckDBPyConnection, partition_key: str) -> dic
 
 
 def ledger_rows(conn: duckdb.DuckDBPyConnection, company_ids: Sequence[int]) -> pd.DataFrame:
-    """Ledger rows of these companies: company_id, content_hash, update_time, status, attempts."""
-    ids = pd.DataFrame({"company_id": pd.Series(list(company_ids), dtype="int64")})
+    """Ledger rows of these companies (one per company, however often an id is given):
+    company_id, content_hash, update_time, status, attempts."""
+    ids = pd.DataFrame({"company_id": pd.Series(sorted(set(company_ids)), dtype="int64")})
     conn.register("_ledger_ids", ids)
     try:
         frame = conn.execute(

@@ -29,6 +29,8 @@ from okki_assets.mapping import DEFAULT_MAPPING_SPEC
 from okki_assets.partitions import window_for_key
 from okki_assets.pull import parse_okki_time
 from okki_assets.resources import TargetResource
+from okki_assets.simulator.http import SimRequest, SimResponse
+from okki_assets.simulator.okki import LIST_PATH, OkkiSimulator
 from okki_assets_tests.conftest import Pipeline, day_keys, make_pipeline
 
 COMPANIES = 60
@@ -149,3 +151,49 @@ def test_an_edit_reverted_under_a_mapping_without_updated_at_reaches_the_target(
         assert target.records[cid]["fullName"] == name, step
         assert load_check(result, key)
     assert ledger_status(small, cid) == "updated"
+
+
+# --- one version per company per batch ------------------------------------------------------
+
+
+class DeletesDuringPull(OkkiSimulator):
+    """OKKI where one company is deleted just before the window's ``removed=1`` pass: its info
+    has already been read, so the pull holds it both listed and deleted."""
+
+    victim: str = ""
+    delete_time: datetime | None = None
+
+    def handle(self, request: SimRequest) -> SimResponse:
+        if self.victim and request.path == LIST_PATH and request.query.get("removed") == "1":
+            self.delete_company(self.victim, delete_time=self.delete_time)
+            self.victim = ""
+        return super().handle(request)
+
+
+def test_a_company_deleted_during_the_pull_is_sent_once_as_deleted(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    okki = DeletesDuringPull.demo(n=COMPANIES, days=DAYS, seed=7)
+    for pipeline in make_pipeline(tmp_path, instance, okki=okki):
+        key = day_keys(DAYS)[0]
+        assert pipeline.materialize(key).success
+        cid, when = oldest_company(pipeline, key)
+        okki.update_company(
+            cid, {"name": "Edited Then Deleted"}, update_time=when + timedelta(seconds=1)
+        )
+        okki.victim, okki.delete_time = cid, when + timedelta(seconds=2)
+
+        result = pipeline.materialize(key, raise_on_error=False)
+        assert result.success
+        assert load_check(result, key)
+        listed = pipeline.query(
+            "select count(*) from cleaned_companies where company_id = ?", [cid]
+        )
+        assert listed == [(1,)], "the pull held the company both listed and deleted"
+        assert cid not in pipeline.sims.target.records
+        assert ledger_status(pipeline, cid) == "deleted"
+        assert load_metadata(result, "status_failed") == 0
+
+        replay = pipeline.materialize(key, selection=["loaded_companies"])
+        assert load_check(replay, key)
+        assert cid not in pipeline.sims.target.records
