@@ -171,7 +171,8 @@ def build_assets(
                 (
                     checks.LOAD_RECONCILED,
                     True,
-                    "Every cleaned row is loaded, unchanged, landed or superseded; none failed.",
+                    "Every cleaned row and every deletion is loaded, unchanged, landed or"
+                    " superseded; none failed or rejected.",
                 ),
             ),
         )
@@ -334,6 +335,6 @@ def _load_outcome(s: stages.LoadSummary) -> CheckOutcome:
         s.partition_key,
         checks.LOAD_RECONCILED,
         bad.empty,
-        description=f"{len(bad)} cleaned rows not loaded",
+        description=f"{len(bad)} records (cleaned rows or deletions) not loaded",
         metadata=metadata,
     )

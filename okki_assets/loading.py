@@ -33,6 +33,7 @@ class LoadPlan:
     skipped_unchanged: int
     skipped_stale: int
     tombstones: int
+    deletions: pd.DataFrame  # company_id, update_time of every tombstone
     superseded: int = 0  # versions dropped because a newer word for the company came too
 
 
@@ -84,6 +85,7 @@ def plan_load(
         unchanged,
         stale,
         len(tombstones),
+        tombstones[["company_id", "update_time"]],
         superseded=superseded,
     )
 

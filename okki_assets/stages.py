@@ -358,7 +358,7 @@ def load_partition(
     else:
         for batch in _batches(plan.to_send, batch_size):
             _send_batch(client, connect, batch, run_id, summary)
-    summary.unreconciled = reconcile(connect, partition_key)
+    summary.unreconciled = reconcile(connect, partition_key, plan.deletions)
     summary.client_stats = _delta(client.stats.as_metadata(), before) if client else {}
     summary.seconds = time.monotonic() - started
     return summary
@@ -401,7 +401,10 @@ def _send_batch(
         raise gave_up
 
 
-def reconcile(connect: Connect, partition_key: str) -> pd.DataFrame:
-    """Cleaned rows of the partition that are neither loaded, unchanged, landed nor superseded."""
+def reconcile(
+    connect: Connect, partition_key: str, deletions: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Cleaned rows and tombstones (``deletions``) of the partition that are neither loaded,
+    unchanged, landed nor superseded."""
     with connect() as conn:
-        return storage.unreconciled_rows(conn, partition_key)
+        return storage.unreconciled_rows(conn, partition_key, deletions)

@@ -635,9 +635,12 @@ def latest_stage_metrics(
     return json.loads(row[0]) if row else {}
 
 
-def unreconciled_rows(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd.DataFrame:
-    """Cleaned rows whose version is neither acknowledged, landed nor superseded by a newer one."""
-    return conn.execute(
+def unreconciled_rows(
+    conn: duckdb.DuckDBPyConnection, partition_key: str, deletions: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Cleaned rows, and deletions (company_id, update_time: the partition's tombstones), whose
+    version is neither acknowledged, landed nor superseded by a newer one."""
+    upserts = conn.execute(
         "select c.company_id, l.status, l.last_error from cleaned_companies c"
         " left join load_ledger l using (company_id)"
         " where c.partition_key = ? and not coalesce(l.update_time > c.update_time"
@@ -646,3 +649,21 @@ def unreconciled_rows(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd
         " order by c.company_id",
         [partition_key],
     ).df()
+    if deletions is None or deletions.empty:
+        return upserts
+    conn.register("_deletions", deletions[["company_id", "update_time"]])
+    try:
+        deletes = conn.execute(
+            "select d.company_id, l.status, l.last_error from _deletions d"
+            " left join load_ledger l using (company_id)"
+            " where not coalesce(l.update_time > d.update_time"
+            "  or (l.update_time = d.update_time"
+            "      and l.status in ('deleted', 'unchanged', 'landed')), false)"
+            " order by d.company_id"
+        ).df()
+    finally:
+        conn.unregister("_deletions")
+    if deletes.empty:
+        return upserts
+    both = pd.concat([upserts, deletes], ignore_index=True) if not upserts.empty else deletes
+    return both.sort_values("company_id", kind="stable").reset_index(drop=True)

@@ -197,3 +197,25 @@ def test_a_company_deleted_during_the_pull_is_sent_once_as_deleted(
         replay = pipeline.materialize(key, selection=["loaded_companies"])
         assert load_check(replay, key)
         assert cid not in pipeline.sims.target.records
+
+
+# --- tombstones are reconciled and never vanish --------------------------------------------
+
+
+def test_a_tombstone_the_target_refuses_fails_load_reconciled(small: Pipeline) -> None:
+    key = day_keys(DAYS)[0]
+    okki, target = small.sims.okki, small.sims.target
+    assert small.materialize(key).success
+    cid, when = oldest_company(small, key)
+    okki.delete_company(cid, delete_time=when + timedelta(seconds=1))
+    target.config.reject_delete_rule = lambda r: "this record is protected"
+
+    result = small.materialize(key, raise_on_error=False)
+    assert cid in target.records
+    assert ledger_status(small, cid) == "rejected"
+    assert not load_check(result, key)
+
+    target.config.reject_delete_rule = None
+    fixed = small.materialize(key, selection=["loaded_companies"])
+    assert load_check(fixed, key)
+    assert cid not in target.records
