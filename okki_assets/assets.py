@@ -316,6 +316,7 @@ def _load_metadata(s: stages.LoadSummary) -> dict[str, Any]:
         "skipped_stale": s.skipped_stale,
         "landed": s.landed,
         "tombstones": s.tombstones,
+        "tombstones_quarantined": s.tombstones_quarantined,
         "superseded_in_window": s.superseded,
         "failed": s.failed,
         "duration_seconds": round(s.seconds, 2),

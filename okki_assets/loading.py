@@ -8,7 +8,10 @@ ledger it is then
 - ``unchanged``: the ledger's hash is the same and the target acknowledged it: not sent;
 - otherwise sent (new, changed, previously rejected, failed, interrupted or only landed).
 
-Deleted companies become tombstones, under the same rules.
+Deleted companies become tombstones, under the same rules. A deleted company whose id is not
+numeric or whose delete time cannot be parsed cannot be claimed in the ledger: it becomes no
+tombstone, is counted, and the clean stage quarantines it with its reason
+(``unusable_deletions``).
 
 One version per company per batch: a company deleted while its window was pulled (its info
 came, then the ``removed=1`` pass listed it) is both a cleaned row and a tombstone, and the
@@ -24,7 +27,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from okki_assets.mapping import Mapping, content_hash, map_records, tombstone
+from okki_assets.partitions import TIMEZONE
 from okki_assets.storage import SENT_STATUSES
+
+DELETE_TIME_UNPARSEABLE = "delete_time_unparseable"
+COMPANY_ID_NOT_NUMERIC = "company_id_not_numeric"
 
 
 @dataclass
@@ -33,7 +40,8 @@ class LoadPlan:
     skipped_unchanged: int
     skipped_stale: int
     tombstones: int
-    deletions: pd.DataFrame  # company_id, update_time of every tombstone
+    deletions: pd.DataFrame  # company_id, update_time of every usable tombstone
+    tombstones_quarantined: int = 0  # deleted companies that cannot become a tombstone
     superseded: int = 0  # versions dropped because a newer word for the company came too
 
 
@@ -86,6 +94,7 @@ def plan_load(
         stale,
         len(tombstones),
         tombstones[["company_id", "update_time"]],
+        tombstones_quarantined=len(deleted) - len(tombstones),
         superseded=superseded,
     )
 
@@ -104,19 +113,49 @@ def _newest_word(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return kept, len(frame) - len(kept)
 
 
+def _delete_reasons(deleted: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Each deleted row's delete time (NaT when unparseable) and its reasons (empty: usable)."""
+    text = deleted["update_time"].astype("string").str.strip()
+    times = pd.to_datetime(text, errors="coerce", format="%Y-%m-%d %H:%M:%S")
+    times = times.fillna(pd.to_datetime(text, errors="coerce", format="%Y-%m-%d"))
+    numeric = deleted["company_id"].astype("string").str.fullmatch(r"\d+").fillna(False)
+    reasons = [
+        [COMPANY_ID_NOT_NUMERIC] * (not ok) + [DELETE_TIME_UNPARSEABLE] * bool(pd.isna(when))
+        for ok, when in zip(numeric, times, strict=True)
+    ]
+    return times.dt.tz_localize(TIMEZONE), pd.Series(reasons, index=deleted.index, dtype=object)
+
+
+def unusable_deletions(deleted: pd.DataFrame) -> pd.DataFrame:
+    """Deleted rows that cannot become a tombstone, with their reasons (the quarantine's
+    columns: company_id, reasons, list_json)."""
+    if deleted.empty:
+        return pd.DataFrame(columns=["company_id", "reasons", "list_json"])
+    _, reasons = _delete_reasons(deleted)
+    bad = deleted[reasons.map(bool)]
+    return pd.DataFrame(
+        {
+            "company_id": bad["company_id"],
+            "reasons": reasons[bad.index],
+            "list_json": bad.get("list_json"),
+        }
+    ).reset_index(drop=True)
+
+
 def _tombstones(deleted: pd.DataFrame, partition_key: str) -> pd.DataFrame:
     if deleted.empty:
         return pd.DataFrame(
             columns=["company_id", "partition_key", "update_time", "content_hash", "record"]
         )
-    numeric = deleted[deleted["company_id"].astype(str).str.fullmatch(r"\d+")]
-    records = [tombstone(int(cid)) for cid in numeric["company_id"]]
-    times = pd.to_datetime(numeric["update_time"], errors="coerce", format="%Y-%m-%d %H:%M:%S")
+    times, reasons = _delete_reasons(deleted)
+    usable = ~reasons.map(bool)
+    ids = deleted.loc[usable, "company_id"].astype("int64").reset_index(drop=True)
+    records = [tombstone(int(cid)) for cid in ids]
     return pd.DataFrame(
         {
-            "company_id": numeric["company_id"].astype("int64").reset_index(drop=True),
+            "company_id": ids,
             "partition_key": partition_key,
-            "update_time": times.dt.tz_localize("Asia/Shanghai").reset_index(drop=True),
+            "update_time": times[usable].reset_index(drop=True),
             "content_hash": [content_hash(r) for r in records],
             "record": records,
         }

@@ -33,7 +33,7 @@ from okki_assets.errors import (
     TargetRetriesExhausted,
     TargetUnreachable,
 )
-from okki_assets.loading import plan_load
+from okki_assets.loading import plan_load, unusable_deletions
 from okki_assets.mapping import Mapping, gc_paused
 from okki_assets.partitions import window_for_key
 from okki_assets.pull import InfoReport, fetch_infos, list_window
@@ -255,6 +255,15 @@ def clean_partition(connect: Connect, partition_key: str, run_id: str) -> CleanS
                         samples.append(result.failure_cases.head(FAILURE_SAMPLE))
                     del chunk, result
                 gc.collect(1)  # cycles the chunk left (a schema error's traceback): young only
+            # Deleted companies that cannot become a tombstone are kept here, like bad rows.
+            unusable = unusable_deletions(storage.read_deleted(conn, partition_key))
+            storage.append_cleaned(
+                conn,
+                pd.DataFrame(),
+                unusable.assign(partition_key=partition_key, info_json=None),
+                run_id,
+                at,
+            )
             storage.commit(conn)
         except BaseException:
             storage.rollback(conn)
@@ -307,6 +316,7 @@ class LoadSummary:
     lost_claim: int = 0
     landed: int = 0
     tombstones: int = 0
+    tombstones_quarantined: int = 0
     superseded: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
@@ -348,6 +358,7 @@ def load_partition(
     summary.candidates = len(plan.to_send)
     summary.skipped_unchanged, summary.skipped_stale = plan.skipped_unchanged, plan.skipped_stale
     summary.tombstones = plan.tombstones
+    summary.tombstones_quarantined = plan.tombstones_quarantined
     summary.superseded = plan.superseded
     claims = plan.to_send[["company_id", "partition_key", "content_hash", "update_time"]]
 

@@ -281,8 +281,8 @@ def replace_deleted(
 
 def read_deleted(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd.DataFrame:
     return conn.execute(
-        "select company_id, update_time from deleted_companies where partition_key = ?"
-        " order by company_id",
+        "select company_id, update_time, list_json from deleted_companies"
+        " where partition_key = ? order by company_id",
         [partition_key],
     ).df()
 

@@ -219,3 +219,43 @@ def test_a_tombstone_the_target_refuses_fails_load_reconciled(small: Pipeline) -
     fixed = small.materialize(key, selection=["loaded_companies"])
     assert load_check(fixed, key)
     assert cid not in target.records
+
+
+class GarbledDeleteTime(OkkiSimulator):
+    """OKKI listing one deleted company (``victim``) with a delete time that is not a time."""
+
+    victim: str = ""
+
+    def handle(self, request: SimRequest) -> SimResponse:
+        response = super().handle(request)
+        if request.path == LIST_PATH and request.query.get("removed") == "1" and self.victim:
+            body = json.loads(response.body)
+            if isinstance(body.get("data"), dict):
+                for row in body["data"]["list"] or []:
+                    if str(row.get("company_id")) == self.victim:
+                        row["update_time"] = "2026-13-45 99:99:99"
+                response.body = json.dumps(body, ensure_ascii=False).encode()
+        return response
+
+
+def test_a_tombstone_whose_time_cannot_be_parsed_is_counted_and_quarantined(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    okki = GarbledDeleteTime.demo(n=COMPANIES, days=DAYS, seed=7)
+    for pipeline in make_pipeline(tmp_path, instance, okki=okki):
+        key = day_keys(DAYS)[0]
+        assert pipeline.materialize(key).success
+        cid, when = oldest_company(pipeline, key)
+        okki.delete_company(cid, delete_time=when + timedelta(seconds=1))
+        okki.victim = cid
+
+        result = pipeline.materialize(key)
+        rows = pipeline.query(
+            "select partition_key, reasons, list_json from quarantined_companies"
+            " where company_id = ?",
+            [cid],
+        )
+        assert [(r[0], r[1]) for r in rows] == [(key, ["delete_time_unparseable"])]
+        assert json.loads(rows[0][2])["update_time"] == "2026-13-45 99:99:99"
+        assert load_metadata(result, "tombstones_quarantined") == 1
+        assert load_check(result, key)
