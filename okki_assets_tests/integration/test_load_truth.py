@@ -37,11 +37,6 @@ COMPANIES = 60
 DAYS = 2
 
 
-@pytest.fixture
-def small(tmp_path: Path, instance: dg.DagsterInstance) -> Iterator[Pipeline]:
-    yield from make_pipeline(tmp_path, instance, companies=COMPANIES, days=DAYS)
-
-
 def oldest_company(pipeline: Pipeline, key: str) -> tuple[str, datetime]:
     """The window's company with the oldest update time (room for later edits in the window)."""
     company = pipeline.sims.okki.companies_in_window(*window_for_key(key))[-1]
@@ -49,6 +44,23 @@ def oldest_company(pipeline: Pipeline, key: str) -> tuple[str, datetime]:
     assert when is not None
     assert when + timedelta(minutes=1) < window_for_key(key)[1]
     return str(company["company_id"]), when
+
+
+def synced_once(
+    tmp_path: Path, instance: dg.DagsterInstance, okki: OkkiSimulator
+) -> Iterator[tuple[Pipeline, str, str, datetime]]:
+    """A pipeline over ``okki`` with its first window synced, and that window's oldest company."""
+    for pipeline in make_pipeline(tmp_path, instance, okki=okki):
+        key = day_keys(DAYS)[0]
+        assert pipeline.materialize(key).success
+        yield pipeline, key, *oldest_company(pipeline, key)
+
+
+@pytest.fixture
+def synced(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> Iterator[tuple[Pipeline, str, str, datetime]]:
+    yield from synced_once(tmp_path, instance, OkkiSimulator.demo(n=COMPANIES, days=DAYS, seed=7))
 
 
 def load_check(result: dg.ExecuteInProcessResult, key: str) -> bool:
@@ -79,12 +91,10 @@ def ledger_status(pipeline: Pipeline, company_id: str) -> str:
 
 
 def test_a_company_deleted_restored_and_deleted_again_in_one_day_leaves_the_target(
-    small: Pipeline,
+    synced: tuple[Pipeline, str, str, datetime],
 ) -> None:
-    key = day_keys(DAYS)[0]
+    small, key, cid, when = synced
     okki, target = small.sims.okki, small.sims.target
-    assert small.materialize(key).success
-    cid, when = oldest_company(small, key)
 
     okki.delete_company(cid, delete_time=when + timedelta(seconds=1))
     assert small.materialize(key).success
@@ -107,12 +117,10 @@ def test_a_company_deleted_restored_and_deleted_again_in_one_day_leaves_the_targ
 
 
 def test_a_rejected_record_replayed_after_the_target_rule_was_fixed_is_applied(
-    small: Pipeline,
+    synced: tuple[Pipeline, str, str, datetime],
 ) -> None:
-    key = day_keys(DAYS)[0]
+    small, key, cid, when = synced
     okki, target = small.sims.okki, small.sims.target
-    assert small.materialize(key).success
-    cid, when = oldest_company(small, key)
     okki.update_company(cid, {"name": "Refused For Now"}, update_time=when + timedelta(seconds=1))
 
     target.config.reject_rule = lambda r: (
@@ -130,27 +138,27 @@ def test_a_rejected_record_replayed_after_the_target_rule_was_fixed_is_applied(
 
 
 def test_an_edit_reverted_under_a_mapping_without_updated_at_reaches_the_target(
-    small: Pipeline, tmp_path: Path
+    tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     fields = {k: v for k, v in DEFAULT_MAPPING_SPEC["fields"].items() if k != "updatedAt"}
     mapping_file = tmp_path / "no_updated_at.json"
     mapping_file.write_text(json.dumps({**DEFAULT_MAPPING_SPEC, "fields": fields}))
-    resources = {
-        "target": TargetResource(**{**small.target.model_dump(), "mapping_file": str(mapping_file)})
-    }
-    key = day_keys(DAYS)[0]
-    okki, target = small.sims.okki, small.sims.target
-    assert small.materialize(key, **resources).success
-    cid, when = oldest_company(small, key)
-    original = target.records[cid]["fullName"]
+    for small in make_pipeline(tmp_path, instance, companies=COMPANIES, days=DAYS):
+        without = {"mapping_file": str(mapping_file)}
+        resources = {"target": TargetResource(**{**small.target.model_dump(), **without})}
+        key = day_keys(DAYS)[0]
+        okki, target = small.sims.okki, small.sims.target
+        assert small.materialize(key, **resources).success
+        cid, when = oldest_company(small, key)
+        original = target.records[cid]["fullName"]
 
-    # B, back to A, then B again: the last batch repeats the bytes of the first edit's.
-    for step, name in enumerate(("Edited Name", original, "Edited Name"), start=1):
-        okki.update_company(cid, {"name": name}, update_time=when + timedelta(seconds=step))
-        result = small.materialize(key, **resources)
-        assert target.records[cid]["fullName"] == name, step
-        assert load_check(result, key)
-    assert ledger_status(small, cid) == "updated"
+        # B, back to A, then B again: the last batch repeats the bytes of the first edit's.
+        for step, name in enumerate(("Edited Name", original, "Edited Name"), start=1):
+            okki.update_company(cid, {"name": name}, update_time=when + timedelta(seconds=step))
+            result = small.materialize(key, **resources)
+            assert target.records[cid]["fullName"] == name, step
+            assert load_check(result, key)
+        assert ledger_status(small, cid) == "updated"
 
 
 # --- one version per company per batch ------------------------------------------------------
@@ -174,10 +182,7 @@ def test_a_company_deleted_during_the_pull_is_sent_once_as_deleted(
     tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     okki = DeletesDuringPull.demo(n=COMPANIES, days=DAYS, seed=7)
-    for pipeline in make_pipeline(tmp_path, instance, okki=okki):
-        key = day_keys(DAYS)[0]
-        assert pipeline.materialize(key).success
-        cid, when = oldest_company(pipeline, key)
+    for pipeline, key, cid, when in synced_once(tmp_path, instance, okki):
         okki.update_company(
             cid, {"name": "Edited Then Deleted"}, update_time=when + timedelta(seconds=1)
         )
@@ -202,11 +207,11 @@ def test_a_company_deleted_during_the_pull_is_sent_once_as_deleted(
 # --- tombstones are reconciled and never vanish --------------------------------------------
 
 
-def test_a_tombstone_the_target_refuses_fails_load_reconciled(small: Pipeline) -> None:
-    key = day_keys(DAYS)[0]
+def test_a_tombstone_the_target_refuses_fails_load_reconciled(
+    synced: tuple[Pipeline, str, str, datetime],
+) -> None:
+    small, key, cid, when = synced
     okki, target = small.sims.okki, small.sims.target
-    assert small.materialize(key).success
-    cid, when = oldest_company(small, key)
     okki.delete_company(cid, delete_time=when + timedelta(seconds=1))
     target.config.reject_delete_rule = lambda r: "this record is protected"
 
@@ -242,10 +247,7 @@ def test_a_tombstone_whose_time_cannot_be_parsed_is_counted_and_quarantined(
     tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     okki = GarbledDeleteTime.demo(n=COMPANIES, days=DAYS, seed=7)
-    for pipeline in make_pipeline(tmp_path, instance, okki=okki):
-        key = day_keys(DAYS)[0]
-        assert pipeline.materialize(key).success
-        cid, when = oldest_company(pipeline, key)
+    for pipeline, key, cid, when in synced_once(tmp_path, instance, okki):
         okki.delete_company(cid, delete_time=when + timedelta(seconds=1))
         okki.victim = cid
 
