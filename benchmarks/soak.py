@@ -11,9 +11,12 @@ the way a deployment would, with OKKI data changing between rounds:
    ``totalItem`` below a day's companies throughout);
 2. churn: companies edited, moved to later windows, bumped with no real change, deleted;
 3. a backfill: one ranged run over every partition (the UI's single-run backfill);
-4. churn again, then newest partition first: a replay of ``loaded_companies`` alone (its cleaned
-   copy still holds versions that a newer window already loaded: they must be skipped as stale),
-   then a full run of the partition.
+4. churn again, and a flap: a few companies deleted, restored and deleted again in one window,
+   their partition synced after each step (the last tombstone repeats the first one's bytes and
+   must still be applied);
+5. newest partition first: a replay of ``loaded_companies`` alone (its cleaned copy still holds
+   versions that a newer window already loaded: they must be skipped as stale), then a full run
+   of the partition.
 
 It then reconciles, from the simulators' truth and the target's read-back only (never the
 pipeline's counters): ``reconcile`` compares every company OKKI holds for the synced windows with
@@ -78,6 +81,7 @@ LIST_GLITCHES = {
 RETRY_BASE_DELAY = 0.1
 RATE_LIMIT = 120.0
 BATCH_SIZE = 20
+FLAPS = 3  # companies deleted, restored and deleted again in one window
 
 
 # --- reconciliation -----------------------------------------------------------------------
@@ -200,15 +204,22 @@ class Reconciliation:
 
 
 def doubled_ids(writes: Iterable[tuple[str, str, str]]) -> list[str]:
-    """Ids the target applied twice with the same content (a write log of id, status, hash)."""
+    """Ids the target applied twice with the same content (a write log of id, status, hash).
+
+    A tombstone carries no time, so a company deleted, restored and deleted again sends the
+    same tombstone twice as two real deletions: a delete counts as doubled only when nothing
+    else was applied to the id since the same delete."""
     seen: set[tuple[str, str]] = set()
+    last: dict[str, str] = {}
     doubled: set[str] = set()
     for record_id, status, fingerprint in writes:
         if status not in APPLIED_STATUSES:
             continue
-        if (record_id, fingerprint) in seen:
+        again = (record_id, fingerprint) in seen
+        if again and (status != "deleted" or last.get(record_id) == fingerprint):
             doubled.add(record_id)
         seen.add((record_id, fingerprint))
+        last[record_id] = fingerprint
     return sorted(doubled)
 
 
@@ -487,6 +498,7 @@ class _Runner:
             },
         )
         churned += churn(okki, keys, churn_share, rng)
+        churned += self.flap(okki, rng)
         self.out.write("round 3: after churn, newest first: replay the load alone, then re-sync\n")
         for key in reversed(keys):
             self.execute(
@@ -494,6 +506,29 @@ class _Runner:
             )
             self.execute("re-sync", key)
         return churned
+
+    def flap(self, okki: OkkiSimulator, rng: random.Random) -> Counter[str]:
+        """A few companies of one window deleted, restored and deleted again, the window synced
+        before and after each step: the last tombstone batch repeats the first one's bytes."""
+        key = rng.choice(self.keys)
+        start, end = window_for_key(key)
+        room = [
+            (r["company_id"], when)
+            for r in okki.companies_in_window(start, end)
+            if is_valid(r) and (when := _truth_time(r)) and when + timedelta(seconds=3) < end
+        ]
+        chosen = rng.sample(room, min(FLAPS, len(room)))
+        self.out.write("flap: deleted, restored and deleted again in one window\n")
+        self.execute("flap: settle", key)
+        for step, what in enumerate(("deleted", "restored", "deleted again"), start=1):
+            for cid, when in chosen:
+                at = when + timedelta(seconds=step)
+                if what == "restored":
+                    okki.restore_company(cid, restore_time=at)
+                else:
+                    okki.delete_company(cid, delete_time=at)
+            self.execute(f"flap: {what}", key)
+        return Counter({"deleted, restored and deleted again": len(chosen)})
 
 
 def _resources(

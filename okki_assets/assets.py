@@ -177,7 +177,8 @@ def build_assets(
                 (
                     checks.LOAD_RECONCILED,
                     True,
-                    "Every cleaned row is loaded, unchanged, landed or superseded; none failed.",
+                    "Every cleaned row and every deletion is loaded, unchanged, landed or"
+                    " superseded; none failed or rejected.",
                 ),
             ),
         )
@@ -187,8 +188,8 @@ def build_assets(
             """Cleaned companies written to the target in batches, skipping unchanged and stale.
 
             Re-running is safe: the load ledger skips what the target already has, never sends
-            an older version over a newer one, and each batch carries a content-derived
-            Idempotency-Key, so a resend is not applied twice.
+            an older version over a newer one, and each attempt carries its own Idempotency-Key,
+            kept with the ledger's claim, so a resend of an attempt is not applied twice.
             """
             outcomes: list[CheckOutcome] = []
             with _failure_on_error():
@@ -321,6 +322,8 @@ def _load_metadata(s: stages.LoadSummary) -> dict[str, Any]:
         "skipped_stale": s.skipped_stale,
         "landed": s.landed,
         "tombstones": s.tombstones,
+        "tombstones_quarantined": s.tombstones_quarantined,
+        "superseded_in_window": s.superseded,
         "failed": s.failed,
         "duration_seconds": round(s.seconds, 2),
         **{f"status_{k}": int(s.statuses.get(k, 0)) for k in LOAD_STATUSES},
@@ -339,6 +342,6 @@ def _load_outcome(s: stages.LoadSummary) -> CheckOutcome:
         s.partition_key,
         checks.LOAD_RECONCILED,
         bad.empty,
-        description=f"{len(bad)} cleaned rows not loaded",
+        description=f"{len(bad)} records (cleaned rows or deletions) not loaded",
         metadata=metadata,
     )

@@ -43,6 +43,19 @@ def _checked_url(name: str, value: str) -> str:
     return str(url).rstrip("/")
 
 
+def _credential(name: str, value: str) -> str:
+    """A credential as it is sent: surrounding whitespace stripped (a mounted secret's file often
+    ends in a newline). One that still holds a character no HTTP header or form can carry as
+    typed (a control or non-ASCII character) fails at once, naming the variable, never the
+    value."""
+    value = value.strip()
+    if not all(" " <= ch <= "~" for ch in value):
+        raise ConfigError(
+            f"{name} contains a control or non-ASCII character: check how the secret is stored"
+        )
+    return value
+
+
 class OkkiResource(dg.ConfigurableResource):
     """The OKKI Open API: credentials, pacing and paging settings."""
 
@@ -72,8 +85,8 @@ class OkkiResource(dg.ConfigurableResource):
             raise ConfigError(f"OKKI_RATE_LIMIT must be positive, got {self.rate_limit}")
         return OkkiClient(
             _checked_url("OKKI_BASE_URL", self.base_url),
-            self.client_id,
-            self.client_secret,
+            _credential("OKKI_CLIENT_ID", self.client_id),
+            _credential("OKKI_CLIENT_SECRET", self.client_secret),
             rate_limit=self.rate_limit,
             concurrency=self.concurrency,
             page_size=self.page_size,
@@ -106,7 +119,7 @@ class TargetResource(dg.ConfigurableResource):
             raise ConfigError("TARGET_TOKEN is empty while TARGET_URL is set")
         return TargetClient(
             _checked_url("TARGET_URL", self.url),
-            self.token,
+            _credential("TARGET_TOKEN", self.token),
             max_batch=self.batch_size,
             timeouts=Timeouts(read=self.read_timeout),
             retry=RetrySettings(base_delay=self.retry_base_delay),

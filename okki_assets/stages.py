@@ -25,7 +25,7 @@ import pandera.pandas as pa
 from okki_assets import storage
 from okki_assets.cleaning import clean_companies
 from okki_assets.clients.okki import OkkiClient
-from okki_assets.clients.target import TargetClient
+from okki_assets.clients.target import TargetClient, new_attempt
 from okki_assets.errors import (
     TargetAuthError,
     TargetError,
@@ -33,7 +33,7 @@ from okki_assets.errors import (
     TargetRetriesExhausted,
     TargetUnreachable,
 )
-from okki_assets.loading import plan_load
+from okki_assets.loading import plan_load, unusable_deletions
 from okki_assets.mapping import Mapping, gc_paused
 from okki_assets.partitions import window_for_key
 from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
@@ -329,6 +329,15 @@ def clean_partition(connect: Connect, partition_key: str, run_id: str) -> CleanS
                         samples.append(result.failure_cases.head(FAILURE_SAMPLE))
                     del chunk, result
                 gc.collect(1)  # cycles the chunk left (a schema error's traceback): young only
+            # Deleted companies that cannot become a tombstone are kept here, like bad rows.
+            unusable = unusable_deletions(storage.read_deleted(conn, partition_key))
+            storage.append_cleaned(
+                conn,
+                pd.DataFrame(),
+                unusable.assign(partition_key=partition_key, info_json=None),
+                run_id,
+                at,
+            )
             storage.commit(conn)
         except BaseException:
             storage.rollback(conn)
@@ -381,6 +390,8 @@ class LoadSummary:
     lost_claim: int = 0
     landed: int = 0
     tombstones: int = 0
+    tombstones_quarantined: int = 0
+    superseded: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     unreconciled: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -421,6 +432,8 @@ def load_partition(
     summary.candidates = len(plan.to_send)
     summary.skipped_unchanged, summary.skipped_stale = plan.skipped_unchanged, plan.skipped_stale
     summary.tombstones = plan.tombstones
+    summary.tombstones_quarantined = plan.tombstones_quarantined
+    summary.superseded = plan.superseded
     claims = plan.to_send[["company_id", "partition_key", "content_hash", "update_time"]]
 
     if client is None:
@@ -430,7 +443,7 @@ def load_partition(
     else:
         for batch in _batches(plan.to_send, batch_size):
             _send_batch(client, connect, batch, run_id, summary)
-    summary.unreconciled = reconcile(connect, partition_key)
+    summary.unreconciled = reconcile(connect, partition_key, plan.deletions)
     summary.client_stats = _delta(client.stats.as_metadata(), before) if client else {}
     summary.seconds = time.monotonic() - started
     return summary
@@ -440,21 +453,22 @@ def _send_batch(
     client: TargetClient, connect: Connect, batch: pd.DataFrame, run_id: str, summary: LoadSummary
 ) -> None:
     with connect() as conn:
-        claimed = storage.claim_for_sending(
+        claim = storage.claim_for_sending(
             conn,
             batch[["company_id", "partition_key", "content_hash", "update_time"]],
             run_id,
             _now(),
+            attempt=new_attempt(),
         )
-    summary.lost_claim += len(batch) - len(claimed)
-    batch = batch[batch["company_id"].isin(claimed)]
+    summary.lost_claim += len(batch) - len(claim.ids)
+    batch = batch[batch["company_id"].isin(claim.ids)]
     if batch.empty:
         return
     records = list(batch["record"])
     ids = [int(c) for c in batch["company_id"]]
     gave_up: TargetRetriesExhausted | TargetUnreachable | None = None
     try:
-        results = client.write_batch(records)
+        results = client.write_batch(records, claim.attempt)
         outcomes = [(cid, r.status, r.error) for cid, r in zip(ids, results, strict=True)]
     except TargetAuthError:
         raise
@@ -472,7 +486,10 @@ def _send_batch(
         raise gave_up
 
 
-def reconcile(connect: Connect, partition_key: str) -> pd.DataFrame:
-    """Cleaned rows of the partition that are neither loaded, unchanged, landed nor superseded."""
+def reconcile(
+    connect: Connect, partition_key: str, deletions: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Cleaned rows and tombstones (``deletions``) of the partition that are neither loaded,
+    unchanged, landed nor superseded."""
     with connect() as conn:
-        return storage.unreconciled_rows(conn, partition_key)
+        return storage.unreconciled_rows(conn, partition_key, deletions)

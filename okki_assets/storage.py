@@ -91,9 +91,12 @@ _DDL = (
         attempts integer not null default 0,
         last_error varchar,
         loaded_at timestamptz,
-        run_id varchar
+        run_id varchar,
+        attempt_id varchar
     )
     """,
+    # Files made before the ledger kept the attempt of each claim.
+    "alter table load_ledger add column if not exists attempt_id varchar",
     """
     create table if not exists stage_metrics (
         partition_key varchar not null,
@@ -412,8 +415,8 @@ def replace_deleted(
 
 def read_deleted(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd.DataFrame:
     return conn.execute(
-        "select company_id, update_time from deleted_companies where partition_key = ?"
-        " order by company_id",
+        "select company_id, update_time, list_json from deleted_companies"
+        " where partition_key = ? order by company_id",
         [partition_key],
     ).df()
 
@@ -610,8 +613,9 @@ def partition_counts(conn: duckdb.DuckDBPyConnection, partition_key: str) -> dic
 
 
 def ledger_rows(conn: duckdb.DuckDBPyConnection, company_ids: Sequence[int]) -> pd.DataFrame:
-    """Ledger rows of these companies: company_id, content_hash, update_time, status, attempts."""
-    ids = pd.DataFrame({"company_id": pd.Series(list(company_ids), dtype="int64")})
+    """Ledger rows of these companies (one per company, however often an id is given):
+    company_id, content_hash, update_time, status, attempts."""
+    ids = pd.DataFrame({"company_id": pd.Series(sorted(set(company_ids)), dtype="int64")})
     conn.register("_ledger_ids", ids)
     try:
         frame = conn.execute(
@@ -627,46 +631,74 @@ def ledger_rows(conn: duckdb.DuckDBPyConnection, company_ids: Sequence[int]) -> 
     return frame
 
 
+@dataclass(frozen=True)
+class Claim:
+    """The ledger rows claimed for one attempt to send them, and that attempt's id."""
+
+    ids: set[int]
+    attempt: str
+
+
 def claim_for_sending(
     conn: duckdb.DuckDBPyConnection,
     claims: pd.DataFrame,
     run_id: str,
     at: datetime,
-) -> set[int]:
-    """Mark records as being sent, unless a newer version is already in the ledger.
+    attempt: str = "",
+) -> Claim:
+    """Mark records as being sent in one attempt, unless a newer version is already in the ledger.
 
     ``claims`` has company_id, partition_key, content_hash, update_time. In one transaction the
-    rows whose ledger update_time is not newer become ``sending`` (attempts + 1); the ids claimed
-    are returned. A record the ledger knows in a newer version is never sent (no stale overwrite),
-    and a run killed after this point leaves ``sending`` rows that the next run sends again.
+    rows whose ledger update_time is not newer become ``sending`` (attempts + 1) under one attempt
+    id, kept in the ledger: ``attempt`` (a fresh id) for a new attempt, or the id of the attempt
+    that was interrupted while sending exactly these versions (every claimed row still
+    ``sending`` the same content under that one id), so that resending it reuses its
+    Idempotency-Key and a batch the target applied before the interruption is not applied twice.
+    A record the ledger knows in a newer version is never sent (no stale overwrite), and a run
+    killed after this point leaves ``sending`` rows that the next run sends again.
     """
     if claims.empty:
-        return set()
+        return Claim(set(), attempt)
     conn.register("_claims", claims)
     conn.execute("begin transaction")
     try:
         claimed = conn.execute(
             "insert into load_ledger (company_id, partition_key, content_hash, update_time, status,"
-            " attempts, last_error, loaded_at, run_id)"
+            " attempts, last_error, loaded_at, run_id, attempt_id)"
             " select company_id, partition_key, content_hash, update_time, 'sending', 1,"
-            " null, null, ?"
+            " null, null, ?, ?"
             " from _claims"
             " on conflict (company_id) do update set"
             "  partition_key = excluded.partition_key, content_hash = excluded.content_hash,"
             "  update_time = excluded.update_time, status = 'sending',"
-            "  attempts = load_ledger.attempts + 1, run_id = excluded.run_id"
+            "  attempts = load_ledger.attempts + 1, run_id = excluded.run_id,"
+            "  attempt_id = case when load_ledger.status = 'sending'"
+            "   and load_ledger.content_hash = excluded.content_hash"
+            "   and load_ledger.update_time = excluded.update_time"
+            "   then coalesce(load_ledger.attempt_id, excluded.attempt_id)"
+            "   else excluded.attempt_id end"
             " where load_ledger.update_time is null"
             "  or load_ledger.update_time <= excluded.update_time"
-            " returning company_id",
-            [run_id],
+            " returning company_id, attempt_id",
+            [run_id, attempt],
         ).fetchall()
+        ids = {int(r[0]) for r in claimed}
+        attempts = {r[1] for r in claimed}
+        if len(attempts) == 1:
+            attempt = str(attempts.pop())
+        elif attempts:  # parts of several interrupted attempts: this is a new one
+            conn.execute(
+                "update load_ledger set attempt_id = ?"
+                " where company_id in (select unnest(?::bigint[]))",
+                [attempt, sorted(ids)],
+            )
         conn.execute("commit")
     except BaseException:
         conn.execute("rollback")
         raise
     finally:
         conn.unregister("_claims")
-    return {int(r[0]) for r in claimed}
+    return Claim(ids, attempt)
 
 
 def record_outcomes(
@@ -694,7 +726,7 @@ def record_landed(
     conn: duckdb.DuckDBPyConnection, claims: pd.DataFrame, run_id: str, at: datetime
 ) -> int:
     """Land-only mode: record each record as ``landed`` (nothing was sent); newer rows win."""
-    claimed = claim_for_sending(conn, claims, run_id, at)
+    claimed = claim_for_sending(conn, claims, run_id, at).ids
     record_outcomes(conn, [(cid, "landed", None) for cid in sorted(claimed)], run_id, at)
     return len(claimed)
 
@@ -741,9 +773,12 @@ def latest_stage_metrics(
     return json.loads(row[0]) if row else {}
 
 
-def unreconciled_rows(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd.DataFrame:
-    """Cleaned rows whose version is neither acknowledged, landed nor superseded by a newer one."""
-    return conn.execute(
+def unreconciled_rows(
+    conn: duckdb.DuckDBPyConnection, partition_key: str, deletions: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Cleaned rows, and deletions (company_id, update_time: the partition's tombstones), whose
+    version is neither acknowledged, landed nor superseded by a newer one."""
+    upserts = conn.execute(
         "select c.company_id, l.status, l.last_error from cleaned_companies c"
         " left join load_ledger l using (company_id)"
         " where c.partition_key = ? and not coalesce(l.update_time > c.update_time"
@@ -752,3 +787,21 @@ def unreconciled_rows(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd
         " order by c.company_id",
         [partition_key],
     ).df()
+    if deletions is None or deletions.empty:
+        return upserts
+    conn.register("_deletions", deletions[["company_id", "update_time"]])
+    try:
+        deletes = conn.execute(
+            "select d.company_id, l.status, l.last_error from _deletions d"
+            " left join load_ledger l using (company_id)"
+            " where not coalesce(l.update_time > d.update_time"
+            "  or (l.update_time = d.update_time"
+            "      and l.status in ('deleted', 'unchanged', 'landed')), false)"
+            " order by d.company_id"
+        ).df()
+    finally:
+        conn.unregister("_deletions")
+    if deletes.empty:
+        return upserts
+    both = pd.concat([upserts, deletes], ignore_index=True) if not upserts.empty else deletes
+    return both.sort_values("company_id", kind="stable").reset_index(drop=True)

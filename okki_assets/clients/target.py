@@ -2,10 +2,14 @@
 
 Behaviour covered (see shared/specs/target-api.md):
 
-- A batch body is serialised once, canonically, and its ``Idempotency-Key`` is derived from those
-  bytes. Every transient failure (429 with Retry-After as a floor, 5xx, timeout, reset, a non-JSON
-  reply) resends the *same bytes with the same key*, so a batch whose reply was lost is never
-  applied twice.
+- A key names one attempt to apply one batch, not the batch's content: ``write_batch`` takes an
+  attempt id (a fresh one by default) and the ``Idempotency-Key`` is derived from it and the
+  canonical body bytes. Every transient failure (429 with Retry-After as a floor, 5xx, timeout,
+  reset, a non-JSON reply) resends the *same bytes with the same key*, so a batch whose reply was
+  lost is never applied twice; a new attempt with the same bytes (a company deleted, restored and
+  deleted again; a rejected record replayed) carries a new key and is applied, not answered from
+  the target's idempotency store. The caller keeps the attempt id (with the ledger's claim) to
+  resend an interrupted attempt.
 - 413, a 400 saying the batch is too large, or more than ``max_batch`` records split the batch in
   halves, recursively; results are concatenated in record order.
 - 401 stops with a clear error (never the token), 409 means the client reused a key with another
@@ -21,6 +25,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +51,7 @@ from okki_assets.errors import (
     TargetUnreachable,
 )
 
-__all__ = ["RecordResult", "TargetClient", "canonical_body"]
+__all__ = ["RecordResult", "TargetClient", "canonical_body", "new_attempt"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,11 @@ def canonical_body(records: list[dict[str, Any]]) -> bytes:
     return json.dumps(
         {"records": records}, sort_keys=True, ensure_ascii=False, separators=(",", ":")
     ).encode("utf-8")
+
+
+def new_attempt() -> str:
+    """A fresh attempt id: every new attempt to apply a batch gets its own Idempotency-Key."""
+    return uuid.uuid4().hex
 
 
 class TargetClient(HttpClientBase):
@@ -109,21 +119,30 @@ class TargetClient(HttpClientBase):
         )
 
     @staticmethod
-    def idempotency_key(body: bytes) -> str:
-        """``okki-`` + SHA-256 of the exact body bytes (69 characters)."""
-        return "okki-" + hashlib.sha256(body).hexdigest()
+    def idempotency_key(attempt: str, body: bytes) -> str:
+        """``okki-`` + SHA-256 of the attempt id and the exact body bytes (69 characters): the
+        same attempt resending the same bytes has the same key, anything else a new one (so the
+        halves of a split batch, or a resend whose batch changed, never meet a 409)."""
+        return "okki-" + hashlib.sha256(attempt.encode("utf-8") + b"\n" + body).hexdigest()
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def write_batch(self, records: list[dict[str, Any]]) -> list[RecordResult]:
-        """Upsert ``records``; one result per record, in order. Splits oversized batches."""
+    def write_batch(
+        self, records: list[dict[str, Any]], attempt: str | None = None
+    ) -> list[RecordResult]:
+        """Upsert ``records``; one result per record, in order. Splits oversized batches.
+
+        ``attempt`` names this attempt to apply them (default: a new one); pass the id of an
+        interrupted attempt only to resend that attempt."""
         records = list(records)
         if not records:
             return []
+        attempt = attempt or new_attempt()
         if len(records) > self.max_batch:
-            return self._split(records, f"{len(records)} records > max_batch={self.max_batch}")
+            why = f"{len(records)} records > max_batch={self.max_batch}"
+            return self._split(records, why, attempt)
         body = canonical_body(records)
-        key = self.idempotency_key(body)
+        key = self.idempotency_key(attempt, body)
         try:
             reply = self._request(
                 "batch",
@@ -140,15 +159,15 @@ class TargetClient(HttpClientBase):
                     status=exc.status,
                     endpoint=BATCH_PATH,
                 ) from exc
-            return self._split(records, f"the target said too large (HTTP {exc.status})")
+            return self._split(records, f"the target said too large (HTTP {exc.status})", attempt)
         results = self._results(records, reply)
         log.debug("batch of %d records written (key %s)", len(records), key)
         return results
 
-    def _split(self, records: list[dict[str, Any]], why: str) -> list[RecordResult]:
+    def _split(self, records: list[dict[str, Any]], why: str, attempt: str) -> list[RecordResult]:
         half = len(records) // 2
         log.info("splitting a batch of %d records in halves: %s", len(records), why)
-        return self.write_batch(records[:half]) + self.write_batch(records[half:])
+        return self.write_batch(records[:half], attempt) + self.write_batch(records[half:], attempt)
 
     @staticmethod
     def _results(records: list[dict[str, Any]], reply: Any) -> list[RecordResult]:

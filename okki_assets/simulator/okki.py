@@ -26,7 +26,8 @@ order of calls the answers are the same. The token endpoint is never throttled o
 throttled or faulted request changes no data.
 
 Besides the HTTP surface there is a truth API for tests (``companies_in_window``,
-``update_company``, ``delete_company``, ...), never to be used by production code.
+``update_company``, ``delete_company``, ``restore_company``, ...), never to be used by
+production code.
 
 A company belongs to the public pool (公海, ``all=2``) when it has no owner (``user_id`` empty),
 to the private pool (私海, ``all=0``) otherwise. A deleted company is listed under ``removed=1``
@@ -877,6 +878,18 @@ class OkkiSimulator:
             if entry.removed:
                 raise KeyError(f"company_id {company_id} is already deleted")
             self._move(entry, update_time=self._when(delete_time), removed=True)
+            return copy.deepcopy(entry.record)
+
+    def restore_company(
+        self, company_id: object, *, restore_time: str | dt.datetime | None = None
+    ) -> dict[str, Any]:
+        """Bring a deleted company back (OKKI's recycle bin); its restore time becomes its
+        update_time (default: one second after the newest update_time held)."""
+        with self._lock:
+            entry = self._lookup(company_id)
+            if not entry.removed:
+                raise KeyError(f"company_id {company_id} is not deleted")
+            self._move(entry, update_time=self._when(restore_time), removed=False)
             return copy.deepcopy(entry.record)
 
     def add_company(self, record: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,8 @@ Choices the spec leaves open, fixed here:
 - A 400 for a batch over ``max_batch`` says ``max_batch`` in its message and carries a
   ``"max_batch"`` field, so a client can tell it from other 400s and split the batch.
 - Deleting an unknown id answers ``unchanged`` and is not counted as an applied write, so a
-  resent delete never shows up as applied twice. ``reject_rule`` sees upserts only, never deletes.
+  resent delete never shows up as applied twice. ``reject_rule`` sees upserts only, never deletes;
+  ``reject_delete_rule`` refuses deletes the same way (a target that protects some records).
 - ``GET /v1/companies/{id}`` needs the bearer token and answers the record itself (no envelope).
 - ``_stats``: ``batches_received`` counts every POST to the batch endpoint; ``records_applied``
   counts, per id, the creates, updates and deletes actually applied; ``status_counts`` counts the
@@ -80,6 +81,7 @@ class TargetSimConfig:
     error_rate: float = 0.0  # fraction answered 500/502/503, nothing applied
     drop_reply_rate: float = 0.0  # fraction committed, then the reply lost (fault="reset")
     reject_rule: Callable[[dict[str, Any]], str | None] | None = None  # error text -> rejected
+    reject_delete_rule: Callable[[dict[str, Any]], str | None] | None = None  # same, for deletes
     seed: int = 11
 
 
@@ -301,8 +303,13 @@ class TargetSimulator:
         known = self._records.get(record_id)
         error: str | None = None
         if record.get("deleted") is True:
-            status = "unchanged" if known is None else "deleted"
-            self._records.pop(record_id, None)
+            rule = self.config.reject_delete_rule
+            error = rule(copy.deepcopy(record)) if rule is not None else None
+            if error is not None:
+                status = "rejected"
+            else:
+                status = "unchanged" if known is None else "deleted"
+                self._records.pop(record_id, None)
         else:
             rule = self.config.reject_rule
             error = rule(copy.deepcopy(record)) if rule is not None else None

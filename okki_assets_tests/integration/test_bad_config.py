@@ -26,7 +26,12 @@ import duckdb
 import pytest
 
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
-from okki_assets.simulator.harness import DEMO_CLIENT_ID, DEMO_TARGET_TOKEN, running_simulators
+from okki_assets.simulator.harness import (
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    DEMO_TARGET_TOKEN,
+    running_simulators,
+)
 from okki_assets.simulator.okki import INFO_PATH, LIST_PATH
 from okki_assets_tests.conftest import Pipeline, day_keys, make_pipeline
 
@@ -273,6 +278,45 @@ def test_a_wrong_target_token_fails_naming_the_variable(small_pipeline: Pipeline
     message = assert_one_clear_line(result, ("TargetAuthError", "TARGET_TOKEN", "401"))
     assert "not-the-token" not in message
     assert small_pipeline.sims.target.records == {}
+
+
+def test_secrets_with_surrounding_whitespace_work(small_pipeline: Pipeline) -> None:
+    key = day_keys(2)[0]
+    mounted = {  # as read from files of mounted secrets: a trailing newline, or CRLF
+        **okki(
+            small_pipeline,
+            client_id=DEMO_CLIENT_ID + "\n",
+            client_secret=f" {DEMO_CLIENT_SECRET}\r\n",
+        ),
+        **target(small_pipeline, token=DEMO_TARGET_TOKEN + "\n"),
+    }
+    assert small_pipeline.materialize(key, **mounted).success
+    cleaned = small_pipeline.query(
+        "select count(*) from cleaned_companies where partition_key = ?", [key]
+    )[0][0]
+    assert cleaned > 0 and len(small_pipeline.sims.target.records) == cleaned
+
+
+@pytest.mark.parametrize(
+    ("variable", "overrides"),
+    [
+        # a bell inside the target token: no valid header value
+        ("TARGET_TOKEN", lambda p: target(p, token="demo-target\x07token-Hidden")),
+        # a line break inside the client secret
+        ("OKKI_CLIENT_SECRET", lambda p: okki(p, client_secret="demo-\nsecret-Hidden")),
+    ],
+)
+def test_a_secret_with_an_inner_control_character_fails_at_once_naming_the_variable(
+    variable: str, overrides: Callable[[Pipeline], dict[str, Any]], small_pipeline: Pipeline
+) -> None:
+    key = day_keys(2)[0]
+    started = time.monotonic()
+    result = small_pipeline.materialize(key, raise_on_error=False, **overrides(small_pipeline))
+    assert time.monotonic() - started < 10, "fails fast"
+    message = assert_one_clear_line(result, ("ConfigError", variable))
+    assert "Hidden" not in message, "the value is never shown"
+    assert_nothing_written(small_pipeline.database, key)
+    assert small_pipeline.sims.target.stats()["batches_received"] == 0
 
 
 def test_the_command_line_shows_the_one_line_and_no_traceback_chain(tmp_path: Path) -> None:

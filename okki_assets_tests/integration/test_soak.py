@@ -21,7 +21,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from benchmarks.soak import main, reconcile
+from benchmarks.soak import doubled_ids, main, reconcile
 from okki_assets.partitions import window_for_key
 from okki_assets.simulator.http import SimRequest
 from okki_assets.simulator.target import BATCH_PATH, TargetSimulator
@@ -57,6 +57,17 @@ def test_the_soak_command_passes_under_heavy_faults_and_prints_its_report(
     assert report.rstrip().endswith("PASS: lost 0, doubled 0, stale 0, different 0")
     with duckdb.connect(str(tmp_path / "soak.duckdb"), read_only=True) as conn:
         assert conn.execute("select count(*) from load_ledger").fetchone() != (0,)
+
+
+def test_a_company_deleted_restored_and_deleted_again_is_not_doubled() -> None:
+    tombstone, v1, v2 = "fingerprint-t", "fingerprint-1", "fingerprint-2"
+    # restored with a new update time: another version, then the same tombstone again
+    flap = [("1", "created", v1), ("1", "deleted", tombstone), ("1", "created", v2)]
+    assert doubled_ids([*flap, ("1", "deleted", tombstone)]) == []
+    # the same upsert content applied again after another version: a stale resend
+    assert doubled_ids([("2", "created", v1), ("2", "updated", v2), ("2", "updated", v1)]) == ["2"]
+    # a delete applied twice with nothing in between
+    assert doubled_ids([("3", "deleted", tombstone), ("3", "deleted", tombstone)]) == ["3"]
 
 
 @pytest.fixture

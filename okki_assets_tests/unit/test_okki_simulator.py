@@ -359,6 +359,20 @@ def test_removed_lists_deleted_companies_by_their_delete_time(companies) -> None
         assert sim.is_removed(cid)
 
 
+def test_a_restored_company_is_listed_again_at_its_restore_time(companies) -> None:
+    sim, client = make(companies)
+    token = get_token(client)
+    cid = companies[10]["company_id"]
+    sim.delete_company(cid, delete_time="2024-03-20 10:00:00")
+    sim.restore_company(cid, restore_time="2024-03-20 11:00:00")
+    window = day_window("2024-03-20")
+    live = list_page(client, token, count=100, **window).json()["data"]["list"]
+    assert [r["update_time"] for r in live if r["company_id"] == cid] == ["2024-03-20 11:00:00"]
+    deleted = list_page(client, token, removed=1, count=100, **window).json()["data"]["list"]
+    assert cid not in [r["company_id"] for r in deleted]
+    assert not sim.is_removed(cid)
+
+
 def test_all_filter_splits_private_and_public_pools(companies) -> None:
     _, client = make(companies)
     token = get_token(client)

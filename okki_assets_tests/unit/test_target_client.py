@@ -1,9 +1,10 @@
 """TargetClient against httpx.MockTransport handlers that play the target API: the
-Idempotency-Key is derived from the canonical body (stable for the same records, different for
-different ones); every resend after 5xx, reset, timeout or 429 carries identical bytes and key, so
-an idempotent target applies a batch once even when the first reply was lost; 413 and "too large"
-400s split the batch in halves with results kept in record order; 401, 409 and other 400s stop;
-a reply whose results do not match the records is refused."""
+Idempotency-Key names one attempt and its canonical body (a new attempt with the same bytes gets a
+new key and is applied; the same attempt resent keeps its key); every resend after 5xx, reset,
+timeout or 429 carries identical bytes and key, so an idempotent target applies a batch once even
+when the first reply was lost; 413 and "too large" 400s split the batch in halves with results
+kept in record order; 401, 409 and other 400s stop; a reply whose results do not match the
+records is refused."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from okki_assets.clients.pacing import RetrySettings
-from okki_assets.clients.target import RecordResult, TargetClient, canonical_body
+from okki_assets.clients.target import RecordResult, TargetClient, canonical_body, new_attempt
 from okki_assets.errors import (
     TargetAuthError,
     TargetPermanentError,
@@ -121,7 +122,7 @@ def test_write_batch_sends_canonical_body_with_headers_and_returns_results_in_or
     target = FakeTarget()
     records = recs(3, 1, 2)
     with make_client(target) as client:
-        results = client.write_batch(records)
+        results = client.write_batch(records, "attempt-1")
     assert results == [RecordResult("3", "created"), RecordResult("1", "created"),
                        RecordResult("2", "created")]  # fmt: skip
     (req,) = target.batches()
@@ -130,21 +131,37 @@ def test_write_batch_sends_canonical_body_with_headers_and_returns_results_in_or
     assert req.headers["content-type"] == "application/json"
     assert req.content == canonical_body(records)
     assert json.loads(req.content) == {"records": records}
-    assert req.headers["idempotency-key"] == TargetClient.idempotency_key(req.content)
+    assert req.headers["idempotency-key"] == TargetClient.idempotency_key("attempt-1", req.content)
     assert target.applied == {"1": 1, "2": 1, "3": 1}
 
 
-def test_idempotency_key_is_stable_for_the_same_records_and_differs_otherwise() -> None:
+def test_idempotency_key_names_one_attempt_and_its_exact_body() -> None:
     a = [{"id": "1", "name": "Ä GmbH", "tags": ["x", "y"]}]
     same_reordered = [{"tags": ["x", "y"], "name": "Ä GmbH", "id": "1"}]  # key order differs
     changed = [{"id": "1", "name": "Ä GmbH", "tags": ["y", "x"]}]
     key = TargetClient.idempotency_key
     assert canonical_body(a) == canonical_body(same_reordered)
-    assert key(canonical_body(a)) == key(canonical_body(same_reordered))
-    assert key(canonical_body(a)) != key(canonical_body(changed))
-    assert key(canonical_body(a)) != key(canonical_body(recs(1)))
-    assert len(key(canonical_body(recs(*range(500))))) <= 128
+    assert key("a1", canonical_body(a)) == key("a1", canonical_body(same_reordered))
+    assert key("a1", canonical_body(a)) != key("a1", canonical_body(changed))
+    assert key("a1", canonical_body(a)) != key("a1", canonical_body(recs(1)))
+    assert key("a1", canonical_body(a)) != key("a2", canonical_body(a))  # another attempt
+    assert len(key(new_attempt(), canonical_body(recs(*range(500))))) <= 128
     assert "Ä".encode() in canonical_body(a)  # UTF-8, not \\u escapes
+
+
+def test_a_new_attempt_with_the_same_bytes_gets_a_new_key_and_is_applied() -> None:
+    target = FakeTarget()
+    records = recs(1, 2)
+    with make_client(target) as client:
+        client.write_batch(records)
+        client.write_batch(records)  # deleted, restored and deleted again: a second attempt
+        attempt = new_attempt()
+        client.write_batch(records, attempt)
+        client.write_batch(records, attempt)  # the same attempt resent: replayed
+    keys = [r.headers["idempotency-key"] for r in target.batches()]
+    assert len(set(keys[:3])) == 3 and keys[3] == keys[2]
+    assert {r.content for r in target.batches()} == {canonical_body(records)}
+    assert target.applied == {"1": 3, "2": 3}
 
 
 @pytest.mark.parametrize(

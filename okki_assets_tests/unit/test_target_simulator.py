@@ -155,6 +155,18 @@ def test_rejected_records_leave_the_rest_applied():
     }
 
 
+def test_deletes_refused_by_the_delete_rule_are_rejected_and_kept():
+    sim, client, _ = make(reject_delete_rule=lambda r: "protected" if r["id"] == "a" else None)
+    with client:
+        post(client, [company("a"), company("b")], key="k1")
+        response = post(client, [{"id": "a", "deleted": True}, {"id": "b", "deleted": True}], "k2")
+    assert response.json()["results"] == [
+        {"id": "a", "status": "rejected", "error": "protected"},
+        {"id": "b", "status": "deleted"},
+    ]
+    assert set(sim.records) == {"a"}
+
+
 def test_same_key_and_body_replays_the_first_reply(target):
     sim, client, _ = target
     first = post(client, [company("a"), company("b")], key="same")
