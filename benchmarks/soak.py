@@ -512,10 +512,14 @@ class _Runner:
         before and after each step: the last tombstone batch repeats the first one's bytes."""
         key = rng.choice(self.keys)
         start, end = window_for_key(key)
+        in_window = okki.companies_in_window(start, end)
+        valid = expected_records(in_window)
         room = [
             (r["company_id"], when)
-            for r in okki.companies_in_window(start, end)
-            if is_valid(r) and (when := _truth_time(r)) and when + timedelta(seconds=3) < end
+            for r in in_window
+            if record_key(r) in valid
+            and (when := _truth_time(r))
+            and when + timedelta(seconds=3) < end
         ]
         chosen = rng.sample(room, min(FLAPS, len(room)))
         self.out.write("flap: deleted, restored and deleted again in one window\n")
