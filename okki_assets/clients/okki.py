@@ -604,8 +604,8 @@ class OkkiClient(HttpClientBase):
         """Every non-empty page of one window, in order, until the list itself ends.
 
         ``totalItem`` may be capped or briefly wrong, so it never ends a list alone: the list
-        ends at an empty page, or at a page shorter than ``count`` once the distinct ids seen
-        reach ``totalItem`` (a short page before that asks for one more page). Raises
+        ends at an empty page, or at a page shorter than ``count`` when the distinct ids seen
+        equal ``totalItem`` (otherwise a short page asks for one more page). Raises
         RepeatedPageError when a page repeats the previous one (same ids, same order) and
         PaginationError when ``max_pages`` pages did not finish the list.
 
@@ -671,7 +671,10 @@ class OkkiClient(HttpClientBase):
                 page.total_item,
             )
             yield page
-            if len(ids) < self.page_size and page.total_item <= len(seen):
+            # A short page ends the list only when the count agrees with what was seen: a server
+            # that serves fewer rows than asked makes every page short, and a capped count is
+            # passed long before the end; then only an empty page ends the list.
+            if len(ids) < self.page_size and page.total_item == len(seen):
                 log.debug("list page %d is short: done", page_no)
                 break
             previous = ids

@@ -140,13 +140,18 @@ def list_ok(ids: list[int], total: int | str | None = None) -> httpx.Response:
 class Pager:
     """A list endpoint over a fixed id sequence that honours start_index and count."""
 
-    def __init__(self, ids: list[int], total: int | str | None = None) -> None:
+    def __init__(
+        self, ids: list[int], total: int | str | None = None, max_count: int | None = None
+    ) -> None:
         self.ids = ids
         self.total = len(ids) if total is None else total
+        self.max_count = max_count  # a server that serves fewer rows a page than asked
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         page = int(request.url.params["start_index"])
         size = int(request.url.params["count"])
+        if self.max_count is not None:
+            size = min(size, self.max_count)
         chunk = self.ids[(page - 1) * size : page * size]
         return list_ok(chunk, self.total)
 
@@ -560,6 +565,15 @@ def test_a_capped_total_item_does_not_end_the_list() -> None:
         rows = all_rows(client, prefetch=True)
     assert [r["company_id"] for r in rows] == list(range(1, 81))
     assert sorted(int(p["start_index"]) for p in fake.params(LIST)) == [1, 2, 3, 4, 5]
+
+
+def test_a_capped_total_item_and_a_capped_page_size_do_not_end_the_list() -> None:
+    """OKKI serves 15 rows a page when asked for 20 and caps totalItem at 10 for 80 companies:
+    every page looks short and the count is long passed, so only an empty page ends the list."""
+    fake = FakeOkki({LIST: [Pager(list(range(1, 81)), total=10, max_count=15)]})
+    with make_client(fake, page_size=20) as client:
+        rows = all_rows(client, prefetch=True)
+    assert [r["company_id"] for r in rows] == list(range(1, 81))
 
 
 def test_a_short_page_before_total_item_is_reached_asks_for_one_more() -> None:

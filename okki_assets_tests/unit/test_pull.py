@@ -146,11 +146,13 @@ def test_a_list_that_never_settles_fails_loudly() -> None:
         if request.url.path.endswith("access_token"):
             return httpx.Response(200, json={"access_token": "t", "expires_in": 28800})
         n = next(counter)
+        # Page 1 shows a new company every time, under a count that flips; later pages are empty.
+        first = request.url.params["start_index"] == "1"
         record = {"company_id": str(n), "update_time": "2026-11-20 10:00:00"}
         body = {
             "code": 200,
             "message": "success",
-            "data": {"list": [record], "totalItem": 1 + n % 2, "count": 1},
+            "data": {"list": [record] if first else [], "totalItem": 1 + n % 2, "count": 1},
         }
         return httpx.Response(200, content=json.dumps(body))
 
