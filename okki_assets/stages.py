@@ -25,8 +25,10 @@ import pandera.pandas as pa
 from okki_assets import storage
 from okki_assets.cleaning import clean_companies
 from okki_assets.clients.okki import OkkiClient
+from okki_assets.clients.ratecontrol import pacing_metadata
 from okki_assets.clients.target import TargetClient
 from okki_assets.errors import (
+    OkkiQuotaExhausted,
     TargetAuthError,
     TargetError,
     TargetPermanentError,
@@ -79,6 +81,7 @@ class PullSummary:
     deleted_while_syncing: list[str] = field(default_factory=list)
     moved_out_while_syncing: list[str] = field(default_factory=list)
     client_stats: dict[str, float | int] = field(default_factory=dict)
+    pacing: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -104,6 +107,7 @@ class PullSummary:
             "deleted_while_syncing": len(self.deleted_while_syncing),
             "moved_out_while_syncing": len(self.moved_out_while_syncing),
             "duration_seconds": round(self.seconds, 2),
+            **self.pacing,
             **self.client_stats,
         }
 
@@ -119,6 +123,7 @@ def pull_partition(
     """Pull one window into ``raw_companies`` (and its deleted list), replacing the partition."""
     started = time.monotonic()
     before = client.stats.as_metadata()
+    answers_before = client.pacer.answers()
     start, end = window_for_key(partition_key)
     summary = PullSummary(partition_key)
 
@@ -180,14 +185,18 @@ def pull_partition(
                 run_id,
                 fetched_at,
             )
-    except BaseException:
+    except BaseException as e:
         with connect() as conn:
             storage.discard_staging(conn, run_id)
+        if isinstance(e, OkkiQuotaExhausted):
+            fetched = summary.stored + len(buffer)
+            raise e.with_progress(f"{fetched} of {len(listed)} companies fetched") from None
         raise
     summary.info_requested, summary.info_reused = info.requested, info.reused
     summary.deleted_while_syncing = info.deleted_while_syncing
     summary.moved_out_while_syncing = info.moved_out_while_syncing
     summary.client_stats = _delta(client.stats.as_metadata(), before)
+    summary.pacing = pacing_metadata(client.pacer, answers_before)
     summary.seconds = time.monotonic() - started
     return summary
 
