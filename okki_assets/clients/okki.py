@@ -481,6 +481,12 @@ class OkkiClient(HttpClientBase):
         budget = self._retry.budget_seconds
         if exc.retry_after is not None and exc.retry_after > budget:
             until = datetime.fromtimestamp(self._wall_clock() + exc.retry_after, CHINA_TZ)
+            if self._stopped is None:
+                log.warning(
+                    "OKKI asks to wait %.0f s (until %s China time): stopping the pull",
+                    exc.retry_after,
+                    until.strftime("%Y-%m-%d %H:%M:%S"),
+                )
             self._stopped = OkkiQuotaExhausted(
                 until,
                 retry_after=exc.retry_after,
@@ -489,7 +495,6 @@ class OkkiClient(HttpClientBase):
                 params=exc.params,
                 code=exc.code,
             )
-            log.warning("OKKI asks to wait %.0fs (until %s): stopping", exc.retry_after, until)
             raise self._stopped from None
         if exc.cause in THROTTLE_CAUSES or exc.code == 503:
             self.pacer.report(grant, throttled=True)
