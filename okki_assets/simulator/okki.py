@@ -152,8 +152,8 @@ class OkkiSimConfig:
 class OkkiSimStats:
     """What the simulator saw. ``calls`` counts every request per path; ``request_times`` holds
     the clock value of every business request (throttled, faulted and denied ones included),
-    ``granted_times`` that of every one the quota let through; ``throttled`` counts refusals per
-    throttle shape (``daily_budget`` for the long wait once the daily budget is spent)."""
+    ``granted_times`` the same value for every one the quota let through; ``throttled`` counts
+    refusals per throttle shape (``daily_budget`` for the long wait once the budget is spent)."""
 
     calls: dict[str, int] = field(default_factory=dict)
     throttled: dict[str, int] = field(default_factory=dict)
@@ -425,7 +425,8 @@ class OkkiSimulator:
 
     def _business(self, path: str, request: SimRequest) -> SimResponse:
         cfg = self.config
-        self._stats.request_times.append(self._clock())
+        now = self._clock()
+        self._stats.request_times.append(now)
         if request.method != "GET":
             return SimResponse.json({"code": 405, "message": "Method Not Allowed"}, status=405)
         token = self._authenticate(request.headers.get("authorization", ""))
@@ -440,7 +441,7 @@ class OkkiSimulator:
             return SimResponse.json(body, status=200 if cfg.denied_in_body else 401)
         if "company" not in token.scopes:
             return self._business_error(403, "no permission company scopes")
-        refusal = self._take_quota(token) or self._pick_fault()
+        refusal = self._take_quota(token, now) or self._pick_fault()
         if refusal is not None:
             return refusal
         token.calls += 1
@@ -468,9 +469,8 @@ class OkkiSimulator:
                 rps = changed
         return rps
 
-    def _take_quota(self, token: _Token) -> SimResponse | None:
+    def _take_quota(self, token: _Token, now: float) -> SimResponse | None:
         cfg = self.config
-        now = self._clock()
         if cfg.daily_budget is not None and self._granted >= cfg.daily_budget:
             return self._budget_spent()
         rps = self._quota_now()
