@@ -49,6 +49,10 @@ MEASURED_REQUESTS = 16
 APP_LIMITED_SHARE = 0.5
 #: Seconds without a send after which the measured rate starts to decay.
 IDLE_GRACE = 1.0
+#: A throttle below the known ceiling lowers it to no less than this share of it: one stray
+#: throttle (requests bunched on the way) costs a little, a quota that fell is followed in a
+#: few quick cuts.
+CEILING_KEPT = 0.9
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,8 @@ class RateController:
             return False
         measured = self.measured(now)
         peak = min(self.rate, measured) if measured > 0 else self.rate
-        self.ceiling = max(peak, self.settings.min_rate)
+        held = CEILING_KEPT * self.ceiling if self.ceiling is not None else 0.0
+        self.ceiling = max(peak, held, self.settings.min_rate)
         self.rate = self._bounded(self.settings.beta * self.ceiling)
         self._t = 0.0
         self._quiet_until = now + 1.0 / self.rate
