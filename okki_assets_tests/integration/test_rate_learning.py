@@ -50,19 +50,20 @@ def granted_rate(times: list[float], since: float, until: float) -> float:
     return sum(1 for t in times if since <= t < until) / (until - since)
 
 
+def two_days(tmp: Path, instance: dg.DagsterInstance, **okki: Any) -> Iterator[Pipeline]:
+    """Two days of 350 companies each, the OKKI simulator configured with ``okki``."""
+    yield from make_pipeline(tmp, instance, companies=700, days=2, okki_overrides=okki)
+
+
 @pytest.fixture
 def quota_pipeline(tmp_path: Path, instance: dg.DagsterInstance) -> Iterator[Pipeline]:
-    yield from make_pipeline(
+    yield from two_days(
         tmp_path,
         instance,
-        companies=700,
-        days=2,
-        okki_overrides={
-            "quota_rps": QUOTA,
-            "quota_burst": 3.0,
-            "throttle_shapes": THROTTLE_SHAPES,
-            "latency": 0.005,
-        },
+        quota_rps=QUOTA,
+        quota_burst=3.0,
+        throttle_shapes=THROTTLE_SHAPES,
+        latency=0.005,
     )
 
 
@@ -106,13 +107,7 @@ def test_a_pull_with_no_rate_limit_learns_the_hidden_quota(quota_pipeline: Pipel
 
 @pytest.fixture
 def budget_pipeline(tmp_path: Path, instance: dg.DagsterInstance) -> Iterator[Pipeline]:
-    yield from make_pipeline(
-        tmp_path,
-        instance,
-        companies=700,
-        days=2,
-        okki_overrides={"daily_budget": 120, "daily_retry_after": 5400.0},
-    )
+    yield from two_days(tmp_path, instance, daily_budget=120, daily_retry_after=5400.0)
 
 
 @pytest.mark.parametrize("pacing", ["auto", "fixed"])
