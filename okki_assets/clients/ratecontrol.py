@@ -7,10 +7,13 @@ rate limiter, and the client-side adaptive throttling of Google's SRE book):
 - **Slow start.** Cold, the rate starts at ``AutoRate.start`` and doubles every
   ``doubling_seconds`` while answers come back clean, until the first throttle.
 - **Cut.** A throttle answer (HTTP 429 with or without ``Retry-After``, ``code`` 429 in a 200
-  body, HTTP 503 or ``code`` 503) cuts the rate to ``beta`` (0.7) times the rate actually sent;
-  that rate becomes the learned ceiling W. Only an answer to a request sent *after* the last cut
-  can cut again: the requests in flight at a cut were sent at the old rate, so a volley of
-  throttled answers is one cut, not one per thread.
+  body, HTTP 503 or ``code`` 503) makes the rate actually sent the learned ceiling W (lowering
+  a known ceiling by a tenth at most: a stray throttle costs little, a quota that fell is
+  followed in a few quick cuts) and cuts the rate to ``beta`` times W. ``beta`` is 0.8 where
+  the AWS SDKs use 0.7: the shallower cut keeps the average above 0.9 of the quota and the
+  rate never under 0.8 of it. Only an answer to a request sent *after* the last cut can cut
+  again: the requests in flight at a cut were sent at the old rate, so a volley of throttled
+  answers is one cut, not one per thread.
 - **Cubic growth.** After a cut the rate follows ``W * (1 + (1 - beta) * (t / K - 1) ** 3)``: it
   climbs fast, flattens out at W (where the last throttle was), then probes above it ever
   faster, so a quota that rose is found again. K is chosen so that one cycle spans about
