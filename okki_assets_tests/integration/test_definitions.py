@@ -235,7 +235,9 @@ def test_the_okki_rate_settings_come_from_the_environment(
             monkeypatch.delenv(name, raising=False)
         else:
             monkeypatch.setenv(name, value)
-    okki = defs_from_env().resources["okki"]
+    resources = defs_from_env().resources
+    assert resources is not None
+    okki = resources["okki"]
     assert (okki.rate_limit, okki.rate_limit_max) == expected
 
 

@@ -130,6 +130,7 @@ def test_a_spent_daily_budget_ends_the_run_at_once_naming_the_time(
         for e in result.all_events
         if e.event_type_value == "STEP_FAILURE"
     ]
+    assert failure is not None
     message = failure.message.strip()
     assert "\n" not in message and "OkkiQuotaExhausted: OKKI asks to wait until" in message
     until = re.search(r"until (?:\d{4}-\d\d-\d\d )?(\d\d):(\d\d) \(China time\)", message)
