@@ -106,7 +106,9 @@ class OkkiResource(dg.ConfigurableResource):
     ) -> Iterator[OkkiClient]:
         """A client that starts from the rate the last run learned for this OKKI account (kept
         in DuckDB by URL and client id) and leaves what it learned for the next run, however
-        it ends. Keeping the rate is best effort: a DuckDB failure there is only logged."""
+        it ends, if OKKI answered anything (a run that failed before would only overwrite the
+        memory with a cold start). Keeping the rate is best effort: a DuckDB failure there is
+        only logged."""
         base_url = _checked_url("OKKI_BASE_URL", self.base_url)
         with connect() as conn:
             row = storage.learned_rate(conn, base_url, self.client_id)
@@ -115,8 +117,9 @@ class OkkiResource(dg.ConfigurableResource):
             yield client
         finally:
             learned = client.pacer.learned()
+            answered, _ = client.pacer.answers()
             client.close()
-            if learned is not None:
+            if learned is not None and answered:
                 try:
                     with connect() as conn:
                         storage.remember_rate(

@@ -244,7 +244,6 @@ class OkkiClient(HttpClientBase):
         if concurrency < 1 or page_size < 1 or max_pages < 1:
             raise ValueError("concurrency, page_size and max_pages must be at least 1")
         self.base_url = base_url
-        self.client_id = client_id
         self.scope = scope
         self.concurrency = concurrency
         self.page_size = page_size

@@ -337,11 +337,23 @@ def test_the_learned_rate_is_kept_per_account_and_resumed(tmp_path: Path) -> Non
     # The next run of the same account starts where this one ended.
     with _resource().session(warehouse.get_connection) as client:
         assert (client.pacer.rate, client.pacer.ceiling) == (learned.rate, learned.ceiling)
-    # Another account, or fixed pacing, starts from nothing and keeps nothing.
+    # Another account starts from nothing; fixed pacing learns nothing; a run that ended before
+    # OKKI answered anything (refused credentials, say) leaves the memory as it was, although
+    # its cap held it under the remembered rate.
     with _resource(client_id="client-7").session(warehouse.get_connection) as client:
         assert (client.pacer.rate, client.pacer.ceiling) == (AutoRate.start, None)
+        grant = client.pacer.acquire()
+        client.pacer.report(grant, throttled=False)
     with _resource(rate_limit=25.0).session(warehouse.get_connection) as client:
         assert (client.pacer.rate, client.pacer.learned()) == (25.0, None)
+        client.pacer.report(client.pacer.acquire(), throttled=False)
+    with (
+        pytest.raises(ConfigError),
+        _resource(rate_limit_max=2.0).session(warehouse.get_connection) as client,
+    ):
+        assert client.pacer.rate == 2.0
+        client.pacer.acquire()
+        raise ConfigError("the run failed before any answer")
     with duckdb.connect(str(tmp_path / "okki.duckdb"), read_only=True) as conn:
         kept = conn.execute("select client_id, rate from okki_rate order by 1").fetchall()
     assert kept == [("client-42", learned.rate), ("client-7", AutoRate.start)]
