@@ -78,7 +78,7 @@ def build_assets(
                 target.check()
                 with warehouse.get_connection():
                     pass
-            with _failure_on_error(), okki.open() as client:
+            with _failure_on_error(), okki.session(warehouse.get_connection) as client:
                 for key in context.partition_keys:
                     s = stages.pull_partition(
                         client,

@@ -4,7 +4,8 @@ Environment (see README and .env.example):
   OKKI_BASE_URL        OKKI API root (default: the real host)
   OKKI_CLIENT_ID       OAuth client id                       (required at run start)
   OKKI_CLIENT_SECRET   OAuth client secret                   (required at run start)
-  OKKI_RATE_LIMIT      requests per second to OKKI (default 10)
+  OKKI_RATE_LIMIT      requests per second to OKKI; unset or "auto" = learned (default auto)
+  OKKI_RATE_LIMIT_MAX  cap of the learned rate (default: no cap)
   OKKI_CONCURRENCY     info calls in flight (default 8)
   OKKI_REFRESH_INFO    1 = call info for every company on every sync (default 0)
   TARGET_URL           target API root; unset = land-only mode (nothing sent)
@@ -72,6 +73,18 @@ def _number(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from e
 
 
+def _optional_number(name: str, *, auto: str = "") -> float | None:
+    """A number, or None when unset (or set to ``auto``, if given)."""
+    raw = _env(name, "")
+    if not raw or (auto and raw.lower() == auto):
+        return None
+    try:
+        return float(raw)
+    except ValueError as e:
+        also = f" or {auto}" if auto else ""
+        raise ValueError(f"{name} must be a number{also}, got {raw!r}") from e
+
+
 def _memory_limit() -> str:
     raw = _env("OKKI_ASSETS_DUCKDB_MEMORY", DEFAULT_DUCKDB_MEMORY)
     return "" if raw.lower() == "none" else raw
@@ -84,7 +97,8 @@ def defs_from_env() -> dg.Definitions:
             base_url=_env("OKKI_BASE_URL", REAL_OKKI_BASE_URL),
             client_id=dg.EnvVar("OKKI_CLIENT_ID"),
             client_secret=dg.EnvVar("OKKI_CLIENT_SECRET"),
-            rate_limit=_number("OKKI_RATE_LIMIT", 10.0),
+            rate_limit=_optional_number("OKKI_RATE_LIMIT", auto="auto"),
+            rate_limit_max=_optional_number("OKKI_RATE_LIMIT_MAX"),
             concurrency=int(_number("OKKI_CONCURRENCY", 8)),
             refresh_info=_env("OKKI_REFRESH_INFO", "0") in ("1", "true", "yes"),
         ),

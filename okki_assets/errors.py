@@ -7,6 +7,7 @@ client secret, access tokens and target tokens are kept out of every message by 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 
 
 class OkkiAssetsError(Exception):
@@ -64,6 +65,45 @@ class OkkiTransientError(OkkiError):
 
 class OkkiRetriesExhausted(OkkiError):
     """Transient failures went on past the attempt cap or the time budget."""
+
+
+class OkkiQuotaExhausted(OkkiError):
+    """A throttle answer asked to wait past the run's retry budget (a daily quota, say): the run
+    ends at once, naming when OKKI will answer again, instead of sleeping or retrying against it.
+    ``until`` is that moment in China time; ``progress`` says how far the pull got."""
+
+    def __init__(
+        self,
+        until: datetime,
+        *,
+        retry_after: float,
+        budget_seconds: float,
+        progress: str = "",
+        **kw: object,
+    ) -> None:
+        self.until = until
+        self.retry_after = retry_after
+        self.budget_seconds = budget_seconds
+        self.progress = progress
+        asked_on = (until - timedelta(seconds=retry_after)).date()
+        when = until.strftime("%H:%M" if until.date() == asked_on else "%Y-%m-%d %H:%M")
+        message = (
+            f"OKKI asks to wait until {when} (China time), past the run's retry budget of "
+            f"{budget_seconds:.0f} s: stopped instead of waiting"
+        )
+        super().__init__(message + (f"; {progress}" if progress else ""), **kw)  # type: ignore[arg-type]
+
+    def with_progress(self, progress: str) -> OkkiQuotaExhausted:
+        """The same stop, saying how far the pull got (e.g. "120 of 2000 companies fetched")."""
+        return OkkiQuotaExhausted(
+            self.until,
+            retry_after=self.retry_after,
+            budget_seconds=self.budget_seconds,
+            progress=progress,
+            endpoint=self.endpoint,
+            params=self.params,
+            code=self.code,
+        )
 
 
 class PaginationError(OkkiError):

@@ -8,8 +8,9 @@ network-bound happens at import or at definition time. Secrets are plain fields 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +21,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from okki_assets import storage
 from okki_assets.clients.okki import OkkiClient, RetrySettings, Timeouts
+from okki_assets.clients.ratecontrol import AutoRate, LearnedRate
 from okki_assets.clients.target import TargetClient
 from okki_assets.errors import ConfigError, StorageError
 from okki_assets.mapping import Mapping, load_mapping
@@ -62,7 +64,15 @@ class OkkiResource(dg.ConfigurableResource):
     base_url: str = Field(default=REAL_OKKI_BASE_URL, description="OKKI API root (OKKI_BASE_URL).")
     client_id: str = Field(description="OAuth client id (OKKI_CLIENT_ID).")
     client_secret: str = Field(description="OAuth client secret (OKKI_CLIENT_SECRET).")
-    rate_limit: float = Field(default=10.0, description="Requests per second, all calls together.")
+    rate_limit: float | None = Field(
+        default=None,
+        description="Requests per second, all calls together; unset = learned from OKKI's"
+        " answers (OKKI_RATE_LIMIT unset or auto).",
+    )
+    rate_limit_max: float | None = Field(
+        default=None,
+        description="Cap of the learned rate (OKKI_RATE_LIMIT_MAX); unset = no cap.",
+    )
     concurrency: int = Field(default=8, description="Info calls in flight at once.")
     page_size: int = Field(default=100, description="`count` of each list page.")
     read_timeout: float = Field(default=30.0, description="Seconds to wait for an answer.")
@@ -76,23 +86,65 @@ class OkkiResource(dg.ConfigurableResource):
         " update_time (costs one request per company; catches edits OKKI does not date).",
     )
 
-    def open(self) -> OkkiClient:
+    def open(self, learned: LearnedRate | None = None) -> OkkiClient:
+        """A client; under automatic pacing it starts from ``learned`` (a previous run's)."""
         if not self.client_id.strip():
             raise ConfigError("OKKI_CLIENT_ID is empty")
         if not self.client_secret.strip():
             raise ConfigError("OKKI_CLIENT_SECRET is empty")
-        if self.rate_limit <= 0:
-            raise ConfigError(f"OKKI_RATE_LIMIT must be positive, got {self.rate_limit}")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ConfigError(f"OKKI_RATE_LIMIT must be positive or auto, got {self.rate_limit}")
+        cap = self.rate_limit_max
+        if cap is not None and cap <= 0:
+            raise ConfigError(f"OKKI_RATE_LIMIT_MAX must be positive, got {cap}")
+        pacing: float | AutoRate = self.rate_limit or AutoRate(
+            max_rate=cap,
+            min_rate=min(AutoRate.min_rate, cap or AutoRate.min_rate),
+            learned=learned,
+        )
         return OkkiClient(
             _checked_url("OKKI_BASE_URL", self.base_url),
             _credential("OKKI_CLIENT_ID", self.client_id),
             _credential("OKKI_CLIENT_SECRET", self.client_secret),
-            rate_limit=self.rate_limit,
+            rate_limit=pacing,
             concurrency=self.concurrency,
             page_size=self.page_size,
             timeouts=Timeouts(read=self.read_timeout),
             retry=RetrySettings(base_delay=self.retry_base_delay),
         )
+
+    @contextmanager
+    def session(
+        self, connect: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+    ) -> Iterator[OkkiClient]:
+        """A client that starts from the rate the last run learned for this OKKI account (kept
+        in DuckDB by URL and client id) and leaves what it learned for the next run, however
+        it ends, if OKKI answered anything (a run that failed before would only overwrite the
+        memory with a cold start). Keeping the rate is best effort: a DuckDB failure there is
+        only logged."""
+        base_url = _checked_url("OKKI_BASE_URL", self.base_url)
+        with connect() as conn:
+            row = storage.learned_rate(conn, base_url, self.client_id)
+        client = self.open(LearnedRate(*row) if row else None)
+        try:
+            yield client
+        finally:
+            learned = client.pacer.learned()
+            answered, _ = client.pacer.answers()
+            client.close()
+            if learned is not None and answered:
+                try:
+                    with connect() as conn:
+                        storage.remember_rate(
+                            conn,
+                            base_url,
+                            self.client_id,
+                            learned.rate,
+                            learned.ceiling,
+                            datetime.now(tz=UTC),
+                        )
+                except (StorageError, duckdb.Error) as e:
+                    log.warning("could not keep the learned OKKI rate: %s", e)
 
 
 class TargetResource(dg.ConfigurableResource):

@@ -25,8 +25,10 @@ import pandera.pandas as pa
 from okki_assets import storage
 from okki_assets.cleaning import clean_companies
 from okki_assets.clients.okki import OkkiClient
+from okki_assets.clients.ratecontrol import pacing_metadata
 from okki_assets.clients.target import TargetClient, new_attempt
 from okki_assets.errors import (
+    OkkiQuotaExhausted,
     TargetAuthError,
     TargetError,
     TargetPermanentError,
@@ -93,6 +95,7 @@ class PullSummary:
     info_refused: list[str] = field(default_factory=list)
     info_ahead_of_list: list[str] = field(default_factory=list)
     client_stats: dict[str, float | int] = field(default_factory=dict)
+    pacing: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -124,6 +127,7 @@ class PullSummary:
             "info_refused": len(self.info_refused),
             "info_ahead_of_list": len(self.info_ahead_of_list),
             "duration_seconds": round(self.seconds, 2),
+            **self.pacing,
             **self.client_stats,
         }
 
@@ -139,6 +143,7 @@ def pull_partition(
     """Pull one window into ``raw_companies`` (and its deleted list), replacing the partition."""
     started = time.monotonic()
     before = client.stats.as_metadata()
+    answers_before = client.pacer.answers()
     start, end = window_for_key(partition_key)
     summary = PullSummary(partition_key)
 
@@ -215,10 +220,15 @@ def pull_partition(
                 run_id,
                 fetched_at,
             )
-    except BaseException:
+    except BaseException as e:
         with connect() as conn:
             keeper.flush(conn)  # what was fetched stays for the next pull of the window
             storage.discard_staging(conn, run_id)
+        if isinstance(e, OkkiQuotaExhausted):
+            fetched = summary.stored + len(buffer)
+            raise e.with_progress(
+                f"{fetched} of {len(listed)} companies fetched, kept for the next run"
+            ) from None
         raise
     summary.info_requested = info.requested
     summary.info_reused = info.reused - summary.info_resumed  # from the published copy
@@ -226,6 +236,7 @@ def pull_partition(
     summary.info_refused, summary.info_ahead_of_list = info.info_refused, info.info_ahead_of_list
     count_stored(connect, summary)
     summary.client_stats = _delta(client.stats.as_metadata(), before)
+    summary.pacing = pacing_metadata(client.pacer, answers_before)
     summary.seconds = time.monotonic() - started
     return summary
 

@@ -98,6 +98,16 @@ _DDL = (
     # Files made before the ledger kept the attempt of each claim.
     "alter table load_ledger add column if not exists attempt_id varchar",
     """
+    create table if not exists okki_rate (
+        base_url varchar not null,
+        client_id varchar not null,
+        rate double not null,
+        ceiling double,
+        updated_at timestamptz not null,
+        primary key (base_url, client_id)
+    )
+    """,
+    """
     create table if not exists stage_metrics (
         partition_key varchar not null,
         stage varchar not null,
@@ -743,6 +753,36 @@ def ledger_for_partition(conn: duckdb.DuckDBPyConnection, partition_key: str) ->
     return conn.execute(
         "select * from load_ledger where partition_key = ? order by company_id", [partition_key]
     ).df()
+
+
+# --- the learned OKKI rate ------------------------------------------------------------------
+
+
+def learned_rate(
+    conn: duckdb.DuckDBPyConnection, base_url: str, client_id: str
+) -> tuple[float, float | None] | None:
+    """(rate, ceiling) the last run learned for this OKKI account, or None."""
+    row = conn.execute(
+        "select rate, ceiling from okki_rate where base_url = ? and client_id = ?",
+        [base_url, client_id],
+    ).fetchone()
+    return (float(row[0]), None if row[1] is None else float(row[1])) if row else None
+
+
+def remember_rate(
+    conn: duckdb.DuckDBPyConnection,
+    base_url: str,
+    client_id: str,
+    rate: float,
+    ceiling: float | None,
+    at: datetime,
+) -> None:
+    """Keep what this run learned of the account's rate (keyed by OKKI URL and client id; the
+    secret is no part of it), replacing the previous run's."""
+    conn.execute(
+        "insert or replace into okki_rate values (?, ?, ?, ?, ?)",
+        [base_url, client_id, rate, ceiling, at],
+    )
 
 
 # --- stage metrics -------------------------------------------------------------------------

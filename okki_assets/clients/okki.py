@@ -14,7 +14,10 @@ API quirks covered here (see shared/specs/okki-api.md):
   ``code`` 429 and 5xx are transient, ``code`` 404 on ``/v1/company/info`` means the company was
   deleted (``InfoResult(data=None)``), every other code is permanent.
 - Throttling is undocumented, so HTTP 429 (Retry-After as a floor), HTTP 5xx, timeouts, resets and
-  a non-JSON page are all retried with backoff; every business request passes the rate limiter.
+  a non-JSON page are all retried with backoff; every business request passes the pacer, fixed
+  or adaptive (ratecontrol.py), and tells it whether its answer was clean or a throttle (HTTP
+  429, ``code`` 429, HTTP or ``code`` 503). A transient answer whose ``Retry-After`` lies past
+  the retry budget (a daily quota) stops every call at once with ``OkkiQuotaExhausted``.
 - ``start_index`` is a page number; ``totalItem`` and ids may arrive as strings; records are kept
   exactly as received. ``totalItem`` may be capped or briefly wrong, so the list itself ends a
   pass: a page shorter than ``count`` (once the distinct ids reach ``totalItem``) or an empty page.
@@ -47,17 +50,18 @@ import httpx
 from okki_assets.clients.pacing import (
     CallStats,
     HttpClientBase,
-    RateLimiter,
     RetrySettings,
     Timeouts,
     call_with_retries,
     monotonic_for,
     parse_retry_after,
 )
+from okki_assets.clients.ratecontrol import AdaptivePacer, AutoRate, FixedPacer, Grant, Pacer
 from okki_assets.errors import (
     OkkiAuthError,
     OkkiBusinessError,
     OkkiPermanentError,
+    OkkiQuotaExhausted,
     OkkiRetriesExhausted,
     OkkiTransientError,
     PaginationError,
@@ -92,6 +96,8 @@ SUCCESS_CODES = frozenset({0, 200})
 TOKEN_REFUSALS = frozenset({"access_denied", "invalid_token"})
 #: Renewals one call may make, even of tokens that served other calls, before it gives up.
 MAX_TOKEN_RENEWALS = 5
+#: Transient causes that are throttles (they cut the adaptive rate); so is any status or code 503.
+THROTTLE_CAUSES = frozenset({"http429", "body429"})
 _MAX_SERVER_TEXT = 200
 
 
@@ -221,8 +227,11 @@ def _record_identity(record: Mapping[str, Any]) -> str:
 
 
 class OkkiClient(HttpClientBase):
-    """Speaks the OKKI Open API. Thread-safe: concurrent calls share the token, the rate limiter,
-    the connection pool and ``stats``."""
+    """Speaks the OKKI Open API. Thread-safe: concurrent calls share the token, the pacer, the
+    connection pool and ``stats``.
+
+    ``rate_limit``: requests per second (fixed pacing), None (unpaced) or an ``AutoRate``
+    (adaptive pacing that finds the account's rate)."""
 
     def __init__(
         self,
@@ -231,7 +240,7 @@ class OkkiClient(HttpClientBase):
         client_secret: str,
         *,
         scope: str = "company",
-        rate_limit: float | None = 10.0,
+        rate_limit: float | AutoRate | None = 10.0,
         concurrency: int = 8,
         page_size: int = 100,
         max_pages: int = 10_000,
@@ -254,7 +263,13 @@ class OkkiClient(HttpClientBase):
         self._retry = retry
         self._sleep = sleep
         self._pace_clock = monotonic_for(clock)
-        self._limiter = RateLimiter(rate_limit, clock=self._pace_clock, sleep=sleep)
+        self._wall_clock = clock
+        self.pacer: Pacer = (
+            AdaptivePacer(rate_limit, clock=self._pace_clock, sleep=sleep)
+            if isinstance(rate_limit, AutoRate)
+            else FixedPacer(rate_limit, clock=self._pace_clock, sleep=sleep)
+        )
+        self._stopped: OkkiQuotaExhausted | None = None  # set once OKKI asked for a long wait
         self._tokens = _TokenCache(self._fetch_token, clock)
         self._contacted = False  # any answer from OKKI yet (a first connection refused is fatal)
         self._http = httpx.Client(
@@ -443,7 +458,10 @@ class OkkiClient(HttpClientBase):
         token: str,
         accept_codes: frozenset[int],
     ) -> tuple[int, dict[str, Any]]:
-        self.stats.add_throttled(self._limiter.acquire())
+        if self._stopped is not None:  # another call met a long wait: spend nothing more
+            raise self._stopped.with_progress(self._stopped.progress)
+        grant = self.pacer.acquire()
+        self.stats.add_throttled(grant.waited)
         self.stats.count_request(endpoint)
         try:
             resp = self._http.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
@@ -461,7 +479,37 @@ class OkkiClient(HttpClientBase):
                 endpoint=path,
                 params=params,
             ) from exc
-        return self._interpret(path, params, resp, accept_codes)
+        try:
+            answer = self._interpret(path, params, resp, accept_codes)
+        except OkkiTransientError as exc:
+            self._judge(exc, grant)
+            raise
+        self.pacer.report(grant, throttled=False)
+        return answer
+
+    def _judge(self, exc: OkkiTransientError, grant: Grant) -> None:
+        """Tell the pacer about a throttle; stop every call when OKKI asks to wait past the
+        retry budget (a daily quota): sleeping or retrying against it would only waste the run."""
+        budget = self._retry.budget_seconds
+        if exc.retry_after is not None and exc.retry_after > budget:
+            until = datetime.fromtimestamp(self._wall_clock() + exc.retry_after, CHINA_TZ)
+            if self._stopped is None:
+                log.warning(
+                    "OKKI asks to wait %.0f s (until %s China time): stopping the pull",
+                    exc.retry_after,
+                    until.strftime("%Y-%m-%d %H:%M:%S"),
+                )
+            self._stopped = OkkiQuotaExhausted(
+                until,
+                retry_after=exc.retry_after,
+                budget_seconds=budget,
+                endpoint=exc.endpoint,
+                params=exc.params,
+                code=exc.code,
+            )
+            raise self._stopped from None
+        if exc.cause in THROTTLE_CAUSES or exc.code == 503:
+            self.pacer.report(grant, throttled=True)
 
     def _interpret(
         self,

@@ -99,6 +99,15 @@ class RateLimiter:
         self._tolerance = (burst - 1.0) * self._interval
         self._tat: float | None = None  # theoretical arrival time of the next request
 
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from the next grant on (the adaptive pacer's controller moves it)."""
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        with self._lock:
+            self.rate = rate
+            self._interval = 1.0 / rate
+            self._tolerance = (self.burst - 1.0) * self._interval
+
     def acquire(self) -> float:
         if self.rate is None:
             return 0.0

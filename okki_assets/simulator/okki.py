@@ -9,7 +9,10 @@ variant the client must survive, each switched on by ``OkkiSimConfig``:
 - paging by page number, newest ``update_time`` first, page sizes clamped to a maximum, the
   window boundary semantics (inclusive, exclusive at either or both ends);
 - a token bucket per access token, answered when empty in one of four throttle shapes (HTTP 429
-  with or without ``Retry-After``, ``code`` 429 or 503 in a 200 body);
+  with or without ``Retry-After``, ``code`` 429 or 503 in a 200 body); the client is not told
+  the quota, which may change after so many granted requests (``quota_after``: a quota that
+  halves mid-run); a daily budget of requests, past which every business call is answered
+  HTTP 429 with a long ``Retry-After`` (until midnight, China time, by default);
 - faults: HTTP 5xx, ``code`` 5xx in a 200 body, a connection reset, an HTML page instead of JSON;
   latency and latency spikes;
 - drift, the 漏单 trap: on the first pass over a window, companies leave it, enter it or jump to
@@ -118,6 +121,9 @@ class OkkiSimConfig:
     quota_rps: float | None = None  # token bucket per access token; None = no quota
     quota_burst: float | None = None  # bucket size (default: quota_rps, at least 1)
     throttle_shapes: tuple[str, ...] = THROTTLE_SHAPES  # cycled through when throttling
+    quota_after: tuple[tuple[int, float], ...] = ()  # (granted requests, new quota_rps), ...
+    daily_budget: int | None = None  # business requests granted per day; None = no budget
+    daily_retry_after: float | None = None  # Retry-After once spent; None = until midnight
     fault_rate: float = 0.0  # fraction of business calls answered with a fault
     fault_kinds: tuple[str, ...] = FAULT_KINDS
     revoke_token_after: int | None = None  # each token dies after N served business calls
@@ -165,12 +171,18 @@ class OkkiSimConfig:
             raise ValueError("empty_first_page_every must be at least 1")
         if self.total_item_cap is not None and self.total_item_cap < 0:
             raise ValueError("total_item_cap must not be negative")
+        if any(rps <= 0 for _, rps in self.quota_after) or (
+            self.quota_after and self.quota_rps is None
+        ):
+            raise ValueError("quota_after needs a quota_rps and positive rates")
 
 
 @dataclass
 class OkkiSimStats:
     """What the simulator saw. ``calls`` counts every request per path; ``request_times`` holds
-    the clock value of every business request (throttled, faulted and denied ones included);
+    the clock value of every business request (throttled, faulted and denied ones included),
+    ``granted_times`` the same value for every one the quota let through; ``throttled`` counts
+    refusals per throttle shape (``daily_budget`` for the long wait once the budget is spent);
     ``info_by_company`` counts the info answers served per company_id asked for (the 404s too;
     throttled, faulted and denied requests are not answers)."""
 
@@ -180,6 +192,7 @@ class OkkiSimStats:
     denied: int = 0
     request_times: list[float] = field(default_factory=list)
     info_by_company: dict[str, int] = field(default_factory=dict)
+    granted_times: list[float] = field(default_factory=list)
 
     def copy(self) -> OkkiSimStats:
         return OkkiSimStats(
@@ -189,6 +202,7 @@ class OkkiSimStats:
             self.denied,
             list(self.request_times),
             dict(self.info_by_company),
+            list(self.granted_times),
         )
 
 
@@ -305,6 +319,7 @@ class OkkiSimulator:
         self._token_expiry: float | None = None
         self._stats = OkkiSimStats()
         self._throttle_turn = 0
+        self._granted = 0  # business requests the quota let through, ever
         seed = self.config.seed
         self._fault_rng = random.Random(seed)
         self._latency_rng = random.Random(seed + 1)
@@ -446,7 +461,8 @@ class OkkiSimulator:
 
     def _business(self, path: str, request: SimRequest) -> SimResponse:
         cfg = self.config
-        self._stats.request_times.append(self._clock())
+        now = self._clock()
+        self._stats.request_times.append(now)
         if request.method != "GET":
             return SimResponse.json({"code": 405, "message": "Method Not Allowed"}, status=405)
         token = self._authenticate(request.headers.get("authorization", ""))
@@ -461,7 +477,7 @@ class OkkiSimulator:
             return SimResponse.json(body, status=200 if cfg.denied_in_body else 401)
         if "company" not in token.scopes:
             return self._business_error(403, "no permission company scopes")
-        refusal = self._take_quota(token) or self._pick_fault()
+        refusal = self._take_quota(token, now) or self._pick_fault()
         if refusal is not None:
             return refusal
         token.calls += 1
@@ -482,19 +498,30 @@ class OkkiSimulator:
             return None
         return token
 
-    def _take_quota(self, token: _Token) -> SimResponse | None:
+    def _quota_now(self) -> float | None:
+        rps = self.config.quota_rps
+        for after, changed in self.config.quota_after:
+            if self._granted >= after:
+                rps = changed
+        return rps
+
+    def _take_quota(self, token: _Token, now: float) -> SimResponse | None:
         cfg = self.config
-        if cfg.quota_rps is None:
+        if cfg.daily_budget is not None and self._granted >= cfg.daily_budget:
+            return self._budget_spent()
+        rps = self._quota_now()
+        if rps is None:
+            self._grant(now)
             return None
-        burst = cfg.quota_burst if cfg.quota_burst is not None else max(1.0, cfg.quota_rps)
-        now = self._clock()
+        burst = cfg.quota_burst if cfg.quota_burst is not None else max(1.0, rps)
         if token.stamp is None:
             token.bucket = burst
         else:
-            token.bucket = min(burst, token.bucket + (now - token.stamp) * cfg.quota_rps)
+            token.bucket = min(burst, token.bucket + (now - token.stamp) * rps)
         token.stamp = now
         if token.bucket >= 1.0:
             token.bucket -= 1.0
+            self._grant(now)
             return None
         shape = cfg.throttle_shapes[self._throttle_turn % len(cfg.throttle_shapes)]
         self._throttle_turn += 1
@@ -510,6 +537,23 @@ class OkkiSimulator:
         if shape == "body429":
             return self._business_error(429, "请求过于频繁 Too Many Requests")
         return self._business_error(503, "服务繁忙，请稍后重试 Service Busy")
+
+    def _grant(self, now: float) -> None:
+        self._granted += 1
+        self._stats.granted_times.append(now)
+
+    def _budget_spent(self) -> SimResponse:
+        wait = self.config.daily_retry_after
+        if wait is None:
+            now = dt.datetime.now(CHINA_TZ)
+            midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), CHINA_TZ)
+            wait = (midnight - now).total_seconds()
+        self._stats.throttled["daily_budget"] = self._stats.throttled.get("daily_budget", 0) + 1
+        return SimResponse.json(
+            {"code": 429, "message": "daily request quota exceeded"},
+            status=429,
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
 
     def _pick_fault(self) -> SimResponse | None:
         cfg = self.config

@@ -211,3 +211,49 @@ def test_the_cli_materializes_a_partition_from_the_environment(tmp_path: Path) -
             ).fetchall()
         }
     assert cleaned and set(records) == cleaned
+
+
+@pytest.mark.parametrize(
+    ("limit", "cap", "expected"),
+    [
+        (None, None, (None, None)),  # unset: the rate is learned, with no cap
+        ("auto", "60", (None, 60.0)),  # auto, capped
+        (" AUTO ", None, (None, None)),  # spelled loosely
+        ("12.5", None, (12.5, None)),  # a number: fixed pacing
+    ],
+)
+def test_the_okki_rate_settings_come_from_the_environment(
+    limit: str | None,
+    cap: str | None,
+    expected: tuple[float | None, float | None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from okki_assets.definitions import defs_from_env
+
+    for name, value in (("OKKI_RATE_LIMIT", limit), ("OKKI_RATE_LIMIT_MAX", cap)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    resources = defs_from_env().resources
+    assert resources is not None
+    okki = resources["okki"]
+    assert (okki.rate_limit, okki.rate_limit_max) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("OKKI_RATE_LIMIT", "fast", "OKKI_RATE_LIMIT must be a number or auto, got 'fast'"),
+        ("OKKI_RATE_LIMIT_MAX", "auto", "OKKI_RATE_LIMIT_MAX must be a number, got 'auto'"),
+    ],
+)
+def test_a_bad_okki_rate_setting_fails_naming_the_variable(
+    name: str, value: str, words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from okki_assets.definitions import defs_from_env
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError) as raised:
+        defs_from_env()
+    assert str(raised.value) == words

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -24,10 +25,12 @@ from okki_assets.clients.okki import (
     RetrySettings,
     format_okki_time,
 )
+from okki_assets.clients.ratecontrol import AutoRate
 from okki_assets.errors import (
     OkkiAuthError,
     OkkiError,
     OkkiPermanentError,
+    OkkiQuotaExhausted,
     OkkiRetriesExhausted,
     PaginationError,
 )
@@ -389,6 +392,70 @@ def test_transient_signal_is_retried_then_succeeds(fault: Step, cause: str) -> N
     assert stats.requests["list"] == 3
     assert len(clock.sleeps) == 2 and all(s > 0 for s in clock.sleeps)
     assert stats.seconds_backoff == pytest.approx(sum(clock.sleeps))
+
+
+@pytest.mark.parametrize(
+    ("answer", "throttle"),
+    [
+        (httpx.Response(429, headers={"Retry-After": "1"}), True),  # HTTP 429 with Retry-After
+        (httpx.Response(429), True),  # HTTP 429 without Retry-After
+        (ok(None, code=429, message="too many requests"), True),  # code 429 in a 200 body
+        (ok(None, code=503, message="busy"), True),  # code 503 in a 200 body
+        (httpx.Response(503, json={"code": 503}), True),  # HTTP 503
+        (httpx.Response(500, text="oops"), False),  # a server fault: no throttle
+        (ok(None, code="500"), False),  # code 500 in the body: no throttle
+        (httpx.ReadTimeout("timed out"), False),  # no answer at all
+        (html_page, False),  # an HTML page
+    ],
+)
+def test_adaptive_pacing_cuts_its_rate_on_every_throttle_shape(
+    answer: Step, throttle: bool
+) -> None:
+    fake = FakeOkki({INFO: [answer, ok(okki_info_record(5))]})
+    with make_client(fake, rate_limit=AutoRate(start=8.0)) as client:
+        assert client.company_info(5).data is not None
+        pacer = client.pacer
+    assert len(fake.calls(INFO)) == 2
+    if throttle:
+        assert pacer.ceiling == 8.0, "the rate of the throttle is the ceiling"
+        assert pacer.rate is not None and pacer.rate < 8.0
+        assert pacer.answers() == (2, 1)
+    else:
+        assert pacer.ceiling is None, "only throttles cut"
+        assert pacer.rate is not None and pacer.rate >= 8.0
+        assert pacer.answers() == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("answer", "until"),
+    [
+        # HTTP 429 asking for two hours (the fake clock reads 13:52:49 China time).
+        (httpx.Response(429, headers={"Retry-After": "7200"}), "until 15:52 (China time)"),
+        # Code 429 in a 200 body with a Retry-After of a day: the date is named too.
+        (
+            httpx.Response(
+                200, json=okki_envelope(None, code=429), headers={"Retry-After": "86400"}
+            ),
+            "until 2025-03-08 13:52 (China time)",
+        ),
+    ],
+)
+@pytest.mark.parametrize("pacing", [AutoRate(), 10.0])  # adaptive and fixed pacing alike
+def test_a_retry_after_past_the_budget_stops_every_call_at_once(
+    answer: Step, until: str, pacing: AutoRate | float
+) -> None:
+    clock = FakeClock()
+    fake = FakeOkki({INFO: [answer, ok(okki_info_record(5))]})
+    with make_client(fake, clock=clock, rate_limit=pacing) as client:
+        with pytest.raises(OkkiQuotaExhausted) as stopped:
+            client.company_info(5)
+        with pytest.raises(OkkiQuotaExhausted, match=re.escape(until)):
+            list(client.company_infos([6, 7, 8]))
+    message = str(stopped.value)
+    assert until in message and "retry budget of 300 s" in message
+    assert "\n" not in message and SECRET not in message and "tok-1" not in message
+    assert len(fake.calls(INFO)) == 1, "neither retried nor any call after the stop"
+    assert sum(clock.sleeps) < 1.0, "nothing slept towards the Retry-After"
 
 
 @pytest.mark.parametrize(
