@@ -150,7 +150,9 @@ class InfoOutage(OkkiSimulator):
     def handle(self, request: SimRequest) -> SimResponse:
         spent = sum(self.stats.info_by_company.values())
         if request.path == INFO_PATH and self.budget is not None and spent >= self.budget:
-            return SimResponse.json({"code": 400, "message": "Invalid parameter: company_id"})
+            # An HTTP 400 fails the run (a business code in a 200 body would only quarantine
+            # the one company).
+            return SimResponse.json({"code": 400, "message": "Bad Request"}, status=400)
         return super().handle(request)
 
 
