@@ -265,6 +265,7 @@ def _clean_outcomes(s: stages.CleanSummary, threshold: float) -> Sequence[CheckO
             s.partition_key,
             checks.COMPANY_ID_UNIQUE,
             not s.duplicate_ids,
+            description=f"{len(s.duplicate_ids)} company_id values stored more than once",
             metadata={
                 "duplicates": len(s.duplicate_ids),
                 "duplicate_ids": ", ".join(map(str, s.duplicate_ids[:50])),
