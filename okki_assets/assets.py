@@ -103,12 +103,12 @@ def build_assets(
                             s.accounted,
                             description=f"{s.distinct} listed, {s.stored} stored",
                             metadata={
-                                "total_item": s.total_item,
+                                "okki_total_item_reported": s.total_item,
                                 "distinct_companies": s.distinct,
                                 "stored": s.stored,
                                 "deleted_while_syncing": len(s.deleted_while_syncing),
                                 "moved_out_while_syncing": len(s.moved_out_while_syncing),
-                                "list_passes": s.passes,
+                                "list_passes_until_stable": s.passes,
                             },
                         )
                     )

@@ -65,6 +65,11 @@ BLOCKING = {"schema_valid", "company_id_unique", "load_reconciled"}
 #: Numbers the UI plots across partitions: (asset, metadata label).
 PLOTTED = [
     ("raw_companies", "fetched"),
+    ("raw_companies", "okki_total_item_reported"),
+    ("raw_companies", "listed_rows_of_neighbour_days"),
+    ("raw_companies", "list_passes_until_stable"),
+    ("raw_companies", "window_splits_list_unsettled"),
+    ("raw_companies", "info_not_found_for_listed"),
     ("raw_companies", "requests_total"),
     ("raw_companies", "retries_total"),
     ("cleaned_companies", "cleaned"),
