@@ -14,6 +14,10 @@ the webserver's GraphQL API, as the UI does, the tests:
 - launch a daily run of today's window (the ``okki_sync`` job with a partition tag), and read
   each check's partition statuses (the check's Partitions view) after the backfill and after the
   daily run: every synced partition Passed or Failed, as its execution says, never Missing;
+- open the UI in headless Chromium (the distribution's ``chromium``, driven over its DevTools
+  protocol): the asset graph with the three assets, a check's Partitions view with every synced
+  window Passed, a partition's metadata with DuckDB's figures. With ``OKKI_ASSETS_SCREENSHOTS=docs``
+  its screenshots refresh the README's (``docs/ui-*.png``);
 - stop the webserver and find no process of it left.
 
 A last test starts ``okki-assets dev`` as a subprocess, finds its code location pointing at its
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,6 +59,7 @@ from okki_assets.partitions import window_for_key
 from okki_assets.simulator.harness import RunningSimulators, running_simulators
 from okki_assets.simulator.http import ServerThread, SimRequest, SimResponse
 from okki_assets_tests.conftest import day_keys
+from okki_assets_tests.integration.chromium import Chromium, find_chromium
 
 ASSETS = ("raw_companies", "cleaned_companies", "loaded_companies")
 CHECKS = {
@@ -447,8 +453,13 @@ def test_the_code_location_loads_three_assets_with_their_checks(ui: Session) -> 
     assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
     nodes = ui.q(
         """{ assetNodes { assetKey { path } isPartitioned groupName
+             backfillPolicy { policyType maxPartitionsPerRun }
              assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
     )["assetNodes"]
+    # One policy for all three (the backfill dialog's "varying backfill policies" notwithstanding:
+    # Dagster 1.13's dialog compares the policies by object identity, see the README).
+    policies = [n["backfillPolicy"] for n in nodes]
+    assert policies == [{"policyType": "SINGLE_RUN", "maxPartitionsPerRun": None}] * 3
     found = {
         n["assetKey"]["path"][0]: {c["name"] for c in n["assetChecksOrError"]["checks"]}
         for n in nodes
@@ -719,6 +730,63 @@ def test_each_check_shows_passed_or_failed_for_a_daily_run(ui: Session) -> None:
         assert statuses[ui.today] in {"SUCCEEDED", "FAILED"}, (name, statuses)
         if name in BLOCKING:
             assert statuses[ui.today] == "SUCCEEDED", (name, statuses)
+
+
+# --- the UI in a browser -----------------------------------------------------------------------
+
+#: Set to a folder (``docs``) to keep the browser test's screenshots there for the README.
+SCREENSHOTS_VARIABLE = "OKKI_ASSETS_SCREENSHOTS"
+
+
+def _chromium_or_skip() -> str:
+    found = find_chromium()
+    if found is None:
+        message = "chromium is not installed (apt-get install chromium; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def _figure(text: str, label: str) -> int:
+    """The number shown right after ``label`` in a metadata table's text."""
+    found = re.search(rf"(?m)^{re.escape(label)}\s+(-?\d+)\s*$", text)
+    assert found, f"{label} not shown:\n{text[:3000]}"
+    return int(found.group(1))
+
+
+def test_the_ui_in_a_browser_shows_the_graph_the_check_partitions_and_the_figures(
+    ui: Session, tmp_path: Path
+) -> None:
+    """Headless Chromium on the real UI: what a user sees after the sync, and the README's shots."""
+    executable = _chromium_or_skip()
+    shots = Path(os.environ.get(SCREENSHOTS_VARIABLE) or tmp_path)
+    synced = [*ui.keys, ui.today]
+    ui.q("mutation { setNuxSeen }")  # the first-visit community dialog would cover the page
+    with Chromium(executable) as page:
+        # The asset graph: the three assets, each with its checks and partitions.
+        page.goto(f"{ui.url}/asset-groups/okki")
+        page.wait_for_text(*ASSETS, "Asset checks", f"{len(synced)} partitions")
+        graph = page.bounds_of(*ASSETS, containing="Latest event")
+        page.screenshot(shots / "ui-asset-graph.png", clip=graph, scale=2)
+
+        # A check's Partitions view: every synced window Passed, none Missing.
+        page.goto(f"{ui.url}/assets/cleaned_companies?view=checks&checkDetail=schema_valid")
+        page.wait_for_text("Execution history", "schema_valid")
+        page.click_text("Partitions", last=True)  # the check's tab, not the asset's
+        page.wait_for_text(f"Passed ({len(synced)})", "Missing (0)", "Failed (0)")
+        key = ui.keys[-1]
+        page.click_text(key, selector="div, span, a", last=True)
+        page.wait_for_text(f"{key}: 0 failure cases in the stored rows")
+        page.screenshot(shots / "ui-check-partitions.png")
+
+        # One partition's materialization: the figures, as DuckDB holds them.
+        page.goto(f"{ui.url}/assets/raw_companies?view=partitions&partition={key}")
+        text = page.wait_for_text("Metadata", "okki_total_item_reported")
+        (stored,) = ui.sql("select count(*) from raw_companies where partition_key = ?", [key])[0]
+        assert _figure(text, "fetched") == stored > 0
+        assert _figure(text, "okki_total_item_reported") >= _figure(text, "distinct_companies")
+        page.screenshot(shots / "ui-partition-metadata.png")
 
 
 # --- stopping ----------------------------------------------------------------------------------
