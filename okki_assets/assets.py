@@ -73,6 +73,7 @@ def build_assets(
             outcomes: list[CheckOutcome] = []
             with _failure_on_error():
                 # Settings the later steps need fail now, before OKKI is called or a row written.
+                okki.check()
                 target.check()
                 with warehouse.get_connection():
                     pass

@@ -63,13 +63,27 @@ class OkkiResource(dg.ConfigurableResource):
         " update_time (costs one request per company; catches edits OKKI does not date).",
     )
 
-    def open(self) -> OkkiClient:
-        if not self.client_id.strip():
-            raise ConfigError("OKKI_CLIENT_ID is empty")
-        if not self.client_secret.strip():
-            raise ConfigError("OKKI_CLIENT_SECRET is empty")
+    def check(self) -> None:
+        """Fail fast on missing credentials or a bad rate limit; calls nothing."""
+        missing = [
+            name
+            for name, value in (
+                ("OKKI_CLIENT_ID", self.client_id),
+                ("OKKI_CLIENT_SECRET", self.client_secret),
+            )
+            if not value.strip()
+        ]
+        if missing:
+            verb = "is" if len(missing) == 1 else "are"
+            raise ConfigError(
+                f"{' and '.join(missing)} {verb} empty or not set: set the OKKI Open API"
+                " application's credentials in the environment (or .env)"
+            )
         if self.rate_limit <= 0:
             raise ConfigError(f"OKKI_RATE_LIMIT must be positive, got {self.rate_limit}")
+
+    def open(self) -> OkkiClient:
+        self.check()
         return OkkiClient(
             _checked_url("OKKI_BASE_URL", self.base_url),
             self.client_id,
@@ -103,7 +117,7 @@ class TargetResource(dg.ConfigurableResource):
         if self.land_only:
             return None
         if not self.token.strip():
-            raise ConfigError("TARGET_TOKEN is empty while TARGET_URL is set")
+            raise ConfigError("TARGET_TOKEN is empty or not set while TARGET_URL is set")
         return TargetClient(
             _checked_url("TARGET_URL", self.url),
             self.token,

@@ -310,3 +310,35 @@ def test_the_command_line_shows_the_one_line_and_no_traceback_chain(tmp_path: Pa
     # Dagster's frames and the asset's, never the client's, httpx's or tenacity's.
     frames = [line for line in output.splitlines() if line.strip().startswith('File "')]
     assert frames and all("site-packages/dagster" in f or "assets.py" in f for f in frames)
+
+
+def test_missing_credentials_on_the_command_line_end_in_one_line_naming_them(
+    tmp_path: Path,
+) -> None:
+    """No OKKI_CLIENT_ID / OKKI_CLIENT_SECRET at all: the run fails in its first step with one
+    line naming both, not in Dagster's resolution of the variables with a wall of traceback."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OKKI_", "TARGET_"))}
+    env.update(DAGSTER_HOME=str(home), OKKI_ASSETS_DUCKDB=str(tmp_path / "okki.duckdb"))
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent))
+    assert dagster
+    done = subprocess.run(
+        [dagster, "asset", "materialize", "-m", "okki_assets.definitions"]
+        + ["--select", "*", "--partition", day_keys(2)[0]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    named = [line for line in output.splitlines() if "OKKI_CLIENT_ID" in line]
+    assert named, output[-3000:]
+    assert all(
+        "OKKI_CLIENT_ID and OKKI_CLIENT_SECRET are empty or not set" in line for line in named
+    ), named
+    assert "PostProcessingError" not in output and "DagsterInvalidConfigError" not in output
+    assert output.rstrip().endswith("Error: Materialization failed."), output[-3000:]
