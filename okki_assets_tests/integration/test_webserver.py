@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -340,15 +340,28 @@ def _run_daily(session: Session, key: str, timeout: float = 120) -> None:
     launched = session.q(LAUNCH_RUN, {"p": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
-    deadline = time.monotonic() + timeout
+    session.daily = _wait_for(
+        session,
+        lambda: session.q(RUN, {"id": run_id})["runOrError"],
+        RUN_TERMINAL,
+        time.monotonic() + timeout,
+    )
+
+
+def _wait_for(
+    session: Session,
+    fetch: Callable[[], dict[str, Any]],
+    finished: set[str],
+    deadline: float,
+) -> dict[str, Any]:
+    """Poll ``fetch`` (a run or a backfill) until its status is one of ``finished``."""
     while True:
-        session.watch()
-        run = session.q(RUN, {"id": run_id})["runOrError"]
-        if run["status"] in RUN_TERMINAL:
-            break
-        assert time.monotonic() < deadline, f"run still {run}\n{session.log_tail()}"
+        session.watch()  # the run worker and its step processes, while they exist
+        found = fetch()
+        if found["status"] in finished:
+            return found
+        assert time.monotonic() < deadline, f"still {found}\n{session.log_tail()}"
         time.sleep(0.5)
-    session.daily = run
 
 
 def _wait_loaded(session: Session, timeout: float = 90) -> dict[str, Any]:
@@ -374,15 +387,12 @@ def _run_backfill(session: Session, dev_folder: Path, timeout: float = 150) -> N
     backfill_id = launched["backfillId"]
     # The backfill daemon looks every 30 s: meanwhile, try the okki-assets dev command.
     session.dev = _run_dev_command(dev_folder)
-    deadline = started + timeout
-    while True:
-        session.watch()  # the run worker and its step processes, while they exist
-        backfill = session.q(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
-        if backfill["status"] in TERMINAL:
-            break
-        assert time.monotonic() < deadline, f"backfill still {backfill}\n{session.log_tail()}"
-        time.sleep(0.5)
-    session.backfill = backfill
+    session.backfill = _wait_for(
+        session,
+        lambda: session.q(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"],
+        TERMINAL,
+        started + timeout,
+    )
     session.backfill_seconds = time.monotonic() - started
 
 
