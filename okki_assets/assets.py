@@ -75,6 +75,7 @@ def build_assets(
             outcomes: list[CheckOutcome] = []
             with _failure_on_error():
                 # Settings the later steps need fail now, before OKKI is called or a row written.
+                okki.check()
                 target.check()
                 with warehouse.get_connection():
                     pass
@@ -106,7 +107,7 @@ def build_assets(
                             s.accounted,
                             description=f"{s.distinct} listed, {s.stored_in_duckdb} in DuckDB",
                             metadata={
-                                "total_item": s.total_item,
+                                "okki_total_item_reported": s.total_item,
                                 "distinct_companies": s.distinct,
                                 "stored": s.stored,
                                 "stored_in_duckdb": s.stored_in_duckdb,
@@ -114,7 +115,7 @@ def build_assets(
                                 "deleted_while_syncing": len(s.deleted_while_syncing),
                                 "info_refused": len(s.info_refused),
                                 "info_ahead_of_list": len(s.info_ahead_of_list),
-                                "list_passes": s.passes,
+                                "list_passes_until_stable": s.passes,
                             },
                         )
                     )
@@ -272,6 +273,7 @@ def _clean_outcomes(s: stages.CleanSummary, threshold: float) -> Sequence[CheckO
             s.partition_key,
             checks.COMPANY_ID_UNIQUE,
             not s.duplicate_ids,
+            description=f"{len(s.duplicate_ids)} company_id values stored more than once",
             metadata={
                 "duplicates": len(s.duplicate_ids),
                 "duplicate_ids": ", ".join(map(str, s.duplicate_ids[:50])),

@@ -2,8 +2,8 @@
 
 Each check is declared as an ``AssetCheckSpec`` on its asset and evaluated from what the asset
 just wrote to DuckDB. The result is emitted as an ``AssetCheckEvaluation`` that names its
-partition, so that a ranged backfill run (one run for many partitions) still records one result
-per partition in the UI instead of one unpartitioned result.
+partition and the partition's materialization, so that a ranged backfill run (one run for many
+partitions) still records one current result per partition in the UI, as a daily run does.
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+
+# Not exported at the top level in Dagster 1.13; AssetCheckResult builds the same record.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
+)
 
 RAW_COMPLETE = "raw_complete"
 SCHEMA_VALID = "schema_valid"
@@ -68,21 +73,58 @@ class CheckOutcome:
 def emit(
     context: dg.AssetExecutionContext, asset: str, outcomes: Sequence[CheckOutcome]
 ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
-    """Yield one evaluation per (check, partition), then the checks' step outputs."""
+    """Yield one evaluation per (check, partition), then the checks' step outputs.
+
+    Call it after the asset's ``MaterializeResult`` was yielded: each evaluation then points at
+    its partition's new materialization, which is what makes the UI count it as the partition's
+    current result.
+    """
     blocking = {spec.name: spec.blocking for spec in context.assets_def.check_specs}
+    key = dg.AssetKey(asset)
+    targets = {p: _materialization(context, key, p) for p in {o.partition for o in outcomes}}
     for outcome in outcomes:
         yield dg.AssetCheckEvaluation(
-            asset_key=dg.AssetKey(asset),
+            asset_key=key,
             check_name=outcome.name,
             passed=outcome.passed,
             partition=outcome.partition,
+            target_materialization_data=targets[outcome.partition],
             severity=outcome.severity,
-            description=outcome.description or None,
+            description=_described(outcome),
             metadata=outcome.metadata,
             blocking=blocking.get(outcome.name, False),
         )
     for output_name in context.assets_def.check_specs_by_output_name:
         yield dg.Output(None, output_name=output_name)
+
+
+def _described(outcome: CheckOutcome) -> str:
+    """The description led by the partition: a ranged run's log holds many partitions' results."""
+    return f"{outcome.partition}: {outcome.description}".rstrip(": ")
+
+
+def _materialization(
+    context: dg.AssetExecutionContext, key: dg.AssetKey, partition: str
+) -> TargetMaterialization | None:
+    """The partition's latest materialization, the one the check evaluated.
+
+    Dagster shows a partition's check result (Passed/Failed in the check's Partitions view) only
+    when the evaluation names the partition's latest materialization; without it the partition
+    reads "Missing" and the result is visible under Execution history alone. ``AssetCheckResult``
+    fills this in for a run of one partition, but cannot name a partition of a ranged run, so the
+    assets emit evaluations and fill it in here, the same way.
+    """
+    found = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    if not found:
+        return None
+    record = found[0]
+    return TargetMaterialization(
+        storage_id=record.storage_id,
+        run_id=record.event_log_entry.run_id,
+        timestamp=record.timestamp,
+    )
 
 
 def table_metadata(frame: pd.DataFrame, limit: int = 20) -> dg.TableMetadataValue:

@@ -85,6 +85,16 @@ def _optional_number(name: str, *, auto: str = "") -> float | None:
         raise ValueError(f"{name} must be a number{also}, got {raw!r}") from e
 
 
+def _secret(name: str) -> str:
+    """``dg.EnvVar(name)`` when the variable is set: the UI shows its name, never its value.
+
+    An unset EnvVar fails the run in Dagster's config resolution, with a long traceback and no
+    word from us; an unset secret is therefore passed as "", and the resource stops the run's
+    first step with one line naming the variable.
+    """
+    return dg.EnvVar(name) if os.environ.get(name, "").strip() else ""
+
+
 def _memory_limit() -> str:
     raw = _env("OKKI_ASSETS_DUCKDB_MEMORY", DEFAULT_DUCKDB_MEMORY)
     return "" if raw.lower() == "none" else raw
@@ -95,8 +105,8 @@ def defs_from_env() -> dg.Definitions:
     return build_defs(
         okki=OkkiResource(
             base_url=_env("OKKI_BASE_URL", REAL_OKKI_BASE_URL),
-            client_id=dg.EnvVar("OKKI_CLIENT_ID"),
-            client_secret=dg.EnvVar("OKKI_CLIENT_SECRET"),
+            client_id=_secret("OKKI_CLIENT_ID"),
+            client_secret=_secret("OKKI_CLIENT_SECRET"),
             rate_limit=_optional_number("OKKI_RATE_LIMIT", auto="auto"),
             rate_limit_max=_optional_number("OKKI_RATE_LIMIT_MAX"),
             concurrency=int(_number("OKKI_CONCURRENCY", 8)),
@@ -104,7 +114,7 @@ def defs_from_env() -> dg.Definitions:
         ),
         target=TargetResource(
             url=target_url,
-            token=dg.EnvVar("TARGET_TOKEN") if target_url else "",
+            token=_secret("TARGET_TOKEN") if target_url else "",
             batch_size=int(_number("TARGET_BATCH_SIZE", 500)),
             mapping_file=_env("OKKI_MAPPING_FILE", ""),
         ),

@@ -86,17 +86,31 @@ class OkkiResource(dg.ConfigurableResource):
         " update_time (costs one request per company; catches edits OKKI does not date).",
     )
 
-    def open(self, learned: LearnedRate | None = None) -> OkkiClient:
-        """A client; under automatic pacing it starts from ``learned`` (a previous run's)."""
-        if not self.client_id.strip():
-            raise ConfigError("OKKI_CLIENT_ID is empty")
-        if not self.client_secret.strip():
-            raise ConfigError("OKKI_CLIENT_SECRET is empty")
+    def check(self) -> None:
+        """Fail fast on missing credentials or a bad rate setting; calls nothing."""
+        missing = [
+            name
+            for name, value in (
+                ("OKKI_CLIENT_ID", self.client_id),
+                ("OKKI_CLIENT_SECRET", self.client_secret),
+            )
+            if not value.strip()
+        ]
+        if missing:
+            verb = "is" if len(missing) == 1 else "are"
+            raise ConfigError(
+                f"{' and '.join(missing)} {verb} empty or not set: set the OKKI Open API"
+                " application's credentials in the environment (or .env)"
+            )
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise ConfigError(f"OKKI_RATE_LIMIT must be positive or auto, got {self.rate_limit}")
+        if self.rate_limit_max is not None and self.rate_limit_max <= 0:
+            raise ConfigError(f"OKKI_RATE_LIMIT_MAX must be positive, got {self.rate_limit_max}")
+
+    def open(self, learned: LearnedRate | None = None) -> OkkiClient:
+        """A client; under automatic pacing it starts from ``learned`` (a previous run's)."""
+        self.check()
         cap = self.rate_limit_max
-        if cap is not None and cap <= 0:
-            raise ConfigError(f"OKKI_RATE_LIMIT_MAX must be positive, got {cap}")
         pacing: float | AutoRate = self.rate_limit or AutoRate(
             max_rate=cap,
             min_rate=min(AutoRate.min_rate, cap or AutoRate.min_rate),
@@ -168,7 +182,7 @@ class TargetResource(dg.ConfigurableResource):
         if self.land_only:
             return None
         if not self.token.strip():
-            raise ConfigError("TARGET_TOKEN is empty while TARGET_URL is set")
+            raise ConfigError("TARGET_TOKEN is empty or not set while TARGET_URL is set")
         return TargetClient(
             _checked_url("TARGET_URL", self.url),
             _credential("TARGET_TOKEN", self.token),

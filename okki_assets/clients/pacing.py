@@ -222,7 +222,7 @@ class CallStats:
 
     def as_metadata(self) -> dict[str, int | float]:
         """Flat ``{name: number}``: requests_total, requests_<endpoint>, retries_total,
-        retries_<cause>, seconds_throttled, seconds_backoff, info_not_found."""
+        retries_<cause>, seconds_throttled, seconds_backoff, info_not_found_for_listed."""
         with self._lock:
             out: dict[str, int | float] = {"requests_total": sum(self._requests.values())}
             out.update({f"requests_{k}": v for k, v in sorted(self._requests.items())})
@@ -230,7 +230,7 @@ class CallStats:
             out.update({f"retries_{k}": v for k, v in sorted(self._retries.items())})
             out["seconds_throttled"] = round(self._seconds_throttled, 3)
             out["seconds_backoff"] = round(self._seconds_backoff, 3)
-            out["info_not_found"] = self._info_not_found
+            out["info_not_found_for_listed"] = self._info_not_found
             return out
 
 

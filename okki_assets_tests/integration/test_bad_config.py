@@ -44,6 +44,7 @@ STAGE_TABLES = (
     "deleted_companies",
 )
 FAST = {"retry_base_delay": 0.01}
+ASSETS = ("raw_companies", "cleaned_companies", "loaded_companies")
 
 
 def closed_port() -> int:
@@ -319,34 +320,42 @@ def test_a_secret_with_an_inner_control_character_fails_at_once_naming_the_varia
     assert small_pipeline.sims.target.stats()["batches_received"] == 0
 
 
-def test_the_command_line_shows_the_one_line_and_no_traceback_chain(tmp_path: Path) -> None:
+def run_command(tmp_path: Path, command: list[str], **variables: str) -> tuple[int, str]:
+    """(exit code, stdout + stderr) of a command of this environment run in the repository, with
+    a fresh DAGSTER_HOME and no OKKI_/TARGET_ variable but ``variables``."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OKKI_", "TARGET_"))}
+    env.update(
+        DAGSTER_HOME=str(home), OKKI_ASSETS_DUCKDB=str(tmp_path / "okki.duckdb"), **variables
+    )
+    executable = shutil.which(command[0], path=str(Path(sys.executable).parent))
+    assert executable, command[0]
+    done = subprocess.run(
+        [executable, *command[1:]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_the_command_line_shows_the_one_line_and_no_traceback_chain(tmp_path: Path) -> None:
     with running_simulators(companies=30, days=2) as sims:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OKKI_", "TARGET_"))}
-        env.update(
-            DAGSTER_HOME=str(home),
-            OKKI_ASSETS_DUCKDB=str(tmp_path / "okki.duckdb"),
+        code, output = run_command(
+            tmp_path,
+            ["dagster", "asset", "materialize", "-m", "okki_assets.definitions"]
+            + ["--select", "*", "--partition", day_keys(2)[0]],
             OKKI_BASE_URL=sims.okki_url,
             OKKI_CLIENT_ID=DEMO_CLIENT_ID,
             OKKI_CLIENT_SECRET="a-wrong-secret-4711",
             TARGET_URL=sims.target_url,
             TARGET_TOKEN=DEMO_TARGET_TOKEN,
         )
-        dagster = shutil.which("dagster", path=str(Path(sys.executable).parent))
-        assert dagster
-        done = subprocess.run(
-            [dagster, "asset", "materialize", "-m", "okki_assets.definitions"]
-            + ["--select", "*", "--partition", day_keys(2)[0]],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    output = done.stdout + done.stderr
-    assert done.returncode != 0
+    assert code != 0
     assert "check OKKI_CLIENT_ID and OKKI_CLIENT_SECRET" in output
     assert "The above exception was caused by" not in output
     assert "a-wrong-secret-4711" not in output
@@ -354,3 +363,25 @@ def test_the_command_line_shows_the_one_line_and_no_traceback_chain(tmp_path: Pa
     # Dagster's frames and the asset's, never the client's, httpx's or tenacity's.
     frames = [line for line in output.splitlines() if line.strip().startswith('File "')]
     assert frames and all("site-packages/dagster" in f or "assets.py" in f for f in frames)
+
+
+def test_missing_credentials_on_the_command_line_end_in_one_line_naming_them(
+    tmp_path: Path,
+) -> None:
+    """No OKKI_CLIENT_ID / OKKI_CLIENT_SECRET at all: the run fails in its first step with one
+    line naming both, not in Dagster's resolution of the variables with a wall of traceback.
+    The command is the README's, which prints no warning either."""
+    code, output = run_command(
+        tmp_path,
+        ["dg", "launch", "-m", "okki_assets.definitions", "--assets", ",".join(ASSETS)]
+        + ["--partition", day_keys(2)[0]],
+    )
+    assert code == 1, output[-3000:]
+    assert "Warning" not in output, output[:3000]
+    named = [line for line in output.splitlines() if "OKKI_CLIENT_ID" in line]
+    assert named, output[-3000:]
+    assert all(
+        "OKKI_CLIENT_ID and OKKI_CLIENT_SECRET are empty or not set" in line for line in named
+    ), named
+    assert "PostProcessingError" not in output and "DagsterInvalidConfigError" not in output
+    assert output.rstrip().endswith("Error: Materialization failed."), output[-3000:]

@@ -180,3 +180,31 @@ def test_a_ranged_run_records_checks_per_partition(pipeline: Pipeline) -> None:
         if e.asset_key == dg.AssetKey("raw_companies")
     }
     assert fetched == {k: len(truth_ids(pipeline, [k])) for k in keys}
+
+
+def test_each_check_result_names_its_partition_and_points_at_its_materialization(
+    pipeline: Pipeline,
+) -> None:
+    """The UI counts a check result as a partition's status only when the evaluation names the
+    partition's latest materialization; the run log shows the partition only in the description.
+    Both for a daily run and for a ranged single run."""
+    keys = day_keys(3)
+    daily = pipeline.materialize(keys[0])
+    ranged = pipeline.materialize(partition_range=(keys[1], keys[2]))
+    for result, run_keys in ((daily, keys[:1]), (ranged, keys[1:])):
+        assert result.success
+        evaluations = result.get_asset_check_evaluations()
+        assert {e.partition for e in evaluations} == set(run_keys)
+        for evaluation in evaluations:
+            assert evaluation.description is not None
+            assert evaluation.description.startswith(f"{evaluation.partition}: "), evaluation
+            latest = pipeline.instance.fetch_materializations(
+                dg.AssetRecordsFilter(
+                    asset_key=evaluation.asset_key, asset_partitions=[evaluation.partition]
+                ),
+                limit=1,
+            ).records[0]
+            assert latest.run_id == result.run_id
+            target = evaluation.target_materialization_data
+            assert target is not None, evaluation
+            assert (target.storage_id, target.run_id) == (latest.storage_id, result.run_id)

@@ -10,7 +10,14 @@ the webserver's GraphQL API, as the UI does, the tests:
   daemon to finish it: one ranged run (BackfillPolicy.single_run);
 - read each partition's own materialization metadata (the numbers the UI plots across
   partitions, the markdown preview, the tombstones) and each partition's own check executions
-  (not SKIPPED), and compare them with DuckDB;
+  (not SKIPPED, their descriptions naming the partition), and compare them with DuckDB;
+- launch a daily run of today's window (the ``okki_sync`` job with a partition tag), and read
+  each check's partition statuses (the check's Partitions view) after the backfill and after the
+  daily run: every synced partition Passed or Failed, as its execution says, never Missing;
+- open the UI in headless Chromium (the distribution's ``chromium``, driven over its DevTools
+  protocol): the asset graph with the three assets, a check's Partitions view with every synced
+  window Passed, a partition's metadata with DuckDB's figures. With ``OKKI_ASSETS_SCREENSHOTS=docs``
+  its screenshots refresh the README's (``docs/ui-*.png``);
 - stop the webserver and find no process of it left.
 
 A last test starts ``okki-assets dev`` as a subprocess, finds its code location pointing at its
@@ -21,14 +28,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +59,7 @@ from okki_assets.partitions import window_for_key
 from okki_assets.simulator.harness import RunningSimulators, running_simulators
 from okki_assets.simulator.http import ServerThread, SimRequest, SimResponse
 from okki_assets_tests.conftest import day_keys
+from okki_assets_tests.integration.chromium import Chromium, find_chromium
 
 ASSETS = ("raw_companies", "cleaned_companies", "loaded_companies")
 CHECKS = {
@@ -62,6 +71,11 @@ BLOCKING = {"schema_valid", "company_id_unique", "load_reconciled"}
 #: Numbers the UI plots across partitions: (asset, metadata label).
 PLOTTED = [
     ("raw_companies", "fetched"),
+    ("raw_companies", "okki_total_item_reported"),
+    ("raw_companies", "listed_rows_of_neighbour_days"),
+    ("raw_companies", "list_passes_until_stable"),
+    ("raw_companies", "window_splits_list_unsettled"),
+    ("raw_companies", "info_not_found_for_listed"),
     ("raw_companies", "requests_total"),
     ("raw_companies", "retries_total"),
     ("cleaned_companies", "cleaned"),
@@ -77,6 +91,7 @@ PLOTTED = [
 FLOATS = [("raw_companies", "seconds_throttled"), ("loaded_companies", "seconds_throttled")]
 QUARANTINE_THRESHOLD = 0.05
 TERMINAL = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "COMPLETED", "FAILED", "CANCELED"}
+RUN_TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 DAGSTER_YAML = """\
 telemetry:
   enabled: false
@@ -237,6 +252,11 @@ class Session:
     seen: set[tuple[int, float]] = field(default_factory=set)
     backfill: dict[str, Any] = field(default_factory=dict)
     backfill_seconds: float = 0.0
+    today: str = ""  # the in-progress window, synced by a daily run after the backfill
+    daily: dict[str, Any] = field(default_factory=dict)
+    # Each check's status per partition, as its Partitions view shows it, after each run.
+    statuses_after_backfill: dict[str, dict[str, str]] = field(default_factory=dict)
+    statuses_after_daily: dict[str, dict[str, str]] = field(default_factory=dict)
     dev: DevRun = field(default_factory=lambda: DevRun())
 
     def q(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -270,6 +290,80 @@ query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
 """
 
 
+LAUNCH_RUN = """
+mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }
+"""
+
+RUN = """
+query($id: ID!) { runOrError(runId: $id) { __typename
+  ... on Run { runId status tags { key value } } } }
+"""
+
+CHECK_PARTITION_STATUSES = """
+{ assetNodes { assetKey { path } assetChecksOrError { ... on AssetChecks { checks { name
+    partitionStatuses { __typename
+      ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } } } } } } } }
+"""
+
+
+def _check_statuses(session: Session) -> dict[str, dict[str, str]]:
+    """check name -> {partition: status} from the ranges the check's Partitions view draws.
+
+    A partition in no range is "Missing" in the UI: it has no current result.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for node in session.q(CHECK_PARTITION_STATUSES)["assetNodes"]:
+        for check in node["assetChecksOrError"]["checks"]:
+            statuses = check["partitionStatuses"]
+            assert statuses["__typename"] == "AssetCheckTimePartitionStatuses", statuses
+            by_key = out.setdefault(check["name"], {})
+            for r in statuses["ranges"]:
+                day, last = date.fromisoformat(r["startKey"]), date.fromisoformat(r["endKey"])
+                while day <= last:
+                    by_key[day.isoformat()] = r["status"]
+                    day += timedelta(days=1)
+    return out
+
+
+def _run_daily(session: Session, key: str, timeout: float = 120) -> None:
+    """One run of the okki_sync job for one partition, as the daily schedule launches it."""
+    params = {
+        "selector": {
+            "repositoryLocationName": "okki_assets",
+            "repositoryName": "__repository__",
+            "jobName": "okki_sync",
+        },
+        "runConfigData": {},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": key}]},
+    }
+    launched = session.q(LAUNCH_RUN, {"p": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    session.daily = _wait_for(
+        session,
+        lambda: session.q(RUN, {"id": run_id})["runOrError"],
+        RUN_TERMINAL,
+        time.monotonic() + timeout,
+    )
+
+
+def _wait_for(
+    session: Session,
+    fetch: Callable[[], dict[str, Any]],
+    finished: set[str],
+    deadline: float,
+) -> dict[str, Any]:
+    """Poll ``fetch`` (a run or a backfill) until its status is one of ``finished``."""
+    while True:
+        session.watch()  # the run worker and its step processes, while they exist
+        found = fetch()
+        if found["status"] in finished:
+            return found
+        assert time.monotonic() < deadline, f"still {found}\n{session.log_tail()}"
+        time.sleep(0.5)
+
+
 def _wait_loaded(session: Session, timeout: float = 90) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -293,15 +387,12 @@ def _run_backfill(session: Session, dev_folder: Path, timeout: float = 150) -> N
     backfill_id = launched["backfillId"]
     # The backfill daemon looks every 30 s: meanwhile, try the okki-assets dev command.
     session.dev = _run_dev_command(dev_folder)
-    deadline = started + timeout
-    while True:
-        session.watch()  # the run worker and its step processes, while they exist
-        backfill = session.q(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
-        if backfill["status"] in TERMINAL:
-            break
-        assert time.monotonic() < deadline, f"backfill still {backfill}\n{session.log_tail()}"
-        time.sleep(0.5)
-    session.backfill = backfill
+    session.backfill = _wait_for(
+        session,
+        lambda: session.q(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"],
+        TERMINAL,
+        started + timeout,
+    )
     session.backfill_seconds = time.monotonic() - started
 
 
@@ -347,12 +438,16 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         session = Session(
             f"http://127.0.0.1:{port}", sims, tmp / "okki.duckdb", log, proc, keys, deleted
         )
+        session.today = days[3]
         try:
             wait_for_webserver(session.url, proc, timeout=120)
             session.watch()
             _wait_loaded(session)
             session.watch()
             _run_backfill(session, tmp_path_factory.mktemp("dev"))
+            session.statuses_after_backfill = _check_statuses(session)
+            _run_daily(session, session.today)
+            session.statuses_after_daily = _check_statuses(session)
             session.watch()
             yield session
         finally:
@@ -368,8 +463,13 @@ def test_the_code_location_loads_three_assets_with_their_checks(ui: Session) -> 
     assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
     nodes = ui.q(
         """{ assetNodes { assetKey { path } isPartitioned groupName
+             backfillPolicy { policyType maxPartitionsPerRun }
              assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
     )["assetNodes"]
+    # One policy for all three (the backfill dialog's "varying backfill policies" notwithstanding:
+    # Dagster 1.13's dialog compares the policies by object identity, see the README).
+    policies = [n["backfillPolicy"] for n in nodes]
+    assert policies == [{"policyType": "SINGLE_RUN", "maxPartitionsPerRun": None}] * 3
     found = {
         n["assetKey"]["path"][0]: {c["name"] for c in n["assetChecksOrError"]["checks"]}
         for n in nodes
@@ -437,7 +537,8 @@ def test_a_three_partition_backfill_is_one_ranged_run(ui: Session) -> None:
              partitionStats { numMaterialized numFailed numPartitions } } } }""",
         {"k": {"path": ["loaded_companies"]}},
     )["assetNodeOrError"]["partitionStats"]
-    assert stats == {"numMaterialized": 3, "numFailed": 0, "numPartitions": 4}
+    # The three days of the backfill, and today's window from the daily run.
+    assert stats == {"numMaterialized": 4, "numFailed": 0, "numPartitions": 4}
 
 
 MATERIALIZATIONS = """
@@ -541,7 +642,7 @@ def test_deleted_companies_went_to_the_target_and_the_ledger(ui: Session) -> Non
 
 CHECK_EXECUTIONS = """
 query($k: AssetKeyInput!, $c: String!) { assetCheckExecutions(assetKey: $k, checkName: $c,
-  limit: 20) { runId status partition evaluation { success severity metadataEntries {
+  limit: 20) { runId status partition evaluation { success severity description metadataEntries {
     label __typename ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue }
     ... on MarkdownMetadataEntry { mdStr } ... on TableMetadataEntry { table { records } }
     ... on TextMetadataEntry { text } } } } }
@@ -558,9 +659,13 @@ def test_each_partition_has_its_own_check_results(ui: Session) -> None:
             ]
             by_partition = {e["partition"]: e for e in executions if e["runId"] == run_id}
             assert sorted(by_partition) == ui.keys, (asset, name, executions)
-            assert len(executions) == len(ui.keys), "no extra, unpartitioned execution"
+            # One per partition of the backfill and one of the daily run: none unpartitioned.
+            assert len(executions) == len(ui.keys) + 1, executions
             for key, execution in by_partition.items():
                 assert execution["status"] != "SKIPPED", (asset, name, key)
+                # The run log lists many partitions' results: each names its own.
+                description = execution["evaluation"]["description"]
+                assert description.startswith(f"{key}: "), (asset, name, description)
                 entries = _entries(execution["evaluation"]["metadataEntries"])
                 assert entries, (asset, name, key)
                 if name in BLOCKING:
@@ -593,6 +698,105 @@ def test_each_partition_has_its_own_check_results(ui: Session) -> None:
                     assert entries["stored"][1] == entries["distinct_companies"][1]
     # The simulator was asked for malformed records: some window shows its failure cases.
     assert seen_tables > 0
+
+
+def _expected_statuses(ui: Session, run_id: str, keys: list[str]) -> dict[str, dict[str, str]]:
+    """Each check's result per partition in the run, as its execution history records it."""
+    out: dict[str, dict[str, str]] = {}
+    for asset, names in CHECKS.items():
+        for name in names:
+            executions = ui.q(CHECK_EXECUTIONS, {"k": {"path": [asset]}, "c": name})[
+                "assetCheckExecutions"
+            ]
+            out[name] = {
+                e["partition"]: e["status"]
+                for e in executions
+                if e["runId"] == run_id and e["partition"] in keys
+            }
+    return out
+
+
+def test_each_check_shows_passed_or_failed_per_partition_after_the_backfill(ui: Session) -> None:
+    """The check's Partitions view: every synced partition Passed or Failed, never Missing."""
+    run_id = ui.backfill["runs"][0]["runId"]
+    expected = _expected_statuses(ui, run_id, ui.keys)
+    assert set(ui.statuses_after_backfill) == set(expected)
+    for name, statuses in ui.statuses_after_backfill.items():
+        assert sorted(expected[name]) == ui.keys, (name, expected[name])
+        assert statuses == expected[name], (name, statuses)  # today not synced yet: Missing
+        assert set(statuses.values()) <= {"SUCCEEDED", "FAILED"}, (name, statuses)
+        if name in BLOCKING:
+            assert set(statuses.values()) == {"SUCCEEDED"}, (name, statuses)
+
+
+def test_each_check_shows_passed_or_failed_for_a_daily_run(ui: Session) -> None:
+    assert ui.daily["status"] == "SUCCESS", f"{ui.daily}\n{ui.log_tail()}"
+    tags = {t["key"]: t["value"] for t in ui.daily["tags"]}
+    assert tags["dagster/partition"] == ui.today
+    expected = _expected_statuses(ui, ui.daily["runId"], [ui.today])
+    for name, statuses in ui.statuses_after_daily.items():
+        assert list(expected[name]) == [ui.today], (name, expected[name])
+        assert statuses == {**ui.statuses_after_backfill[name], **expected[name]}, name
+        assert statuses[ui.today] in {"SUCCEEDED", "FAILED"}, (name, statuses)
+        if name in BLOCKING:
+            assert statuses[ui.today] == "SUCCEEDED", (name, statuses)
+
+
+# --- the UI in a browser -----------------------------------------------------------------------
+
+#: Set to a folder (``docs``) to keep the browser test's screenshots there for the README.
+SCREENSHOTS_VARIABLE = "OKKI_ASSETS_SCREENSHOTS"
+
+
+def _chromium_or_skip() -> str:
+    found = find_chromium()
+    if found is None:
+        message = "chromium is not installed (apt-get install chromium; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def _figure(text: str, label: str) -> int:
+    """The number shown right after ``label`` in a metadata table's text."""
+    found = re.search(rf"(?m)^{re.escape(label)}\s+(-?\d+)\s*$", text)
+    assert found, f"{label} not shown:\n{text[:3000]}"
+    return int(found.group(1))
+
+
+def test_the_ui_in_a_browser_shows_the_graph_the_check_partitions_and_the_figures(
+    ui: Session, tmp_path: Path
+) -> None:
+    """Headless Chromium on the real UI: what a user sees after the sync, and the README's shots."""
+    executable = _chromium_or_skip()
+    shots = Path(os.environ.get(SCREENSHOTS_VARIABLE) or tmp_path)
+    synced = [*ui.keys, ui.today]
+    ui.q("mutation { setNuxSeen }")  # the first-visit community dialog would cover the page
+    with Chromium(executable) as page:
+        # The asset graph: the three assets, each with its checks and partitions.
+        page.goto(f"{ui.url}/asset-groups/okki")
+        page.wait_for_text(*ASSETS, "Asset checks", f"{len(synced)} partitions")
+        graph = page.bounds_of(*ASSETS, containing="Latest event")
+        page.screenshot(shots / "ui-asset-graph.png", clip=graph, scale=2)
+
+        # A check's Partitions view: every synced window Passed, none Missing.
+        page.goto(f"{ui.url}/assets/cleaned_companies?view=checks&checkDetail=schema_valid")
+        page.wait_for_text("Execution history", "schema_valid")
+        page.click_text("Partitions", last=True)  # the check's tab, not the asset's
+        page.wait_for_text(f"Passed ({len(synced)})", "Missing (0)", "Failed (0)")
+        key = ui.keys[-1]
+        page.click_text(key, selector="div, span, a", last=True)
+        page.wait_for_text(f"{key}: 0 failure cases in the stored rows")
+        page.screenshot(shots / "ui-check-partitions.png")
+
+        # One partition's materialization: the figures, as DuckDB holds them.
+        page.goto(f"{ui.url}/assets/raw_companies?view=partitions&partition={key}")
+        text = page.wait_for_text("Metadata", "okki_total_item_reported")
+        (stored,) = ui.sql("select count(*) from raw_companies where partition_key = ?", [key])[0]
+        assert _figure(text, "fetched") == stored > 0
+        assert _figure(text, "okki_total_item_reported") >= _figure(text, "distinct_companies")
+        page.screenshot(shots / "ui-partition-metadata.png")
 
 
 # --- stopping ----------------------------------------------------------------------------------

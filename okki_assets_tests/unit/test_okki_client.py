@@ -868,7 +868,7 @@ def test_stats_metadata_after_a_sync() -> None:
     assert meta["requests_token"] == 1
     assert meta["requests_total"] == 6
     assert meta["retries_http429"] == 1 and meta["retries_total"] == 1
-    assert meta["info_not_found"] == 2
+    assert meta["info_not_found_for_listed"] == 2
     assert {"seconds_throttled", "seconds_backoff", "retries_token_renewed"} <= set(meta)
     assert json.loads(json.dumps(meta)) == meta  # plain numbers only
 

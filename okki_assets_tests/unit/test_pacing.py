@@ -269,7 +269,7 @@ def test_call_stats_metadata_is_flat_and_complete() -> None:
     assert {f"retries_{c}" for c in KNOWN_CAUSES} <= set(meta)  # zeros are present too
     assert meta["seconds_throttled"] == 0.25
     assert meta["seconds_backoff"] == 1.5
-    assert meta["info_not_found"] == 1
+    assert meta["info_not_found_for_listed"] == 1
     assert all(isinstance(v, int | float) for v in meta.values())
 
 
