@@ -60,7 +60,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandas.api.types import infer_dtype
 
-from okki_assets.mapping import gc_paused
+from okki_assets.gc_pause import gc_paused
 from okki_assets.schemas import (
     CLEANED_COLUMNS,
     EMAIL_RE,

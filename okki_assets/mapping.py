@@ -33,12 +33,9 @@ Timestamps are written at second resolution in China Standard Time (OKKI's resol
 from __future__ import annotations
 
 import copy
-import gc
 import hashlib
 import json
-from collections.abc import Iterator
 from collections.abc import Mapping as AbcMapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +47,7 @@ import yaml
 from pandas.api.types import infer_dtype
 
 from okki_assets.errors import MappingConfigError
+from okki_assets.gc_pause import gc_paused
 from okki_assets.schemas import CLEANED_COLUMNS, FLAG_COLUMNS, OKKI_TZ, TIME_COLUMNS
 
 #: Conversions a field may ask for. ``auto``: times -> ISO 8601, numbers -> int, lists -> list,
@@ -247,24 +245,6 @@ def load_mapping(path: str | Path | None) -> Mapping:
 
 
 # ------------------------------------------------------------------------------- mapping
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many acyclic objects.
-
-    Allocating hundreds of thousands of containers triggers collections that walk the growing
-    heap again and again (measured: a third to half of the time of cleaning and mapping).
-    Nothing built here forms a reference cycle, so plain reference counting frees it all; the
-    collector resumes afterwards. Nesting is safe (only the outermost call re-enables it).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _fill(values: list[Any], mask: np.ndarray, default: Any) -> list[Any]:
