@@ -330,32 +330,13 @@ def _convert(s: pd.Series, column: str, ftype: str, default: Any) -> list[Any]:
     return _fill(values, mask, default)
 
 
-def _record_builder(tree: dict[str, Any]) -> tuple[Any, list[list[Any]]]:
-    """A function building one record from one value per leaf, and the leaf columns in order.
-
-    The function is a generated ``lambda`` with a dict display (several times faster than
-    ``dict(zip(...))`` per record). Only generated names appear in its source: the keys are
-    passed in as variables, so nothing from the mapping file is ever evaluated as code.
-    """
-    namespace: dict[str, Any] = {"__builtins__": {}}
-    leaves: list[list[Any]] = []
-
-    def expr(node: dict[str, Any]) -> str:
-        items = []
-        for key, value in node.items():
-            kname = f"k{len(namespace)}"
-            namespace[kname] = key
-            if isinstance(value, dict):
-                items.append(f"{kname}: {expr(value)}")
-            else:
-                items.append(f"{kname}: a{len(leaves)}")
-                leaves.append(value)
-        return "{" + ", ".join(items) + "}"
-
-    body = expr(tree)
-    args = ", ".join(f"a{i}" for i in range(len(leaves)))
-    build = eval(f"lambda {args}: {body}", namespace)  # noqa: S307 - generated names only
-    return build, leaves
+def _records(tree: dict[str, Any]) -> list[dict[str, Any]]:
+    """Records from a tree of target keys whose leaves are columns (one value per record):
+    a nested object is built column-wise first, then zipped in as one more column."""
+    columns = [_records(node) if isinstance(node, dict) else node for node in tree.values()]
+    keys = tuple(tree)
+    # Each ``values`` has one item per key by construction: only the columns' lengths are checked.
+    return [dict(zip(keys, values, strict=False)) for values in zip(*columns, strict=True)]
 
 
 def map_records(cleaned: pd.DataFrame, mapping: Mapping | None = None) -> list[dict[str, Any]]:
@@ -387,8 +368,7 @@ def _map_records(cleaned: pd.DataFrame, mapping: Mapping | None) -> list[dict[st
         for part in f.path[:-1]:
             node = node.setdefault(part, {})
         node[f.path[-1]] = values
-    build, leaves = _record_builder(tree)
-    return list(map(build, *leaves))
+    return _records(tree)
 
 
 # ------------------------------------------------------------------------------- records
