@@ -184,23 +184,8 @@ def _clean(raw: pd.DataFrame, window_start: datetime, window_end: datetime) -> C
     kept = cleaned.index.to_numpy()
     cleaned.index = pd.RangeIndex(len(cleaned))  # a frame built here: no copy needed
 
-    q_pos = [i for i, row in enumerate(rows) if row.reasons]
-    quarantined = pd.DataFrame(
-        {
-            "partition_key": pd.Series([pks[i] for i in q_pos], dtype=object),
-            "company_id": pd.Series([raw_id_text(raw_ids[i]) for i in q_pos], dtype=object),
-            "reasons": _objects([rows[i].reasons for i in q_pos]),
-            "list_json": pd.Series([_text_or_none(list_jsons[i]) for i in q_pos], dtype=object),
-            "info_json": pd.Series([_text_or_none(info_jsons[i]) for i in q_pos], dtype=object),
-        },
-        columns=list(QUARANTINE_COLUMNS),
-    )
-
-    counts = {flag: int(cleaned[flag].sum()) for flag in FLAG_COLUMNS}
-    for name in TIME_COLUMNS:
-        if name != "update_time":
-            unusable = given[name] & times[name].isna()
-            counts[f"{name}_unparseable"] = int(unusable[kept].sum())
+    quarantined = _quarantine_frame(rows, pks, raw_ids, list_jsons, info_jsons)
+    counts = _field_issue_counts(cleaned, times, given, kept)
 
     if len(cleaned) + len(quarantined) != n:  # the contract; cannot happen by construction
         raise AssertionError(f"cleaning lost rows: {len(cleaned)}+{len(quarantined)}!={n}")
@@ -445,6 +430,42 @@ def _validate(frame: pd.DataFrame, rows: list[CleanRow]) -> tuple[pd.DataFrame, 
     )
     cleaned = _VALIDATOR.validate(frame.drop(index=rejected), lazy=True)
     return cleaned, fc.reindex(columns=list(FAILURE_CASE_COLUMNS))
+
+
+def _quarantine_frame(
+    rows: list[CleanRow],
+    pks: list[Any],
+    raw_ids: list[object],
+    list_jsons: list[object],
+    info_jsons: list[object],
+) -> pd.DataFrame:
+    """The rows with a reason, as received plus their reasons (``QuarantinedCompany``)."""
+    q_pos = [i for i, row in enumerate(rows) if row.reasons]
+    return pd.DataFrame(
+        {
+            "partition_key": pd.Series([pks[i] for i in q_pos], dtype=object),
+            "company_id": pd.Series([raw_id_text(raw_ids[i]) for i in q_pos], dtype=object),
+            "reasons": _objects([rows[i].reasons for i in q_pos]),
+            "list_json": pd.Series([_text_or_none(list_jsons[i]) for i in q_pos], dtype=object),
+            "info_json": pd.Series([_text_or_none(info_jsons[i]) for i in q_pos], dtype=object),
+        },
+        columns=list(QUARANTINE_COLUMNS),
+    )
+
+
+def _field_issue_counts(
+    cleaned: pd.DataFrame,
+    times: dict[str, pd.arrays.DatetimeArray],
+    given: dict[str, np.ndarray],
+    kept: np.ndarray,
+) -> dict[str, int]:
+    """Each ``FIELD_ISSUES`` key counted over the cleaned rows (raw positions ``kept``)."""
+    counts = {flag: int(cleaned[flag].sum()) for flag in FLAG_COLUMNS}
+    for name in TIME_COLUMNS:
+        if name != "update_time":
+            unusable = given[name] & times[name].isna()
+            counts[f"{name}_unparseable"] = int(unusable[kept].sum())
+    return counts
 
 
 def _empty_failure_cases() -> pd.DataFrame:
