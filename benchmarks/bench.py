@@ -538,7 +538,8 @@ def measure_cpu(
     import gc
 
     from okki_assets.cleaning import clean_companies
-    from okki_assets.mapping import content_hash, gc_paused, load_mapping, map_records
+    from okki_assets.gc_pause import gc_paused
+    from okki_assets.mapping import content_hash, load_mapping, map_records
     from okki_assets.partitions import window_for_key
 
     start, end = window_for_key(partition_key)

@@ -33,12 +33,9 @@ Timestamps are written at second resolution in China Standard Time (OKKI's resol
 from __future__ import annotations
 
 import copy
-import gc
 import hashlib
 import json
-from collections.abc import Iterator
 from collections.abc import Mapping as AbcMapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +47,7 @@ import yaml
 from pandas.api.types import infer_dtype
 
 from okki_assets.errors import MappingConfigError
+from okki_assets.gc_pause import gc_paused
 from okki_assets.schemas import CLEANED_COLUMNS, FLAG_COLUMNS, OKKI_TZ, TIME_COLUMNS
 
 #: Conversions a field may ask for. ``auto``: times -> ISO 8601, numbers -> int, lists -> list,
@@ -249,24 +247,6 @@ def load_mapping(path: str | Path | None) -> Mapping:
 # ------------------------------------------------------------------------------- mapping
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many acyclic objects.
-
-    Allocating hundreds of thousands of containers triggers collections that walk the growing
-    heap again and again (measured: a third to half of the time of cleaning and mapping).
-    Nothing built here forms a reference cycle, so plain reference counting frees it all; the
-    collector resumes afterwards. Nesting is safe (only the outermost call re-enables it).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _fill(values: list[Any], mask: np.ndarray, default: Any) -> list[Any]:
     """values with the masked (missing) positions replaced by default."""
     if not mask.any():
@@ -350,32 +330,13 @@ def _convert(s: pd.Series, column: str, ftype: str, default: Any) -> list[Any]:
     return _fill(values, mask, default)
 
 
-def _record_builder(tree: dict[str, Any]) -> tuple[Any, list[list[Any]]]:
-    """A function building one record from one value per leaf, and the leaf columns in order.
-
-    The function is a generated ``lambda`` with a dict display (several times faster than
-    ``dict(zip(...))`` per record). Only generated names appear in its source: the keys are
-    passed in as variables, so nothing from the mapping file is ever evaluated as code.
-    """
-    namespace: dict[str, Any] = {"__builtins__": {}}
-    leaves: list[list[Any]] = []
-
-    def expr(node: dict[str, Any]) -> str:
-        items = []
-        for key, value in node.items():
-            kname = f"k{len(namespace)}"
-            namespace[kname] = key
-            if isinstance(value, dict):
-                items.append(f"{kname}: {expr(value)}")
-            else:
-                items.append(f"{kname}: a{len(leaves)}")
-                leaves.append(value)
-        return "{" + ", ".join(items) + "}"
-
-    body = expr(tree)
-    args = ", ".join(f"a{i}" for i in range(len(leaves)))
-    build = eval(f"lambda {args}: {body}", namespace)  # noqa: S307 - generated names only
-    return build, leaves
+def _records(tree: dict[str, Any]) -> list[dict[str, Any]]:
+    """Records from a tree of target keys whose leaves are columns (one value per record):
+    a nested object is built column-wise first, then zipped in as one more column."""
+    columns = [_records(node) if isinstance(node, dict) else node for node in tree.values()]
+    keys = tuple(tree)
+    # Each ``values`` has one item per key by construction: only the columns' lengths are checked.
+    return [dict(zip(keys, values, strict=False)) for values in zip(*columns, strict=True)]
 
 
 def map_records(cleaned: pd.DataFrame, mapping: Mapping | None = None) -> list[dict[str, Any]]:
@@ -407,8 +368,7 @@ def _map_records(cleaned: pd.DataFrame, mapping: Mapping | None) -> list[dict[st
         for part in f.path[:-1]:
             node = node.setdefault(part, {})
         node[f.path[-1]] = values
-    build, leaves = _record_builder(tree)
-    return list(map(build, *leaves))
+    return _records(tree)
 
 
 # ------------------------------------------------------------------------------- records

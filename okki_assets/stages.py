@@ -35,8 +35,9 @@ from okki_assets.errors import (
     TargetRetriesExhausted,
     TargetUnreachable,
 )
+from okki_assets.gc_pause import gc_paused
 from okki_assets.loading import plan_load, unusable_deletions
-from okki_assets.mapping import Mapping, gc_paused
+from okki_assets.mapping import Mapping
 from okki_assets.partitions import window_for_key
 from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
 from okki_assets.schemas import CleanedCompany

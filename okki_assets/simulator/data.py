@@ -21,12 +21,12 @@ Everything is drawn from ``random.Random(seed)``: the same arguments give the sa
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gc
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
+
+from okki_assets.gc_pause import gc_paused
 
 _T = TypeVar("_T")
 
@@ -653,19 +653,6 @@ class _Gen:
             ],
             "customers": customers,
         }
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while building or copying many records: millions of new containers
-    otherwise trigger it over and over, which doubles the time. Records hold no cycles."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _update_seconds(gen: _Gen, index: int, first: int, days: int) -> int:

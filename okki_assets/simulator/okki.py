@@ -53,11 +53,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from okki_assets.gc_pause import gc_paused
 from okki_assets.simulator.data import (
     CHINA_TZ,
     effective_update_time,
     format_time,
-    gc_paused,
     generate_companies,
     list_view,
     owner_ids,

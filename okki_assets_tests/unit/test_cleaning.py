@@ -20,6 +20,7 @@ import pytest
 from okki_assets.cleaning import (
     FAILURE_CASE_COLUMNS,
     FIELD_ISSUES,
+    INFO_ERROR_KEY,
     CleanResult,
     clean_companies,
 )
@@ -592,6 +593,21 @@ def test_the_first_usable_phone_wins_contact_before_company() -> None:
     assert one(info_record(customers=customers))["phone"] == "+86 075588881234"
 
 
+@pytest.mark.parametrize(
+    ("tel", "expected"),
+    [
+        ("+86 755 8888 1234", "+86 75588881234"),  # one string with its country code
+        ({"area_code": "86", "tel": "13800138000"}, "+86 13800138000"),  # an object
+        (8613800138000, "8613800138000"),  # a bare number: no country code is guessed
+        ([["86", "123"], ["", "+44 20 7946 0958"]], "+44 2079460958"),  # a list of pairs
+    ],
+)
+def test_company_tel_shapes(tel: object, expected: str) -> None:
+    row = one(info_record(customers=[contact(tel_list=[])], tel=tel))
+    assert row["phone"] == expected
+    assert not row["phone_invalid"] and not row["phone_missing"]
+
+
 def test_the_contact_name_is_normalised_like_company_names() -> None:
     assert one(info_record(customers=[contact(name="  王　五 ")]))["contact_name"] == "王 五"
 
@@ -631,6 +647,50 @@ def test_an_unparseable_update_time_is_quarantined() -> None:
 def test_a_detail_for_another_company_is_quarantined() -> None:
     result = clean(raw_row(info_record(company_id=11111111)))
     assert result.quarantined.loc[0, "reasons"] == ["info_company_id_mismatch"]
+
+
+@pytest.mark.parametrize(
+    "detail_id",
+    [
+        55280038,  # the same id
+        "55280038",  # the same id as a string
+        55280038.0,  # the same id as a float
+        None,  # no id in the detail: taken as the row's
+        "",  # an empty id: taken as the row's
+    ],
+)
+def test_a_detail_with_the_rows_id_or_none_belongs_to_the_row(detail_id: object) -> None:
+    assert one(info_record(company_id=detail_id))["company_id"] == 55280038
+
+
+def test_a_detail_naming_another_company_as_a_string_is_quarantined() -> None:
+    result = clean(raw_row(info_record(company_id="11111111")))
+    assert result.quarantined.loc[0, "reasons"] == ["info_company_id_mismatch"]
+
+
+def test_a_complete_detail_does_not_need_its_list_record() -> None:
+    row = one(info_record(), list_json="{oops")
+    assert (row["name"], row["short_name"]) == ("Acme Trading Ltd", "Acme")
+
+
+def test_a_blank_detail_name_with_a_broken_list_record_names_both() -> None:
+    result = clean(raw_row(info_record(name=" "), list_json="{oops"))
+    assert result.quarantined.loc[0, "reasons"] == ["list_json_invalid", "name_blank"]
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "info_not_found",  # info answered code 404 for a company the list showed
+        "info_code_403",  # any other reason the raw stage marks passes through as it is
+    ],
+)
+def test_a_list_record_marked_by_the_raw_stage_is_quarantined_with_its_reason(
+    reason: str,
+) -> None:
+    result = clean(raw_row(None, list_record(**{INFO_ERROR_KEY: reason})))
+    assert result.quarantined.loc[0, "reasons"] == [reason]
+    assert orjson.loads(result.quarantined.loc[0, "list_json"])[INFO_ERROR_KEY] == reason
 
 
 def test_a_broken_list_record_without_a_detail_is_quarantined() -> None:

@@ -118,6 +118,22 @@ def test_records_keep_row_order_and_do_not_share_lists_with_the_frame() -> None:
     assert frame["owner_ids"].iloc[0] == ["3"]
 
 
+def test_keys_that_look_like_code_are_taken_literally() -> None:
+    spec = {
+        "fields": {
+            "id": {"column": "company_id", "type": "str"},
+            "__import__('os')": "name",  # would run if keys were ever evaluated
+            "a'b\"c.{x}": {"const": 1},  # quotes and braces in a nested key
+        }
+    }
+    frame = cleaned([{"company_id": 7}, {"company_id": 8}])
+    records = map_records(frame, parse_mapping(spec))
+    assert records == [
+        {"id": i, "__import__('os')": frame["name"].iloc[0], "a'b\"c": {"{x}": 1}}
+        for i in ("7", "8")
+    ]
+
+
 def test_an_empty_frame_maps_to_no_records() -> None:
     assert map_records(cleaned([{}]).iloc[0:0]) == []
 
