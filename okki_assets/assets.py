@@ -225,14 +225,15 @@ class _failure_on_error:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any):
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
         if isinstance(exc, OkkiAssetsError):
             # The message names what to fix; the chain of causes would only bury it.
             text = " ".join(str(exc).split())  # one line, whatever a library put in it
             raise dg.Failure(
                 description=f"{type(exc).__name__}: {text}", allow_retries=False
             ) from None
-        return False
 
 
 def _clean_metadata(s: stages.CleanSummary) -> dict[str, Any]:
