@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -320,9 +320,10 @@ def clean_partition(connect: Connect, partition_key: str, run_id: str) -> CleanS
     samples: list[pd.DataFrame] = []
     at = _now()
     with connect() as conn:
-        reader = conn.cursor()
-        storage.begin_cleaned(conn, partition_key)
-        try:
+        with (
+            closing(conn.cursor()) as reader,
+            storage.replacing_cleaned(conn, partition_key),
+        ):
             for chunk in storage.iter_raw(reader, partition_key):
                 # A chunk's objects all die at its end: with the collector paused until then it
                 # never walks them (a full collection per chunk cost a fifth of the stage's CPU).
@@ -350,12 +351,6 @@ def clean_partition(connect: Connect, partition_key: str, run_id: str) -> CleanS
                 run_id,
                 at,
             )
-            storage.commit(conn)
-        except BaseException:
-            storage.rollback(conn)
-            raise
-        finally:
-            reader.close()
         # Validate what DuckDB now holds chunk by chunk, so a large window is never in memory.
         failures: list[pd.DataFrame] = []
         offset = 0
