@@ -51,7 +51,8 @@ from okki_assets import pull
 from okki_assets.cleaning import clean_companies
 from okki_assets.definitions import build_defs
 from okki_assets.mapping import Mapping, map_records
-from okki_assets.partitions import CHINA_TZ, today_key, window_for_key
+from okki_assets.okki_time import CHINA_TZ
+from okki_assets.partitions import today_key, window_for_key
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
 from okki_assets.simulator.data import list_view, parse_time
 from okki_assets.simulator.harness import (

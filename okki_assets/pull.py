@@ -42,26 +42,12 @@ from typing import Any
 from okki_assets.cleaning import INFO_ERROR_KEY
 from okki_assets.clients.okki import OkkiClient
 from okki_assets.errors import IncompleteWindowError, PaginationError, RepeatedPageError
-from okki_assets.partitions import CHINA_TZ
+from okki_assets.okki_time import parse_okki_time
 
 log = logging.getLogger(__name__)
 
-OKKI_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 MAX_PASSES = 4
 MIN_BISECT_WINDOW = timedelta(minutes=5)
-
-
-def parse_okki_time(value: object) -> datetime | None:
-    """An OKKI time string as a tz-aware China time, or None when absent or unparseable."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    for fmt in (OKKI_TIME_FORMAT, "%Y-%m-%d"):
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=CHINA_TZ)
-        except ValueError:
-            continue
-    return None
 
 
 def record_key(record: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 
-from okki_assets.partitions import TIMEZONE
+from okki_assets.okki_time import TIMEZONE
 
 _DDL = (
     """

@@ -36,7 +36,6 @@ import json
 import logging
 import threading
 import time
-import zoneinfo
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -67,21 +66,17 @@ from okki_assets.errors import (
     PaginationError,
     RepeatedPageError,
 )
+from okki_assets.okki_time import CHINA_TZ, format_okki_time
 
 __all__ = [
-    "CHINA_TZ",
     "InfoResult",
     "ListPage",
     "OkkiClient",
     "RetrySettings",
     "Timeouts",
-    "format_okki_time",
 ]
 
 log = logging.getLogger(__name__)
-
-CHINA_TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
-OKKI_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 TOKEN_PATH = "/v1/oauth2/access_token"
 LIST_PATH = "/v1/company/list"
@@ -99,14 +94,6 @@ MAX_TOKEN_RENEWALS = 5
 #: Transient causes that are throttles (they cut the adaptive rate); so is any status or code 503.
 THROTTLE_CAUSES = frozenset({"http429", "body429"})
 _MAX_SERVER_TEXT = 200
-
-
-def format_okki_time(dt: datetime) -> str:
-    """``YYYY-MM-DD HH:MM:SS`` in China time; an aware datetime is converted, a naive one is
-    taken to be China time already."""
-    if dt.utcoffset() is not None:
-        dt = dt.astimezone(CHINA_TZ)
-    return dt.strftime(OKKI_TIME_FORMAT)
 
 
 @dataclass
@@ -497,7 +484,7 @@ class OkkiClient(HttpClientBase):
                 log.warning(
                     "OKKI asks to wait %.0f s (until %s China time): stopping the pull",
                     exc.retry_after,
-                    until.strftime("%Y-%m-%d %H:%M:%S"),
+                    format_okki_time(until),
                 )
             self._stopped = OkkiQuotaExhausted(
                 until,

@@ -23,7 +23,6 @@ from okki_assets.clients.okki import (
     InfoResult,
     OkkiClient,
     RetrySettings,
-    format_okki_time,
 )
 from okki_assets.clients.ratecontrol import AutoRate
 from okki_assets.errors import (
@@ -34,6 +33,7 @@ from okki_assets.errors import (
     OkkiRetriesExhausted,
     PaginationError,
 )
+from okki_assets.okki_time import format_okki_time
 from okki_assets_tests.factories import (
     FakeClock,
     okki_envelope,
