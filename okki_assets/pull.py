@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from okki_assets.cleaning import INFO_ERROR_KEY
-from okki_assets.clients.okki import OkkiClient
+from okki_assets.clients.okki import OkkiClient, record_key
 from okki_assets.errors import IncompleteWindowError, PaginationError, RepeatedPageError
 from okki_assets.okki_time import parse_okki_time
 
@@ -48,14 +48,6 @@ log = logging.getLogger(__name__)
 
 MAX_PASSES = 4
 MIN_BISECT_WINDOW = timedelta(minutes=5)
-
-
-def record_key(record: dict[str, Any]) -> str:
-    """A company's identity in a pass: its id, or the record itself when the id is missing."""
-    cid = record.get("company_id")
-    if cid is None or str(cid).strip() == "":
-        return "raw:" + json.dumps(record, sort_keys=True, ensure_ascii=False)
-    return str(cid).strip()
 
 
 @dataclass

@@ -74,6 +74,7 @@ __all__ = [
     "OkkiClient",
     "RetrySettings",
     "Timeouts",
+    "record_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -204,13 +205,14 @@ def _all_dicts(items: list[Any]) -> bool:
     return all(isinstance(item, dict) for item in items)
 
 
-def _record_identity(record: Mapping[str, Any]) -> str:
-    """The company_id as text (so 123 and "123" are one company); a record without a usable id
-    is identified by its own JSON, so it still counts as a row."""
+def record_key(record: Mapping[str, Any]) -> str:
+    """A listed company's identity: its company_id as text (123 and "123" are one company; 0
+    is an id like any other, cleaning judges it), or, when the id is absent or blank, the
+    record itself (``raw:`` + its JSON), so that such a row still counts and is kept."""
     cid = record.get("company_id")
-    if cid is not None and str(cid).strip() not in ("", "0"):
-        return f"id:{str(cid).strip()}"
-    return "json:" + json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+    if cid is None or str(cid).strip() == "":
+        return "raw:" + json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+    return str(cid).strip()
 
 
 class OkkiClient(HttpClientBase):
@@ -685,7 +687,7 @@ class OkkiClient(HttpClientBase):
             if not page.records:
                 log.debug("list page %d is empty: done", page_no)
                 break
-            ids = [_record_identity(r) for r in page.records]
+            ids = [record_key(r) for r in page.records]
             if ids == previous:
                 raise RepeatedPageError(
                     f"page {page_no} repeats page {page_no - 1} (same {len(ids)} rows in the "
