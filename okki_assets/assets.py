@@ -18,6 +18,7 @@ from okki_assets import checks, stages
 from okki_assets.checks import CheckOutcome
 from okki_assets.errors import OkkiAssetsError
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
+from okki_assets.storage import LedgerStatus
 
 GROUP = "okki"
 API_POOL = "okki_api"
@@ -29,7 +30,7 @@ FRESHNESS = dg.FreshnessPolicy.time_window(
     fail_window=timedelta(hours=50), warn_window=timedelta(hours=26)
 )
 # Always present (0 when none), so that the UI plots each across partitions without gaps.
-LOAD_STATUSES = ("created", "updated", "unchanged", "deleted", "rejected", "failed", "landed")
+LOAD_STATUSES = tuple(s.value for s in LedgerStatus if s is not LedgerStatus.SENDING)
 
 
 def build_assets(

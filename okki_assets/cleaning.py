@@ -66,6 +66,7 @@ from okki_assets.schemas import (
     CLEANED_COLUMNS,
     FLAG_COLUMNS,
     QUARANTINE_COLUMNS,
+    RAW_COLUMNS,
     TIME_COLUMNS,
     exact_dtype_schema,
 )
@@ -75,21 +76,11 @@ __all__ = [
     "FIELD_ISSUES",
     "INFO_ERROR_KEY",
     "QUARANTINE_REASONS",
-    "RAW_COLUMNS",
     "CleanResult",
     "clean_companies",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Columns the raw stage stores, one row per company version kept for a partition.
-RAW_COLUMNS: tuple[str, ...] = (
-    "partition_key",
-    "company_id",
-    "update_time",
-    "list_json",
-    "info_json",
-)
 
 #: pandera's failure_cases columns, plus the company id of the failing row where known.
 FAILURE_CASE_COLUMNS: tuple[str, ...] = (

@@ -67,6 +67,15 @@ FLAG_COLUMNS: tuple[str, ...] = (
     "short_name_missing",
 )
 
+#: Columns of a raw row that cleaning reads, one row per company version kept for a partition.
+RAW_COLUMNS: tuple[str, ...] = (
+    "partition_key",
+    "company_id",
+    "update_time",
+    "list_json",
+    "info_json",
+)
+
 TIME_COLUMNS: tuple[str, ...] = (
     "create_time",
     "update_time",

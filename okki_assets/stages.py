@@ -41,6 +41,7 @@ from okki_assets.mapping import Mapping
 from okki_assets.partitions import window_for_key
 from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
 from okki_assets.schemas import CleanedCompany
+from okki_assets.storage import LedgerStatus
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 log = logging.getLogger(__name__)
@@ -407,7 +408,7 @@ class LoadSummary:
 
     @property
     def failed(self) -> int:
-        return self.statuses.get("failed", 0)
+        return self.statuses.get(LedgerStatus.FAILED, 0)
 
 
 def _batches(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
@@ -446,7 +447,7 @@ def load_partition(
     if client is None:
         with connect() as conn:
             summary.landed = storage.record_landed(conn, claims, run_id, _now())
-        summary.statuses["landed"] = summary.landed
+        summary.statuses[LedgerStatus.LANDED] = summary.landed
     else:
         for batch in _batches(plan.to_send, batch_size):
             _send_batch(client, connect, batch, run_id, summary)
@@ -481,7 +482,7 @@ def _send_batch(
         raise
     except (TargetPermanentError, TargetError) as e:
         summary.errors.append(str(e))
-        outcomes = [(cid, "failed", str(e)[:500]) for cid in ids]
+        outcomes = [(cid, LedgerStatus.FAILED.value, str(e)[:500]) for cid in ids]
         if isinstance(e, TargetRetriesExhausted | TargetUnreachable):
             gave_up = e  # the target is not answering: the next batches would fare no better
     summary.batches += 1

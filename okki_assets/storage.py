@@ -16,11 +16,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 import duckdb
 import pandas as pd
 
 from okki_assets.okki_time import TIMEZONE
+from okki_assets.schemas import RAW_COLUMNS, TIME_COLUMNS
 
 _DDL = (
     """
@@ -137,10 +139,36 @@ CLEANED_TABLE_DDL = """
     )
 """
 
-TIME_COLUMNS = ("create_time", "update_time", "order_time", "edit_time", "archive_time")
 
-# Acknowledged by the target: the same content is not sent again ("deleted" for a tombstone).
-SENT_STATUSES = ("created", "updated", "unchanged", "deleted")
+class LedgerStatus(StrEnum):
+    """A ledger row's status: where the record's last claimed version stands."""
+
+    SENDING = "sending"  # claimed by an attempt that has not recorded its outcome (yet)
+    CREATED = "created"  # the target's answers, per record
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"  # a tombstone, applied
+    REJECTED = "rejected"
+    FAILED = "failed"  # the batch failed: the next run sends it again
+    LANDED = "landed"  # land-only mode: kept in DuckDB, nothing sent
+
+
+#: Acknowledged by the target: the same content is not sent again.
+SENT_STATUSES = (
+    LedgerStatus.CREATED,
+    LedgerStatus.UPDATED,
+    LedgerStatus.UNCHANGED,
+    LedgerStatus.DELETED,
+)
+#: A cleaned row's version is reconciled when the ledger holds it with one of these; a
+#: tombstone's with one of the second.
+UPSERT_DONE = (
+    LedgerStatus.CREATED,
+    LedgerStatus.UPDATED,
+    LedgerStatus.UNCHANGED,
+    LedgerStatus.LANDED,
+)
+DELETE_DONE = (LedgerStatus.DELETED, LedgerStatus.UNCHANGED, LedgerStatus.LANDED)
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
@@ -429,15 +457,10 @@ def iter_raw(
     Rows come in company_id order (rows without one last), each chunk a range of company_ids:
     a single ``order by`` over the payload columns makes DuckDB sort, and hold, the whole
     partition's payloads first (about 1 GB for 200,000 companies)."""
-    yield from _chunks_by_id(
-        conn,
-        "raw_companies",
-        "partition_key, company_id, update_time, list_json, info_json",
-        partition_key,
-        chunk_rows,
-    )
+    columns = ", ".join(RAW_COLUMNS)
+    yield from _chunks_by_id(conn, "raw_companies", columns, partition_key, chunk_rows)
     without_id = conn.execute(
-        "select partition_key, company_id, update_time, list_json, info_json from raw_companies"
+        f"select {columns} from raw_companies"  # noqa: S608 - the columns are constants
         " where partition_key = ? and company_id is null",
         [partition_key],
     ).df()
@@ -641,17 +664,19 @@ def claim_for_sending(
     conn.register("_claims", claims)
     try:
         with transaction(conn):
+            # excluded.status is the ``sending`` this claim writes: a held row still sending
+            # the same version keeps its attempt id.
             claimed = conn.execute(
                 "insert into load_ledger (company_id, partition_key, content_hash, update_time,"
                 " status, attempts, last_error, loaded_at, run_id, attempt_id)"
-                " select company_id, partition_key, content_hash, update_time, 'sending', 1,"
+                " select company_id, partition_key, content_hash, update_time, ?, 1,"
                 " null, null, ?, ?"
                 " from _claims"
                 " on conflict (company_id) do update set"
                 "  partition_key = excluded.partition_key, content_hash = excluded.content_hash,"
-                "  update_time = excluded.update_time, status = 'sending',"
+                "  update_time = excluded.update_time, status = excluded.status,"
                 "  attempts = load_ledger.attempts + 1, run_id = excluded.run_id,"
-                "  attempt_id = case when load_ledger.status = 'sending'"
+                "  attempt_id = case when load_ledger.status = excluded.status"
                 "   and load_ledger.content_hash = excluded.content_hash"
                 "   and load_ledger.update_time = excluded.update_time"
                 "   then coalesce(load_ledger.attempt_id, excluded.attempt_id)"
@@ -659,7 +684,7 @@ def claim_for_sending(
                 " where load_ledger.update_time is null"
                 "  or load_ledger.update_time <= excluded.update_time"
                 " returning company_id, attempt_id",
-                [run_id, attempt],
+                [LedgerStatus.SENDING.value, run_id, attempt],
             ).fetchall()
             ids = {int(r[0]) for r in claimed}
             attempts = {r[1] for r in claimed}
@@ -702,7 +727,8 @@ def record_landed(
 ) -> int:
     """Land-only mode: record each record as ``landed`` (nothing was sent); newer rows win."""
     claimed = claim_for_sending(conn, claims, run_id, at).ids
-    record_outcomes(conn, [(cid, "landed", None) for cid in sorted(claimed)], run_id, at)
+    outcomes = [(cid, LedgerStatus.LANDED.value, None) for cid in sorted(claimed)]
+    record_outcomes(conn, outcomes, run_id, at)
     return len(claimed)
 
 
@@ -754,9 +780,9 @@ def unreconciled_rows(
         " left join load_ledger l using (company_id)"
         " where c.partition_key = ? and not coalesce(l.update_time > c.update_time"
         "  or (l.update_time = c.update_time"
-        "      and l.status in ('created', 'updated', 'unchanged', 'landed')), false)"
+        "      and l.status in (select unnest(?::varchar[]))), false)"
         " order by c.company_id",
-        [partition_key],
+        [partition_key, [s.value for s in UPSERT_DONE]],
     ).df()
     if deletions is None or deletions.empty:
         return upserts
@@ -767,8 +793,9 @@ def unreconciled_rows(
             " left join load_ledger l using (company_id)"
             " where not coalesce(l.update_time > d.update_time"
             "  or (l.update_time = d.update_time"
-            "      and l.status in ('deleted', 'unchanged', 'landed')), false)"
-            " order by d.company_id"
+            "      and l.status in (select unnest(?::varchar[]))), false)"
+            " order by d.company_id",
+            [[s.value for s in DELETE_DONE]],
         ).df()
     finally:
         conn.unregister("_deletions")
