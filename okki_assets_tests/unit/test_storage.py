@@ -4,8 +4,9 @@ Covers: storage owns its transactions (a block that raises inside ``transaction`
 ``replacing_cleaned`` leaves the previous rows and no open transaction behind); a partition's
 cleaned and quarantined rows are replaced as a whole, other partitions untouched; raw rows come
 back in company_id chunks with the rows without an id last and counted as companies of their
-own; cleaned times come back in China time; ``unreconciled_rows`` leaves out what is
-acknowledged, landed or superseded and keeps what failed or was never sent.
+own; cleaned times come back in China time; the cleaned table has the CleanedCompany model's
+columns and types; ``unreconciled_rows`` leaves out what is acknowledged, landed or superseded
+and keeps what failed or was never sent.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from okki_assets import storage
 from okki_assets.cleaning import clean_companies
 from okki_assets.partitions import window_for_key
+from okki_assets.schemas import CleanedCompany
 from okki_assets_tests.factories import okki_info_record, okki_list_record
 
 DAY = "2025-03-07"
@@ -153,3 +155,28 @@ def test_unreconciled_rows_are_those_not_acknowledged_landed_or_superseded(
     bad = storage.unreconciled_rows(conn, DAY)
     assert list(bad["company_id"]) == [2, 4, 5]
     assert list(bad["status"].fillna("none")) == ["landed", "failed", "none"]
+
+
+# The DuckDB type each pandera dtype of CleanedCompany is stored as.
+DUCKDB_TYPES = {
+    "str": "VARCHAR",
+    "int64": "BIGINT",
+    "Int64": "BIGINT",
+    "bool": "BOOLEAN",
+    "object": "VARCHAR[]",  # owner_ids, a list of user ids
+    "datetime64[ns, Asia/Shanghai]": "TIMESTAMP WITH TIME ZONE",
+}
+
+
+def test_the_cleaned_table_matches_the_cleaned_company_model(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    table = conn.execute("describe cleaned_companies").fetchall()
+    model = CleanedCompany.to_schema().columns
+    # The model's columns in its order, then the run that wrote the row.
+    assert [row[0] for row in table] == [*model, "run_id"]
+    for name, column_type, null, *_ in table[:-1]:
+        assert column_type == DUCKDB_TYPES[str(model[name].dtype)], name
+        # The table may be laxer than the model (the stored rows are validated against it),
+        # never stricter: a column the model lets be null is nullable here too.
+        assert null == "YES" or not model[name].nullable, name
