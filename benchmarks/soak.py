@@ -47,11 +47,12 @@ import duckdb
 import pandas as pd
 
 from benchmarks import command_main
-from okki_assets import pull
 from okki_assets.cleaning import clean_companies
+from okki_assets.clients.okki import record_key
 from okki_assets.definitions import build_defs
 from okki_assets.mapping import Mapping, map_records
-from okki_assets.partitions import CHINA_TZ, today_key, window_for_key
+from okki_assets.okki_time import CHINA_TZ
+from okki_assets.partitions import today_key, window_for_key
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
 from okki_assets.simulator.data import list_view, parse_time
 from okki_assets.simulator.harness import (
@@ -87,10 +88,10 @@ FLAPS = 3  # companies deleted, restored and deleted again in one window
 # --- reconciliation -----------------------------------------------------------------------
 
 
-def record_key(record: dict[str, Any]) -> str:
-    """A truth record's identity: the pull's key (``pull.record_key``) of the row OKKI lists
+def truth_key(record: dict[str, Any]) -> str:
+    """A truth record's identity: the pull's key (``record_key``) of the row OKKI lists
     for it, so a record without an id matches the quarantine row that keeps that list row."""
-    return pull.record_key(list_view(record))
+    return record_key(list_view(record))
 
 
 def _quarantine_key(company_id: object, list_json: object) -> str:
@@ -99,14 +100,14 @@ def _quarantine_key(company_id: object, list_json: object) -> str:
         listed = json.loads(str(list_json))
     except ValueError:
         listed = None
-    return pull.record_key(listed if isinstance(listed, dict) else {"company_id": company_id})
+    return record_key(listed if isinstance(listed, dict) else {"company_id": company_id})
 
 
 def valid_records(truth: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The truth records the target must hold: those the project's cleaning keeps (a numeric
     id, a name that is not blank, a parseable update time); the others must be quarantined."""
     expected = expected_records(truth)
-    return [r for r in truth if record_key(r) in expected]
+    return [r for r in truth if truth_key(r) in expected]
 
 
 def expected_records(
@@ -250,7 +251,7 @@ def reconcile(
     expected = expected_records(truth, mapping)
     rec.expected, rec.malformed = len(expected), len(truth) - len(expected)
     for record in truth:
-        key = record_key(record)
+        key = truth_key(record)
         if key not in expected:
             if key not in quarantine:
                 rec.malformed_unquarantined.append(key)
@@ -517,7 +518,7 @@ class _Runner:
         room = [
             (r["company_id"], when)
             for r in in_window
-            if record_key(r) in valid
+            if truth_key(r) in valid
             and (when := _truth_time(r))
             and when + timedelta(seconds=3) < end
         ]

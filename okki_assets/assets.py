@@ -18,6 +18,7 @@ from okki_assets import checks, stages
 from okki_assets.checks import CheckOutcome
 from okki_assets.errors import OkkiAssetsError
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
+from okki_assets.storage import LedgerStatus
 
 GROUP = "okki"
 API_POOL = "okki_api"
@@ -29,7 +30,7 @@ FRESHNESS = dg.FreshnessPolicy.time_window(
     fail_window=timedelta(hours=50), warn_window=timedelta(hours=26)
 )
 # Always present (0 when none), so that the UI plots each across partitions without gaps.
-LOAD_STATUSES = ("created", "updated", "unchanged", "deleted", "rejected", "failed", "landed")
+LOAD_STATUSES = tuple(s.value for s in LedgerStatus if s is not LedgerStatus.SENDING)
 
 
 def build_assets(
@@ -225,14 +226,15 @@ class _failure_on_error:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any):
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
         if isinstance(exc, OkkiAssetsError):
             # The message names what to fix; the chain of causes would only bury it.
             text = " ".join(str(exc).split())  # one line, whatever a library put in it
             raise dg.Failure(
                 description=f"{type(exc).__name__}: {text}", allow_retries=False
             ) from None
-        return False
 
 
 def _clean_metadata(s: stages.CleanSummary) -> dict[str, Any]:

@@ -33,7 +33,7 @@ import dagster as dg
 import httpx
 
 from okki_assets.errors import OkkiAssetsError
-from okki_assets.partitions import CHINA_TZ, TIMEZONE
+from okki_assets.okki_time import CHINA_TZ, TIMEZONE
 
 log = logging.getLogger(__name__)
 

@@ -72,7 +72,7 @@ class CheckOutcome:
 
 def emit(
     context: dg.AssetExecutionContext, asset: str, outcomes: Sequence[CheckOutcome]
-) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output[None]]:
     """Yield one evaluation per (check, partition), then the checks' step outputs.
 
     Call it after the asset's ``MaterializeResult`` was yielded: each evaluation then points at

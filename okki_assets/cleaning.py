@@ -54,11 +54,19 @@ from pandas.api.types import infer_dtype
 from okki_assets.company_row import INFO_ERROR_KEY, CleanRow, clean_row, load_object
 from okki_assets.field_rules import is_missing, raw_id_text
 from okki_assets.gc_pause import gc_paused
+from okki_assets.okki_time import (
+    OKKI_DATE_FORMAT,
+    OKKI_TIME_FORMAT,
+    TIMEZONE,
+    UNSET_DATE,
+    UNSET_TIME,
+    parse_okki_time,
+)
 from okki_assets.schemas import (
     CLEANED_COLUMNS,
     FLAG_COLUMNS,
-    OKKI_TZ,
     QUARANTINE_COLUMNS,
+    RAW_COLUMNS,
     TIME_COLUMNS,
     exact_dtype_schema,
 )
@@ -68,21 +76,11 @@ __all__ = [
     "FIELD_ISSUES",
     "INFO_ERROR_KEY",
     "QUARANTINE_REASONS",
-    "RAW_COLUMNS",
     "CleanResult",
     "clean_companies",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Columns the raw stage stores, one row per company version kept for a partition.
-RAW_COLUMNS: tuple[str, ...] = (
-    "partition_key",
-    "company_id",
-    "update_time",
-    "list_json",
-    "info_json",
-)
 
 #: pandera's failure_cases columns, plus the company id of the failing row where known.
 FAILURE_CASE_COLUMNS: tuple[str, ...] = (
@@ -115,8 +113,7 @@ FIELD_ISSUES: tuple[str, ...] = FLAG_COLUMNS + tuple(
     f"{t}_unparseable" for t in TIME_COLUMNS if t != "update_time"
 )
 
-_NO_VALUE = ("", "1970-01-01 00:00:00", "1970-01-01")
-_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
+_NO_VALUE = ("", UNSET_TIME, UNSET_DATE)
 # CleanRow fields that become object columns of the cleaned frame as they are.
 _OBJECT_COLUMNS = (
     "serial_id",
@@ -212,7 +209,7 @@ def _check_window(
         raise ValueError("window_start and window_end must be timezone-aware")
     if end <= start:
         raise ValueError(f"empty window: start={start.isoformat()} end={end.isoformat()}")
-    return start.tz_convert(OKKI_TZ), end.tz_convert(OKKI_TZ)
+    return start.tz_convert(TIMEZONE), end.tz_convert(TIMEZONE)
 
 
 def _objects(values: Sequence[object]) -> pd.Series:
@@ -269,14 +266,14 @@ def _parse_times(
     retried one by one, then replaced by the first usable value of ``fallbacks(pos)``.
     """
     arr = np.fromiter(values, dtype=object, count=len(values))
-    ns = _to_datetime(arr, _TIME_FORMATS[0])
+    ns = _to_datetime(arr, OKKI_TIME_FORMAT)
     unparsed = np.isnat(ns)
     present = ~unparsed
     missed = np.flatnonzero(unparsed)
     given = missed[[v is not None and v != "" for v in arr[missed].tolist()]]
     if len(given):  # empty, date only or garbage: look at these few values only
         present[given] = True
-        ns[given] = _to_datetime(arr[given], _TIME_FORMATS[1])
+        ns[given] = _to_datetime(arr[given], OKKI_DATE_FORMAT)
         unparsed[given] = np.isnat(ns[given])
     sentinel = ns.view(np.int64) == 0
     ns[sentinel] = np.datetime64("NaT")
@@ -285,7 +282,7 @@ def _parse_times(
     for pos in np.flatnonzero(unparsed if retry_absent else unparsed & present).tolist():
         ts, present[pos] = _first_usable_time(chain((values[pos],), fallbacks(pos)))
         ns[pos] = np.datetime64("NaT") if ts is None else ts.to_datetime64()
-    local = pd.DatetimeIndex(ns).tz_localize(OKKI_TZ, ambiguous="NaT", nonexistent="NaT")
+    local = pd.DatetimeIndex(ns).tz_localize(TIMEZONE, ambiguous="NaT", nonexistent="NaT")
     return local.array, present
 
 
@@ -314,15 +311,16 @@ def _slow_time(v: object) -> pd.Timestamp | None:
     NaT when present but unusable."""
     if is_missing(v):
         return None
-    s = str(v).strip()
-    if s in _NO_VALUE:
+    text = str(v).strip()
+    if text in _NO_VALUE:
         return None
-    for fmt in _TIME_FORMATS:
-        try:
-            return pd.Timestamp(datetime.strptime(s, fmt)).as_unit("ns")
-        except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
-            continue
-    return pd.NaT
+    parsed = parse_okki_time(text)
+    if parsed is None:
+        return pd.NaT
+    try:
+        return pd.Timestamp(parsed.replace(tzinfo=None)).as_unit("ns")
+    except (OverflowError, pd.errors.OutOfBoundsDatetime):
+        return pd.NaT
 
 
 # -------------------------------------------------------------------- partition-level rules
@@ -351,7 +349,7 @@ def _filed_in_window(raw_update_time: object, start: pd.Timestamp, end: pd.Times
     filed = _slow_time(raw_update_time)
     if filed is None or filed is pd.NaT:
         return False
-    return bool(start <= filed.tz_localize(OKKI_TZ) < end)
+    return bool(start <= filed.tz_localize(TIMEZONE) < end)
 
 
 def _quarantine_superseded(rows: list[CleanRow], update_time: pd.arrays.DatetimeArray) -> None:

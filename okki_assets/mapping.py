@@ -48,7 +48,8 @@ from pandas.api.types import infer_dtype
 
 from okki_assets.errors import MappingConfigError
 from okki_assets.gc_pause import gc_paused
-from okki_assets.schemas import CLEANED_COLUMNS, FLAG_COLUMNS, OKKI_TZ, TIME_COLUMNS
+from okki_assets.okki_time import TIMEZONE
+from okki_assets.schemas import CLEANED_COLUMNS, FLAG_COLUMNS, TIME_COLUMNS
 
 #: Conversions a field may ask for. ``auto``: times -> ISO 8601, numbers -> int, lists -> list,
 #: text as is. ``str``: text (ints as digits, lists comma-joined, times ISO 8601).
@@ -258,8 +259,8 @@ def _local_times(s: pd.Series) -> pd.Series:
     if not isinstance(s.dtype, pd.DatetimeTZDtype):
         s = pd.to_datetime(s, errors="coerce")
         if s.dt.tz is None:
-            return s.dt.tz_localize(OKKI_TZ, ambiguous="NaT", nonexistent="NaT")
-    return s.dt.tz_convert(OKKI_TZ)
+            return s.dt.tz_localize(TIMEZONE, ambiguous="NaT", nonexistent="NaT")
+    return s.dt.tz_convert(TIMEZONE)
 
 
 def _offset_text(minutes: int) -> str:

@@ -7,12 +7,11 @@ Today's partition exists (``end_offset=1``): it is the window in progress, synce
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-CHINA_TZ = ZoneInfo("Asia/Shanghai")
-TIMEZONE = "Asia/Shanghai"
+from okki_assets.okki_time import CHINA_TZ, TIMEZONE
+
 DEFAULT_SYNC_START = "2026-01-01"
 
 

@@ -37,38 +37,17 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from okki_assets.cleaning import INFO_ERROR_KEY
-from okki_assets.clients.okki import OkkiClient
+from okki_assets.clients.okki import OkkiClient, record_key
 from okki_assets.errors import IncompleteWindowError, PaginationError, RepeatedPageError
-from okki_assets.partitions import CHINA_TZ
+from okki_assets.okki_time import parse_okki_time
 
 log = logging.getLogger(__name__)
 
-OKKI_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 MAX_PASSES = 4
 MIN_BISECT_WINDOW = timedelta(minutes=5)
-
-
-def parse_okki_time(value: object) -> datetime | None:
-    """An OKKI time string as a tz-aware China time, or None when absent or unparseable."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    for fmt in (OKKI_TIME_FORMAT, "%Y-%m-%d"):
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=CHINA_TZ)
-        except ValueError:
-            continue
-    return None
-
-
-def record_key(record: dict) -> str:
-    """A company's identity in a pass: its id, or the record itself when the id is missing."""
-    cid = record.get("company_id")
-    if cid is None or str(cid).strip() == "":
-        return "raw:" + json.dumps(record, sort_keys=True, ensure_ascii=False)
-    return str(cid).strip()
 
 
 @dataclass
@@ -92,7 +71,7 @@ def _replaces(held_time: object, new_time: object) -> bool:
     return held is None or new is None or new >= held
 
 
-class ListedRecords(Mapping[str, dict]):
+class ListedRecords(Mapping[str, dict[str, Any]]):
     """Company key -> list record, newest version per key, each kept as compact UTF-8 JSON and
     decoded on access. As dicts a 200,000-company window's list records take about 2 KB each;
     as text about a quarter of that, which keeps the pull of a large window flat."""
@@ -100,7 +79,7 @@ class ListedRecords(Mapping[str, dict]):
     def __init__(self) -> None:
         self._rows: dict[str, tuple[object, bytes]] = {}  # key -> (update_time, JSON)
 
-    def add(self, key: str, record: dict) -> None:
+    def add(self, key: str, record: dict[str, Any]) -> None:
         held = self._rows.get(key)
         if held is None or _replaces(held[0], record.get("update_time")):
             text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
@@ -121,8 +100,9 @@ class ListedRecords(Mapping[str, dict]):
     def snapshot(self) -> dict[str, object]:
         return {key: row[0] for key, row in self._rows.items()}
 
-    def __getitem__(self, key: str) -> dict:
-        return json.loads(self._rows[key][1])
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        record: dict[str, Any] = json.loads(self._rows[key][1])
+        return record
 
     def __contains__(self, key: object) -> bool:
         return key in self._rows
@@ -262,14 +242,14 @@ class PulledCompany:
     key: str
     company_id: str | None
     update_time: str | None
-    list_record: dict
-    info: dict | None
+    list_record: dict[str, Any]
+    info: dict[str, Any] | None
     info_reused: bool
 
 
 def fetch_infos(
     client: OkkiClient,
-    listed: Mapping[str, dict],
+    listed: Mapping[str, dict[str, Any]],
     *,
     reusable: Callable[[str, object], bool],
     report: InfoReport,

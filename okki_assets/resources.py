@@ -58,7 +58,9 @@ def _credential(name: str, value: str) -> str:
     return value
 
 
-class OkkiResource(dg.ConfigurableResource):
+# Dagster's type parameter is the resource's own class; subscribing it would build a new model
+# (the same for each resource below).
+class OkkiResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The OKKI Open API: credentials, pacing and paging settings."""
 
     base_url: str = Field(default=REAL_OKKI_BASE_URL, description="OKKI API root (OKKI_BASE_URL).")
@@ -161,7 +163,7 @@ class OkkiResource(dg.ConfigurableResource):
                     log.warning("could not keep the learned OKKI rate: %s", e)
 
 
-class TargetResource(dg.ConfigurableResource):
+class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The target platform. An empty ``url`` is land-only mode: nothing is sent."""
 
     url: str = Field(default="", description="Target API root (TARGET_URL); empty = land-only.")
@@ -206,7 +208,7 @@ def _is_lock_error(error: BaseException) -> bool:
     return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
 
 
-class WarehouseResource(dg.ConfigurableResource):
+class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The DuckDB file holding every stage's copy and the load ledger.
 
     DuckDB allows one writing process per file, so connections are short and opened per unit

@@ -35,8 +35,7 @@ from pandera import dtypes
 from pandera.engines import pandas_engine
 from pandera.typing import Series
 
-#: Zone every OKKI time is expressed in (UTC+8, no offset in the payloads).
-OKKI_TZ = "Asia/Shanghai"
+from okki_assets.okki_time import TIMEZONE
 
 #: A sane e-mail: one ``@``, no whitespace or list/quote punctuation, a dot inside the domain,
 #: no empty domain labels. Unicode letters are allowed (internationalised addresses).
@@ -68,6 +67,15 @@ FLAG_COLUMNS: tuple[str, ...] = (
     "short_name_missing",
 )
 
+#: Columns of a raw row that cleaning reads, one row per company version kept for a partition.
+RAW_COLUMNS: tuple[str, ...] = (
+    "partition_key",
+    "company_id",
+    "update_time",
+    "list_json",
+    "info_json",
+)
+
 TIME_COLUMNS: tuple[str, ...] = (
     "create_time",
     "update_time",
@@ -76,10 +84,10 @@ TIME_COLUMNS: tuple[str, ...] = (
     "archive_time",
 )
 
-# pandera's own DateTime type with the zone and unit of pd.DatetimeTZDtype("ns", OKKI_TZ), so
+# pandera's own DateTime type with the zone and unit of pd.DatetimeTZDtype("ns", TIMEZONE), so
 # the model can tell ``pd.to_datetime`` not to build its cache (which materialises thousands of
 # Timestamps per column and made coercion the slowest part of validation).
-_TIME_KWARGS = {"unit": "ns", "tz": OKKI_TZ, "to_datetime_kwargs": {"cache": False}}
+_TIME_KWARGS = {"unit": "ns", "tz": TIMEZONE, "to_datetime_kwargs": {"cache": False}}
 ShanghaiTime = pandas_engine.DateTime
 
 

@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +41,7 @@ from okki_assets.mapping import Mapping
 from okki_assets.partitions import window_for_key
 from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
 from okki_assets.schemas import CleanedCompany
+from okki_assets.storage import LedgerStatus
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 log = logging.getLogger(__name__)
@@ -320,9 +321,10 @@ def clean_partition(connect: Connect, partition_key: str, run_id: str) -> CleanS
     samples: list[pd.DataFrame] = []
     at = _now()
     with connect() as conn:
-        reader = conn.cursor()
-        storage.begin_cleaned(conn, partition_key)
-        try:
+        with (
+            closing(conn.cursor()) as reader,
+            storage.replacing_cleaned(conn, partition_key),
+        ):
             for chunk in storage.iter_raw(reader, partition_key):
                 # A chunk's objects all die at its end: with the collector paused until then it
                 # never walks them (a full collection per chunk cost a fifth of the stage's CPU).
@@ -350,12 +352,6 @@ def clean_partition(connect: Connect, partition_key: str, run_id: str) -> CleanS
                 run_id,
                 at,
             )
-            storage.commit(conn)
-        except BaseException:
-            storage.rollback(conn)
-            raise
-        finally:
-            reader.close()
         # Validate what DuckDB now holds chunk by chunk, so a large window is never in memory.
         failures: list[pd.DataFrame] = []
         offset = 0
@@ -412,7 +408,7 @@ class LoadSummary:
 
     @property
     def failed(self) -> int:
-        return self.statuses.get("failed", 0)
+        return self.statuses.get(LedgerStatus.FAILED, 0)
 
 
 def _batches(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
@@ -451,7 +447,7 @@ def load_partition(
     if client is None:
         with connect() as conn:
             summary.landed = storage.record_landed(conn, claims, run_id, _now())
-        summary.statuses["landed"] = summary.landed
+        summary.statuses[LedgerStatus.LANDED] = summary.landed
     else:
         for batch in _batches(plan.to_send, batch_size):
             _send_batch(client, connect, batch, run_id, summary)
@@ -486,7 +482,7 @@ def _send_batch(
         raise
     except (TargetPermanentError, TargetError) as e:
         summary.errors.append(str(e))
-        outcomes = [(cid, "failed", str(e)[:500]) for cid in ids]
+        outcomes = [(cid, LedgerStatus.FAILED.value, str(e)[:500]) for cid in ids]
         if isinstance(e, TargetRetriesExhausted | TargetUnreachable):
             gave_up = e  # the target is not answering: the next batches would fare no better
     summary.batches += 1

@@ -12,17 +12,17 @@ Times: OKKI's own strings are kept untouched in ``raw_companies``; typed times a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 import duckdb
 import pandas as pd
 
-from okki_assets.partitions import TIMEZONE
-
-RAW_COLUMNS = ("company_id", "update_time", "list_json", "info_json", "info_reused")
+from okki_assets.okki_time import TIMEZONE
+from okki_assets.schemas import RAW_COLUMNS, TIME_COLUMNS
 
 _DDL = (
     """
@@ -107,15 +107,6 @@ _DDL = (
         primary key (base_url, client_id)
     )
     """,
-    """
-    create table if not exists stage_metrics (
-        partition_key varchar not null,
-        stage varchar not null,
-        run_id varchar not null,
-        recorded_at timestamptz not null,
-        metrics json not null
-    )
-    """,
 )
 
 CLEANED_TABLE_DDL = """
@@ -148,16 +139,55 @@ CLEANED_TABLE_DDL = """
     )
 """
 
-TIME_COLUMNS = ("create_time", "update_time", "order_time", "edit_time", "archive_time")
 
-# Acknowledged by the target: the same content is not sent again ("deleted" for a tombstone).
-SENT_STATUSES = ("created", "updated", "unchanged", "deleted")
+class LedgerStatus(StrEnum):
+    """A ledger row's status: where the record's last claimed version stands."""
+
+    SENDING = "sending"  # claimed by an attempt that has not recorded its outcome (yet)
+    CREATED = "created"  # the target's answers, per record
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"  # a tombstone, applied
+    REJECTED = "rejected"
+    FAILED = "failed"  # the batch failed: the next run sends it again
+    LANDED = "landed"  # land-only mode: kept in DuckDB, nothing sent
+
+
+#: Acknowledged by the target: the same content is not sent again.
+SENT_STATUSES = (
+    LedgerStatus.CREATED,
+    LedgerStatus.UPDATED,
+    LedgerStatus.UNCHANGED,
+    LedgerStatus.DELETED,
+)
+#: A cleaned row's version is reconciled when the ledger holds it with one of these; a
+#: tombstone's with one of the second.
+UPSERT_DONE = (
+    LedgerStatus.CREATED,
+    LedgerStatus.UPDATED,
+    LedgerStatus.UNCHANGED,
+    LedgerStatus.LANDED,
+)
+DELETE_DONE = (LedgerStatus.DELETED, LedgerStatus.UNCHANGED, LedgerStatus.LANDED)
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create every table this project uses (idempotent; cheap when they exist)."""
     for ddl in (*_DDL, CLEANED_TABLE_DDL):
         conn.execute(ddl)
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One transaction: committed when the block ends, rolled back when it raises (or is
+    interrupted), so no caller leaves one open."""
+    conn.execute("begin transaction")
+    try:
+        yield
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
 
 
 # --- raw_companies -------------------------------------------------------------------------
@@ -302,20 +332,18 @@ def prune_kept_infos(
     every payload (and every run's staged rows) fetched before ``older_than``, such as those of
     a partition never pulled again. Returns the payloads dropped."""
     conn.register("_listed", _listed_frame(listed))
-    conn.execute("begin transaction")
     try:
-        superseded = conn.execute(
-            "delete from kept_infos k where k.partition_key = ? and not exists ("
-            " select 1 from _listed l where l.company_id = k.company_id"
-            " and l.list_update_time = k.list_update_time)",
-            [partition_key],
-        ).fetchone()
-        aged = conn.execute("delete from kept_infos where fetched_at < ?", [older_than]).fetchone()
-        conn.execute("delete from raw_staging where fetched_at < ?", [older_than])
-        conn.execute("commit")
-    except BaseException:
-        conn.execute("rollback")
-        raise
+        with transaction(conn):
+            superseded = conn.execute(
+                "delete from kept_infos k where k.partition_key = ? and not exists ("
+                " select 1 from _listed l where l.company_id = k.company_id"
+                " and l.list_update_time = k.list_update_time)",
+                [partition_key],
+            ).fetchone()
+            aged = conn.execute(
+                "delete from kept_infos where fetched_at < ?", [older_than]
+            ).fetchone()
+            conn.execute("delete from raw_staging where fetched_at < ?", [older_than])
     finally:
         conn.unregister("_listed")
     return sum(int(r[0]) for r in (superseded, aged) if r)
@@ -351,8 +379,7 @@ def publish_raw(conn: duckdb.DuckDBPyConnection, run_id: str, partition_keys: Se
     ``update`` of the staged rows would hold every new payload in memory (a 200,000-company
     re-sync ran out of a 256 MB limit), a temporary table spills to disk.
     """
-    conn.execute("begin transaction")
-    try:
+    with transaction(conn):
         conn.execute(
             "create temp table _reused_info as select r.company_id, r.update_time, r.info_json"
             " from raw_companies r join ("
@@ -390,10 +417,6 @@ def publish_raw(conn: duckdb.DuckDBPyConnection, run_id: str, partition_keys: Se
             "delete from kept_infos where partition_key in (select unnest(?::varchar[]))",
             [list(partition_keys)],
         )
-        conn.execute("commit")
-    except BaseException:
-        conn.execute("rollback")
-        raise
     return int(inserted[0]) if inserted else 0
 
 
@@ -409,18 +432,13 @@ def replace_deleted(
     fetched_at: datetime,
 ) -> None:
     """Replace a partition's deleted-company list: rows of (company_id, update_time, list_json)."""
-    conn.execute("begin transaction")
-    try:
+    with transaction(conn):
         conn.execute("delete from deleted_companies where partition_key = ?", [partition_key])
         if rows:
             conn.executemany(
                 "insert into deleted_companies values (?, ?, ?, ?, ?, ?)",
                 [(partition_key, cid, ut, lj, fetched_at, run_id) for cid, ut, lj in rows],
             )
-        conn.execute("commit")
-    except BaseException:
-        conn.execute("rollback")
-        raise
 
 
 def read_deleted(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd.DataFrame:
@@ -439,15 +457,10 @@ def iter_raw(
     Rows come in company_id order (rows without one last), each chunk a range of company_ids:
     a single ``order by`` over the payload columns makes DuckDB sort, and hold, the whole
     partition's payloads first (about 1 GB for 200,000 companies)."""
-    yield from _chunks_by_id(
-        conn,
-        "raw_companies",
-        "partition_key, company_id, update_time, list_json, info_json",
-        partition_key,
-        chunk_rows,
-    )
+    columns = ", ".join(RAW_COLUMNS)
+    yield from _chunks_by_id(conn, "raw_companies", columns, partition_key, chunk_rows)
     without_id = conn.execute(
-        "select partition_key, company_id, update_time, list_json, info_json from raw_companies"
+        f"select {columns} from raw_companies"  # noqa: S608 - the columns are constants
         " where partition_key = ? and company_id is null",
         [partition_key],
     ).df()
@@ -469,11 +482,15 @@ def raw_counts(conn: duckdb.DuckDBPyConnection, partition_key: str) -> tuple[int
 # --- cleaned_companies and quarantined_companies ------------------------------------------
 
 
-def begin_cleaned(conn: duckdb.DuckDBPyConnection, partition_key: str) -> None:
-    """Open the transaction that replaces a partition's cleaned and quarantined rows."""
-    conn.execute("begin transaction")
-    conn.execute("delete from cleaned_companies where partition_key = ?", [partition_key])
-    conn.execute("delete from quarantined_companies where partition_key = ?", [partition_key])
+@contextmanager
+def replacing_cleaned(conn: duckdb.DuckDBPyConnection, partition_key: str) -> Iterator[None]:
+    """The transaction that replaces a partition's cleaned and quarantined rows: they are
+    deleted first, the block appends the new ones (``append_cleaned``), and all of it commits
+    when the block ends or rolls back when it raises."""
+    with transaction(conn):
+        conn.execute("delete from cleaned_companies where partition_key = ?", [partition_key])
+        conn.execute("delete from quarantined_companies where partition_key = ?", [partition_key])
+        yield
 
 
 def append_cleaned(
@@ -483,7 +500,7 @@ def append_cleaned(
     run_id: str,
     at: datetime,
 ) -> None:
-    """Insert one chunk of cleaned and quarantined rows (inside ``begin_cleaned``'s transaction)."""
+    """Insert one chunk of cleaned and quarantined rows (inside ``replacing_cleaned``)."""
     if not cleaned.empty:
         frame = cleaned.assign(run_id=run_id)
         # A relation, not conn.register: DuckDB keeps a registered frame alive until the
@@ -502,14 +519,6 @@ def append_cleaned(
             " reasons::varchar[], list_json, info_json, quarantined_at, run_id"
             " from _quarantine_chunk",
         )
-
-
-def commit(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute("commit")
-
-
-def rollback(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute("rollback")
 
 
 def read_cleaned(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd.DataFrame:
@@ -602,23 +611,6 @@ def quarantine_reason_counts(conn: duckdb.DuckDBPyConnection, partition_key: str
     return {str(r): int(n) for r, n in rows}
 
 
-def partition_counts(conn: duckdb.DuckDBPyConnection, partition_key: str) -> dict[str, int]:
-    """Rows per stage table for one partition (used by checks, the demo and the soak report)."""
-    out: dict[str, int] = {}
-    for table in (
-        "raw_companies",
-        "cleaned_companies",
-        "quarantined_companies",
-        "deleted_companies",
-    ):
-        row = conn.execute(
-            f"select count(*) from {table} where partition_key = ?",  # noqa: S608 - table is a constant
-            [partition_key],
-        ).fetchone()
-        out[table] = int(row[0]) if row else 0
-    return out
-
-
 # --- load_ledger ---------------------------------------------------------------------------
 
 
@@ -670,42 +662,40 @@ def claim_for_sending(
     if claims.empty:
         return Claim(set(), attempt)
     conn.register("_claims", claims)
-    conn.execute("begin transaction")
     try:
-        claimed = conn.execute(
-            "insert into load_ledger (company_id, partition_key, content_hash, update_time, status,"
-            " attempts, last_error, loaded_at, run_id, attempt_id)"
-            " select company_id, partition_key, content_hash, update_time, 'sending', 1,"
-            " null, null, ?, ?"
-            " from _claims"
-            " on conflict (company_id) do update set"
-            "  partition_key = excluded.partition_key, content_hash = excluded.content_hash,"
-            "  update_time = excluded.update_time, status = 'sending',"
-            "  attempts = load_ledger.attempts + 1, run_id = excluded.run_id,"
-            "  attempt_id = case when load_ledger.status = 'sending'"
-            "   and load_ledger.content_hash = excluded.content_hash"
-            "   and load_ledger.update_time = excluded.update_time"
-            "   then coalesce(load_ledger.attempt_id, excluded.attempt_id)"
-            "   else excluded.attempt_id end"
-            " where load_ledger.update_time is null"
-            "  or load_ledger.update_time <= excluded.update_time"
-            " returning company_id, attempt_id",
-            [run_id, attempt],
-        ).fetchall()
-        ids = {int(r[0]) for r in claimed}
-        attempts = {r[1] for r in claimed}
-        if len(attempts) == 1:
-            attempt = str(attempts.pop())
-        elif attempts:  # parts of several interrupted attempts: this is a new one
-            conn.execute(
-                "update load_ledger set attempt_id = ?"
-                " where company_id in (select unnest(?::bigint[]))",
-                [attempt, sorted(ids)],
-            )
-        conn.execute("commit")
-    except BaseException:
-        conn.execute("rollback")
-        raise
+        with transaction(conn):
+            # excluded.status is the ``sending`` this claim writes: a held row still sending
+            # the same version keeps its attempt id.
+            claimed = conn.execute(
+                "insert into load_ledger (company_id, partition_key, content_hash, update_time,"
+                " status, attempts, last_error, loaded_at, run_id, attempt_id)"
+                " select company_id, partition_key, content_hash, update_time, ?, 1,"
+                " null, null, ?, ?"
+                " from _claims"
+                " on conflict (company_id) do update set"
+                "  partition_key = excluded.partition_key, content_hash = excluded.content_hash,"
+                "  update_time = excluded.update_time, status = excluded.status,"
+                "  attempts = load_ledger.attempts + 1, run_id = excluded.run_id,"
+                "  attempt_id = case when load_ledger.status = excluded.status"
+                "   and load_ledger.content_hash = excluded.content_hash"
+                "   and load_ledger.update_time = excluded.update_time"
+                "   then coalesce(load_ledger.attempt_id, excluded.attempt_id)"
+                "   else excluded.attempt_id end"
+                " where load_ledger.update_time is null"
+                "  or load_ledger.update_time <= excluded.update_time"
+                " returning company_id, attempt_id",
+                [LedgerStatus.SENDING.value, run_id, attempt],
+            ).fetchall()
+            ids = {int(r[0]) for r in claimed}
+            attempts = {r[1] for r in claimed}
+            if len(attempts) == 1:
+                attempt = str(attempts.pop())
+            elif attempts:  # parts of several interrupted attempts: this is a new one
+                conn.execute(
+                    "update load_ledger set attempt_id = ?"
+                    " where company_id in (select unnest(?::bigint[]))",
+                    [attempt, sorted(ids)],
+                )
     finally:
         conn.unregister("_claims")
     return Claim(ids, attempt)
@@ -737,7 +727,8 @@ def record_landed(
 ) -> int:
     """Land-only mode: record each record as ``landed`` (nothing was sent); newer rows win."""
     claimed = claim_for_sending(conn, claims, run_id, at).ids
-    record_outcomes(conn, [(cid, "landed", None) for cid in sorted(claimed)], run_id, at)
+    outcomes = [(cid, LedgerStatus.LANDED.value, None) for cid in sorted(claimed)]
+    record_outcomes(conn, outcomes, run_id, at)
     return len(claimed)
 
 
@@ -747,12 +738,6 @@ def ledger_status_counts(conn: duckdb.DuckDBPyConnection, partition_key: str) ->
         [partition_key],
     ).fetchall()
     return {str(s): int(n) for s, n in rows}
-
-
-def ledger_for_partition(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd.DataFrame:
-    return conn.execute(
-        "select * from load_ledger where partition_key = ? order by company_id", [partition_key]
-    ).df()
 
 
 # --- the learned OKKI rate ------------------------------------------------------------------
@@ -785,34 +770,6 @@ def remember_rate(
     )
 
 
-# --- stage metrics -------------------------------------------------------------------------
-
-
-def record_stage_metrics(
-    conn: duckdb.DuckDBPyConnection,
-    partition_key: str,
-    stage: str,
-    run_id: str,
-    at: datetime,
-    metrics: dict[str, object],
-) -> None:
-    conn.execute(
-        "insert into stage_metrics values (?, ?, ?, ?, ?)",
-        [partition_key, stage, run_id, at, json.dumps(metrics, default=str)],
-    )
-
-
-def latest_stage_metrics(
-    conn: duckdb.DuckDBPyConnection, partition_key: str, stage: str
-) -> dict[str, object]:
-    row = conn.execute(
-        "select metrics from stage_metrics where partition_key = ? and stage = ?"
-        " order by recorded_at desc limit 1",
-        [partition_key, stage],
-    ).fetchone()
-    return json.loads(row[0]) if row else {}
-
-
 def unreconciled_rows(
     conn: duckdb.DuckDBPyConnection, partition_key: str, deletions: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -823,9 +780,9 @@ def unreconciled_rows(
         " left join load_ledger l using (company_id)"
         " where c.partition_key = ? and not coalesce(l.update_time > c.update_time"
         "  or (l.update_time = c.update_time"
-        "      and l.status in ('created', 'updated', 'unchanged', 'landed')), false)"
+        "      and l.status in (select unnest(?::varchar[]))), false)"
         " order by c.company_id",
-        [partition_key],
+        [partition_key, [s.value for s in UPSERT_DONE]],
     ).df()
     if deletions is None or deletions.empty:
         return upserts
@@ -836,8 +793,9 @@ def unreconciled_rows(
             " left join load_ledger l using (company_id)"
             " where not coalesce(l.update_time > d.update_time"
             "  or (l.update_time = d.update_time"
-            "      and l.status in ('deleted', 'unchanged', 'landed')), false)"
-            " order by d.company_id"
+            "      and l.status in (select unnest(?::varchar[]))), false)"
+            " order by d.company_id",
+            [[s.value for s in DELETE_DONE]],
         ).df()
     finally:
         conn.unregister("_deletions")

@@ -54,7 +54,8 @@ from okki_assets.cli.options import (
     at_least,
     check_partitions,
 )
-from okki_assets.partitions import CHINA_TZ, window_for_key
+from okki_assets.okki_time import CHINA_TZ
+from okki_assets.partitions import window_for_key
 from okki_assets.simulator.harness import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,

@@ -36,7 +36,6 @@ import json
 import logging
 import threading
 import time
-import zoneinfo
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -67,21 +66,18 @@ from okki_assets.errors import (
     PaginationError,
     RepeatedPageError,
 )
+from okki_assets.okki_time import CHINA_TZ, format_okki_time
 
 __all__ = [
-    "CHINA_TZ",
     "InfoResult",
     "ListPage",
     "OkkiClient",
     "RetrySettings",
     "Timeouts",
-    "format_okki_time",
+    "record_key",
 ]
 
 log = logging.getLogger(__name__)
-
-CHINA_TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
-OKKI_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 TOKEN_PATH = "/v1/oauth2/access_token"
 LIST_PATH = "/v1/company/list"
@@ -99,14 +95,6 @@ MAX_TOKEN_RENEWALS = 5
 #: Transient causes that are throttles (they cut the adaptive rate); so is any status or code 503.
 THROTTLE_CAUSES = frozenset({"http429", "body429"})
 _MAX_SERVER_TEXT = 200
-
-
-def format_okki_time(dt: datetime) -> str:
-    """``YYYY-MM-DD HH:MM:SS`` in China time; an aware datetime is converted, a naive one is
-    taken to be China time already."""
-    if dt.utcoffset() is not None:
-        dt = dt.astimezone(CHINA_TZ)
-    return dt.strftime(OKKI_TIME_FORMAT)
 
 
 @dataclass
@@ -217,13 +205,14 @@ def _all_dicts(items: list[Any]) -> bool:
     return all(isinstance(item, dict) for item in items)
 
 
-def _record_identity(record: Mapping[str, Any]) -> str:
-    """The company_id as text (so 123 and "123" are one company); a record without a usable id
-    is identified by its own JSON, so it still counts as a row."""
+def record_key(record: Mapping[str, Any]) -> str:
+    """A listed company's identity: its company_id as text (123 and "123" are one company; 0
+    is an id like any other, cleaning judges it), or, when the id is absent or blank, the
+    record itself (``raw:`` + its JSON), so that such a row still counts and is kept."""
     cid = record.get("company_id")
-    if cid is not None and str(cid).strip() not in ("", "0"):
-        return f"id:{str(cid).strip()}"
-    return "json:" + json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+    if cid is None or str(cid).strip() == "":
+        return "raw:" + json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+    return str(cid).strip()
 
 
 class OkkiClient(HttpClientBase):
@@ -497,7 +486,7 @@ class OkkiClient(HttpClientBase):
                 log.warning(
                     "OKKI asks to wait %.0f s (until %s China time): stopping the pull",
                     exc.retry_after,
-                    until.strftime("%Y-%m-%d %H:%M:%S"),
+                    format_okki_time(until),
                 )
             self._stopped = OkkiQuotaExhausted(
                 until,
@@ -698,7 +687,7 @@ class OkkiClient(HttpClientBase):
             if not page.records:
                 log.debug("list page %d is empty: done", page_no)
                 break
-            ids = [_record_identity(r) for r in page.records]
+            ids = [record_key(r) for r in page.records]
             if ids == previous:
                 raise RepeatedPageError(
                     f"page {page_no} repeats page {page_no - 1} (same {len(ids)} rows in the "

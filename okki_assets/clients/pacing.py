@@ -141,7 +141,7 @@ class RetrySettings:
         uniform draw from the upper half of that, so waits spread out but never collapse to 0.
         ``retry_after`` is a floor: the server asked for at least that long.
         """
-        delay = min(self.max_delay, self.base_delay * 2 ** max(attempt - 1, 0))
+        delay = min(self.max_delay, self.base_delay * 2.0 ** max(attempt - 1, 0))
         if self.jitter:
             delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not cryptography
         return max(delay, retry_after or 0.0)

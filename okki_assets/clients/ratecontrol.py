@@ -179,7 +179,7 @@ class RateController:
         """The growth time at which the cubic curve under the current ceiling gives ``rate``."""
         assert self.ceiling is not None
         below = max(0.0, 1 - rate / self.ceiling) / (1 - self.settings.beta)
-        return self._period() * (1 - min(below, 1.0) ** (1 / 3))
+        return self._period() * (1 - float(min(below, 1.0) ** (1 / 3)))
 
     def _bounded(self, rate: float) -> float:
         s = self.settings

@@ -27,13 +27,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from okki_assets.gc_pause import gc_paused
+from okki_assets.okki_time import UNSET_DATE, UNSET_TIME, parse_okki_time
 
 _T = TypeVar("_T")
 
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-UNSET_TIME = "1970-01-01 00:00:00"
-UNSET_DATE = "1970-01-01"
 
 LIST_FIELDS: tuple[str, ...] = (
     "company_id",
@@ -330,23 +327,11 @@ def parse_time(value: object) -> dt.datetime | None:
     """A record time ('YYYY-MM-DD HH:MM:SS' or 'YYYY-MM-DD', China time) as a naive datetime.
 
     ``None`` for anything unparseable. The 1970 sentinel parses (to 1970-01-01): callers that
-    care treat it as unset."""
-    if not isinstance(value, str) or len(value) not in (10, 19):
+    care treat it as unset. Stricter than the client's parser: the server takes no padding."""
+    if not isinstance(value, str) or len(value) not in (10, 19) or value != value.strip():
         return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is not None or (len(value) == 19 and value[10] != " "):
-        return None
-    return parsed
-
-
-def format_time(value: dt.datetime) -> str:
-    """A naive or aware datetime as OKKI's China-time text."""
-    if value.tzinfo is not None:
-        value = value.astimezone(CHINA_TZ).replace(tzinfo=None)
-    return value.replace(microsecond=0).isoformat(sep=" ")
+    parsed = parse_okki_time(value)
+    return None if parsed is None else parsed.replace(tzinfo=None)
 
 
 def effective_update_time(record: Mapping[str, Any]) -> dt.datetime:

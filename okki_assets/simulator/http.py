@@ -74,7 +74,9 @@ class Handler(Protocol):
 def asgi_app(handler: Handler) -> Callable[..., Any]:
     """Wrap a simulator as an ASGI 3 application."""
 
-    async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]):
+    async def app(
+        scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()

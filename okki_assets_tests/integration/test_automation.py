@@ -28,7 +28,8 @@ from okki_assets.automation import ALERT_SENSOR, post_alert, robot_payload
 from okki_assets.cli.replay import run_replay
 from okki_assets.definitions import build_defs, defs_from_env
 from okki_assets.errors import OkkiAssetsError
-from okki_assets.partitions import CHINA_TZ, window_for_key
+from okki_assets.okki_time import CHINA_TZ
+from okki_assets.partitions import window_for_key
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
 from okki_assets.simulator.harness import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TARGET_TOKEN
 from okki_assets.simulator.http import ServerThread, SimRequest, SimResponse

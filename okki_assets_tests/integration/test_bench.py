@@ -22,7 +22,7 @@ import pytest
 from benchmarks.bench import Row, exit_code, main
 from okki_assets import storage
 from okki_assets.clients.okki import OkkiClient
-from okki_assets.partitions import CHINA_TZ
+from okki_assets.okki_time import CHINA_TZ
 from okki_assets.simulator.data import generate_companies
 from okki_assets.simulator.http import SimRequest, SimResponse, mock_transport
 from okki_assets.simulator.okki import OkkiSimConfig, OkkiSimulator

@@ -38,7 +38,8 @@ import pytest
 
 from benchmarks.soak import Reconciliation, reconcile
 from okki_assets.assets import build_assets
-from okki_assets.partitions import CHINA_TZ, build_sync_partitions, window_for_key
+from okki_assets.okki_time import CHINA_TZ
+from okki_assets.partitions import build_sync_partitions, window_for_key
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
 from okki_assets.simulator.data import list_view, parse_time
 from okki_assets.simulator.harness import (

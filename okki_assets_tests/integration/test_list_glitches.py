@@ -17,8 +17,8 @@ from typing import Any
 
 import dagster as dg
 
+from okki_assets.okki_time import parse_okki_time
 from okki_assets.partitions import window_for_key
-from okki_assets.pull import parse_okki_time
 from okki_assets.resources import OkkiResource
 from okki_assets_tests.conftest import Pipeline, day_keys, make_pipeline
 

@@ -26,8 +26,8 @@ import dagster as dg
 import pytest
 
 from okki_assets.mapping import DEFAULT_MAPPING_SPEC
+from okki_assets.okki_time import parse_okki_time
 from okki_assets.partitions import window_for_key
-from okki_assets.pull import parse_okki_time
 from okki_assets.resources import TargetResource
 from okki_assets.simulator.http import SimRequest, SimResponse
 from okki_assets.simulator.okki import LIST_PATH, OkkiSimulator

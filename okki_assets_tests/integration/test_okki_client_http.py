@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import date, datetime, timedelta
 
 from okki_assets.clients.okki import OkkiClient, RetrySettings
-from okki_assets.partitions import CHINA_TZ
+from okki_assets.okki_time import CHINA_TZ
 from okki_assets.pull import list_window
 from okki_assets.simulator.data import generate_companies
 from okki_assets.simulator.http import ServerThread

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from okki_assets.okki_time import parse_okki_time as parse_time
 from okki_assets.partitions import window_for_key
-from okki_assets.pull import parse_okki_time as parse_time
 from okki_assets_tests.conftest import Pipeline, day_keys, make_pipeline
 
 

@@ -24,7 +24,8 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from okki_assets.partitions import CHINA_TZ, window_for_key
+from okki_assets.okki_time import CHINA_TZ
+from okki_assets.partitions import window_for_key
 from okki_assets.resources import OkkiResource
 from okki_assets.simulator.okki import THROTTLE_SHAPES
 from okki_assets_tests.conftest import Pipeline, day_keys, make_pipeline

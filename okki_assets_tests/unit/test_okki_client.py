@@ -23,7 +23,7 @@ from okki_assets.clients.okki import (
     InfoResult,
     OkkiClient,
     RetrySettings,
-    format_okki_time,
+    record_key,
 )
 from okki_assets.clients.ratecontrol import AutoRate
 from okki_assets.errors import (
@@ -34,6 +34,7 @@ from okki_assets.errors import (
     OkkiRetriesExhausted,
     PaginationError,
 )
+from okki_assets.okki_time import format_okki_time
 from okki_assets_tests.factories import (
     FakeClock,
     okki_envelope,
@@ -719,6 +720,39 @@ def test_a_repeated_page_is_a_pagination_error() -> None:
             next(pages)
     assert [r["company_id"] for r in first.records] == [1, 2, 3]
     assert len(fake.calls(LIST)) == 2
+
+
+def test_company_id_zero_is_an_id_like_any_other() -> None:
+    # The pull keys companies by record_key; the page checks must count the same way, so a
+    # page whose rows are the same companies as the page before is a repeat, id 0 included.
+    page1 = ok(okki_list_data([okki_list_record(0, name="A")], total_item=300))
+    page2 = ok(okki_list_data([okki_list_record("0", name="B")], total_item=300))
+    fake = FakeOkki({LIST: [page1, page2]})
+    with make_client(fake, page_size=1) as client:
+        pages = client.iter_list_pages()
+        next(pages)
+        with pytest.raises(PaginationError, match="page 2 repeats page 1"):
+            next(pages)
+
+
+@pytest.mark.parametrize(
+    ("record", "key"),
+    [
+        ({"company_id": 0}, "0"),  # zero is an id (cleaning decides whether it is usable)
+        ({"company_id": "0"}, "0"),
+        ({"company_id": " 42 "}, "42"),  # text and numbers are one company
+        ({"company_id": 42}, "42"),
+    ],
+)
+def test_record_key_is_the_company_id_as_text(record: dict[str, Any], key: str) -> None:
+    assert record_key(record) == key
+
+
+@pytest.mark.parametrize("missing", [None, "", "  "])
+def test_a_record_without_an_id_is_keyed_by_its_content(missing: object) -> None:
+    a, b = {"company_id": missing, "name": "A"}, {"company_id": missing, "name": "B"}
+    assert record_key(a).startswith("raw:") and record_key(a) != record_key(b)
+    assert record_key({"name": "A"}) != record_key(a)  # an absent id differs from a blank one
 
 
 def test_max_pages_is_a_pagination_error() -> None:

@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
+from okki_assets.okki_time import UNSET_TIME
 from okki_assets.simulator.data import (
     BAD_UPDATE_TIME,
     LIST_FIELDS,
-    UNSET_TIME,
     generate_companies,
     list_view,
 )

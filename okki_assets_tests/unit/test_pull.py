@@ -24,7 +24,7 @@ import pytest
 from okki_assets import stages
 from okki_assets.clients.okki import OkkiClient, RetrySettings
 from okki_assets.errors import IncompleteWindowError, OkkiPermanentError, PaginationError
-from okki_assets.partitions import CHINA_TZ
+from okki_assets.okki_time import CHINA_TZ
 from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
 from okki_assets.resources import WarehouseResource
 from okki_assets.simulator.data import generate_companies
