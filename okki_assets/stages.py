@@ -37,7 +37,7 @@ from okki_assets.errors import (
 )
 from okki_assets.loading import plan_load, unusable_deletions
 from okki_assets.mapping import Mapping, gc_paused
-from okki_assets.partitions import window_for_key
+from okki_assets.partitions import ACCOUNT_KEY, window_for_key
 from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
 from okki_assets.schemas import CleanedCompany
 
@@ -349,6 +349,7 @@ def clean_partition(connect: Connect, partition_key: str, run_id: str) -> CleanS
                 run_id,
                 at,
             )
+            storage.settle_account_copies(conn, partition_key, ACCOUNT_KEY)
             storage.commit(conn)
         except BaseException:
             storage.rollback(conn)
