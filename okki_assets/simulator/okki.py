@@ -334,6 +334,7 @@ class OkkiSimulator:
         self._empty_first_served = 0
         self._first_pages_asked = 0
         self._shifts_served = 0
+        self._live_times: dict[int, object] = {}  # seq -> update_time before its deletion
         records = list(companies or ())
         with gc_paused():
             if copy_records:
@@ -946,7 +947,8 @@ class OkkiSimulator:
         self, company_id: object, *, restore_time: str | dt.datetime | None = None
     ) -> dict[str, Any]:
         """Bring a deleted company back (OKKI's recycle bin). By default it comes back with the
-        update_time it had (an old time); ``restore_time`` sets a new one, and
+        update_time it had before it was deleted (an old time, older than a deletion that moved
+        it); ``restore_time`` sets a new one, and
         ``config.deletion_moves_time`` makes that the default."""
         with self._lock:
             entry = self._lookup(company_id)
@@ -956,8 +958,16 @@ class OkkiSimulator:
             return copy.deepcopy(entry.record)
 
     def _flip(self, entry: _Entry, when: str | dt.datetime | None, *, removed: bool) -> None:
+        """Delete or restore. A restore with no time goes back to the update_time the company
+        had before its deletion (when the deletion moved it), else keeps the one it has."""
+        before = self._live_times.pop(entry.seq, None)
+        if removed:
+            self._live_times[entry.seq] = entry.record.get("update_time")
         if when is None and not self.config.deletion_moves_time:
-            self._reindex(entry, removed)  # the old update_time stays
+            if not removed and isinstance(before, str) and parse_time(before) is not None:
+                self._move(entry, update_time=self._when(before), removed=False)
+            else:
+                self._reindex(entry, removed)  # the old update_time stays
         else:
             self._move(entry, update_time=self._when(when), removed=removed)
 

@@ -80,14 +80,13 @@ def test_a_restore_keeps_the_old_update_time_by_default() -> None:
     token = get_token(client)
     cid, old_time = records[10]["company_id"], records[10]["update_time"]
     sim.delete_company(cid, delete_time="2024-03-10 12:00:00")  # a deletion that did move
+    assert _all_ids(client, token, removed=1) == {cid: "2024-03-10 12:00:00"}
     sim.restore_company(cid)
-    live = _all_ids(client, token)
-    assert live[cid] == "2024-03-10 12:00:00"  # back with the time it had when deleted
+    assert _all_ids(client, token)[cid] == old_time  # back with the time it had before
     sim.delete_company(cid)
     sim.restore_company(cid)
-    assert _all_ids(client, token)[cid] == "2024-03-10 12:00:00"
+    assert _all_ids(client, token)[cid] == old_time
     assert _all_ids(client, token, removed=1) == {}
-    assert old_time != live[cid]
 
 
 def test_edit_contact_changes_info_but_not_update_time() -> None:
