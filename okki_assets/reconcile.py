@@ -46,7 +46,7 @@ import pandas as pd
 from okki_assets import stages, storage
 from okki_assets.clients.okki import OkkiClient
 from okki_assets.clients.target import TargetClient
-from okki_assets.errors import RepeatedPageError
+from okki_assets.errors import PaginationError, RepeatedPageError
 from okki_assets.mapping import Mapping, content_hash, tombstone
 from okki_assets.partitions import ACCOUNT_KEY, CHINA_TZ, TIMEZONE
 from okki_assets.pull import InfoReport, ListedRecords, fetch_infos, record_key
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_DAYS = 7
 SAMPLE_IDS = 50
+MAX_PASSES = 3
 LIVE_STATUSES = ("created", "updated", "unchanged", "landed")
 Connect = stages.Connect
 
@@ -226,20 +227,36 @@ class ReconcileSummary:
 
 
 def list_account(client: OkkiClient, removed: int) -> ListedRecords:
-    """One pass over the whole (live or deleted) list, the list itself ending it; a pass in
-    which a page repeated the one before is taken again, once."""
-    for attempt in (1, 2):
-        records = ListedRecords()
+    """The whole (live or deleted) list, the list itself ending each pass.
+
+    One pass when the list held still. A pass that shows it moved (a row came twice, which
+    means another was skipped, or ``totalItem`` changed) is followed by another, merged with it
+    (newest version per company), up to ``MAX_PASSES``; a pass in which a page repeated the one
+    before is taken again."""
+    records, completed = ListedRecords(), 0
+    for _ in range(MAX_PASSES):
+        seen, totals, rows = ListedRecords(), set(), 0
         try:
             for page in client.iter_list_pages(removed=removed, prefetch=True):
+                totals.add(page.total_item)
                 for record in page.records:
-                    records.add(record_key(record), record)
-        except RepeatedPageError:
-            if attempt == 2:
-                raise
+                    rows += 1
+                    seen.add(record_key(record), record)
+        except RepeatedPageError as e:
+            repeated = e
             continue
-        return records
-    raise AssertionError("unreachable")
+        completed += 1
+        records.merge(seen)
+        if rows == len(seen) and len(totals) <= 1:
+            return records
+        log.info("account list (removed=%d) moved while paging: one more pass", removed)
+    if not completed:
+        raise PaginationError(
+            f"a page repeated the one before in {MAX_PASSES} passes over the account list",
+            endpoint=repeated.endpoint,
+            params=repeated.params,
+        )
+    return records
 
 
 def snapshot_frame(live: ListedRecords, deleted: ListedRecords) -> pd.DataFrame:

@@ -263,3 +263,18 @@ def test_reconcile_and_a_daily_partition_at_once_lose_nothing_and_write_nothing_
         "select company_id, count(*) from cleaned_companies group by company_id having count(*) > 1"
     )
     assert copies == []
+
+
+def test_companies_jumping_to_the_front_while_the_account_is_paged_are_not_lost(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    overrides = {**HISTORY, "drift_rate": 0.05, "drift_kinds": ("bump",)}
+    for pipeline in make_pipeline(tmp_path, instance, companies=300, okki_overrides=overrides):
+        result = reconcile(pipeline)
+        assert result.success and check_of(result).passed
+        assert pipeline.sims.okki.drift_log, "the first pass should have drifted"
+        truth = okki_truth(pipeline)
+        target = pipeline.sims.target.records
+        assert set(target) == set(truth)
+        for cid, record in truth.items():
+            assert target[cid]["updatedAt"][:19].replace("T", " ") == record["update_time"]
