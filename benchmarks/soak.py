@@ -16,10 +16,15 @@ the way a deployment would, with OKKI data changing between rounds:
    must still be applied);
 5. newest partition first: a replay of ``loaded_companies`` alone (its cleaned copy still holds
    versions that a newer window already loaded: they must be skipped as stale), then a full run
-   of the partition.
+   of the partition;
+6. the whole account: a share of the companies was last updated a year or more before the first
+   window (``SOAK_HISTORY_SHARE``); OKKI deletes companies keeping their old ``update_time``,
+   restores the flapped ones with their old time and edits contacts without moving
+   ``update_time``; today's window is synced, then ``okki_reconcile`` runs (info refreshed for
+   every company, ``OKKI_INFO_REFRESH_DAYS=1``).
 
 It then reconciles, from the simulators' truth and the target's read-back only (never the
-pipeline's counters): ``reconcile`` compares every company OKKI holds for the synced windows with
+pipeline's counters): ``reconcile`` compares every company OKKI holds (the whole account) with
 the target's stored record (content built from the truth with the project's cleaning and mapping),
 every malformed one with ``quarantined_companies``, and every applied write in the target's write
 log with the others (the same content applied twice). The exit status is 1 when anything is lost,
@@ -52,7 +57,7 @@ from okki_assets.clients.okki import record_key
 from okki_assets.definitions import build_defs
 from okki_assets.mapping import Mapping, map_records
 from okki_assets.okki_time import CHINA_TZ
-from okki_assets.partitions import today_key, window_for_key
+from okki_assets.partitions import ACCOUNT_KEY, today_key, window_for_key
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
 from okki_assets.simulator.data import list_view, parse_time
 from okki_assets.simulator.harness import (
@@ -83,6 +88,9 @@ RETRY_BASE_DELAY = 0.1
 RATE_LIMIT = 120.0
 BATCH_SIZE = 20
 FLAPS = 3  # companies deleted, restored and deleted again in one window
+SOAK_HISTORY_SHARE = 0.3  # companies last updated a year or more before the first window
+ACCOUNT_CHURN = 0.02  # share of the account deleted (old time kept) or edited silently
+EVERYTHING = (datetime(1970, 1, 2, tzinfo=CHINA_TZ), datetime(2200, 1, 1, tzinfo=CHINA_TZ))
 
 
 # --- reconciliation -----------------------------------------------------------------------
@@ -157,6 +165,8 @@ class Reconciliation:
     """What the target and DuckDB hold against what OKKI holds, for the synced windows."""
 
     partitions: list[str]
+    whole_account: bool = False  # the truth is every company OKKI holds, not only the windows'
+    history: int = 0  # of the truth, companies last updated before the first window
     expected: int = 0  # valid OKKI companies of the windows: the target must hold each
     current: int = 0  # of those, held by the target in their newest version, content equal
     malformed: int = 0  # invalid OKKI records of the windows: each must be quarantined
@@ -209,18 +219,23 @@ def doubled_ids(writes: Iterable[tuple[str, str, str]]) -> list[str]:
 
     A tombstone carries no time, so a company deleted, restored and deleted again sends the
     same tombstone twice as two real deletions: a delete counts as doubled only when nothing
-    else was applied to the id since the same delete."""
+    else was applied to the id since the same delete. Likewise a company restored with its old
+    update_time comes back with the content it had: an upsert right after a delete is a real
+    re-creation, not a resend."""
     seen: set[tuple[str, str]] = set()
-    last: dict[str, str] = {}
+    last: dict[str, tuple[str, str]] = {}  # id -> (status, fingerprint) of the last applied
     doubled: set[str] = set()
     for record_id, status, fingerprint in writes:
         if status not in APPLIED_STATUSES:
             continue
         again = (record_id, fingerprint) in seen
-        if again and (status != "deleted" or last.get(record_id) == fingerprint):
+        previous_status, previous = last.get(record_id, ("", ""))
+        if again and (
+            previous == fingerprint or (status != "deleted" and previous_status != "deleted")
+        ):
             doubled.add(record_id)
         seen.add((record_id, fingerprint))
-        last[record_id] = fingerprint
+        last[record_id] = (status, fingerprint)
     return sorted(doubled)
 
 
@@ -230,17 +245,25 @@ def reconcile(
     database: str | Path,
     partitions: Sequence[str],
     mapping: Mapping | None = None,
+    *,
+    whole_account: bool = False,
 ) -> Reconciliation:
-    """Compare the simulators' truth for ``partitions`` with the target and DuckDB."""
-    rec = Reconciliation(sorted(partitions))
+    """Compare the simulators' truth for ``partitions`` (or the whole account, the history
+    before them included) with the target and DuckDB."""
+    rec = Reconciliation(sorted(partitions), whole_account=whole_account)
     truth: list[dict[str, Any]] = []
-    for key in rec.partitions:
-        truth += okki.companies_in_window(*window_for_key(key))
     first, last = window_for_key(rec.partitions[0])[0], window_for_key(rec.partitions[-1])[1]
+    if whole_account:
+        truth = okki.companies_in_window(*EVERYTHING)
+        history_start, first, last = first, *EVERYTHING
+    else:
+        for key in rec.partitions:
+            truth += okki.companies_in_window(*window_for_key(key))
     records = target.records
     writes = target.writes
     rejected_at_target = {rid for rid, status, _ in writes if status == "rejected"}
-    quarantine, ledger = _read_duckdb(database, rec.partitions)
+    scope = [*rec.partitions, ACCOUNT_KEY] if whole_account else rec.partitions
+    quarantine, ledger = _read_duckdb(database, scope)
     rec.quarantined_rows = len(quarantine)
     for reasons in quarantine.values():
         rec.quarantined_by_reason.update(reasons)
@@ -250,6 +273,12 @@ def reconcile(
 
     expected = expected_records(truth, mapping)
     rec.expected, rec.malformed = len(expected), len(truth) - len(expected)
+    if whole_account:
+        rec.history = sum(
+            1
+            for r in truth
+            if record_key(r) in expected and (t := _truth_time(r)) and t < history_start
+        )
     for record in truth:
         key = truth_key(record)
         if key not in expected:
@@ -450,10 +479,13 @@ class _Runner:
         self.job, self.instance, self.keys, self.out = job, instance, keys, out
         self.runs: list[SoakRun] = []
         self.retries: Counter[str] = Counter()
+        self.flapped: list[Any] = []
 
-    def execute(self, label: str, key: str | None, **kwargs: Any) -> None:
+    def execute(
+        self, label: str, key: str | None, job: dg.JobDefinition | None = None, **kwargs: Any
+    ) -> None:
         t0 = time.monotonic()
-        result = self.job.execute_in_process(
+        result = (job or self.job).execute_in_process(
             partition_key=key,
             instance=self.instance,
             raise_on_error=False,
@@ -533,7 +565,33 @@ class _Runner:
                 else:
                     okki.delete_company(cid, delete_time=at)
             self.execute(f"flap: {what}", key)
+        self.flapped = [cid for cid, _ in chosen]
         return Counter({"deleted, restored and deleted again": len(chosen)})
+
+
+def account_churn(
+    okki: OkkiSimulator, keys: Sequence[str], restore: Sequence[Any], rng: random.Random
+) -> Counter[str]:
+    """What no daily window lists: deletions keeping the old update_time (history and windows
+    alike), restores with the old time (``restore``: deleted companies), contact e-mails and
+    phones edited without moving update_time."""
+    companies = valid_records(okki.companies_in_window(*EVERYTHING))
+    done: Counter[str] = Counter()
+    for record in rng.sample(companies, round(ACCOUNT_CHURN * len(companies))):
+        cid = record["company_id"]
+        if rng.random() < 0.5:
+            okki.delete_company(cid)
+            done["deleted, old update_time kept"] += 1
+        else:
+            okki.edit_contact(
+                cid, email=f"c{rng.randint(0, 99999)}@example.com", phone="13800000000"
+            )
+            done["contact edited, update_time unchanged"] += 1
+    for cid in restore:
+        if okki.is_removed(cid):
+            okki.restore_company(cid)
+            done["restored with the old update_time"] += 1
+    return done
 
 
 def _resources(
@@ -573,7 +631,12 @@ def run_soak(settings: SoakSettings, out: TextIO) -> SoakResult:
             days=settings.days,
             profile=profile,
             seed=settings.seed,
-            okki_overrides={"malformed_rate": settings.malformed_rate, **LIST_GLITCHES},
+            okki_overrides={
+                "malformed_rate": settings.malformed_rate,
+                "history_share": SOAK_HISTORY_SHARE,
+                "history_before": date.fromisoformat(keys[0]),
+                **LIST_GLITCHES,
+            },
         ) as sims,
     ):
         workdir = settings.workdir or Path(scratch)
@@ -590,11 +653,22 @@ def run_soak(settings: SoakSettings, out: TextIO) -> SoakResult:
         okki, target, warehouse = _resources(
             sims.okki_url, sims.target_url, database, settings.batch_size
         )
-        defs = build_defs(okki=okki, target=target, warehouse=warehouse, sync_start=keys[0])
+        defs = build_defs(
+            okki=okki,
+            target=target,
+            warehouse=warehouse,
+            sync_start=keys[0],
+            info_refresh_days=1,
+        )
         with dg.DagsterInstance.ephemeral() as instance:
             runner = _Runner(defs.resolve_job_def("okki_sync"), instance, keys, out)
-            churned = runner.rounds(sims.okki, settings.churn, random.Random(settings.seed))
-        reconciliation = reconcile(sims.okki, sims.target, database, keys)
+            rng = random.Random(settings.seed)
+            churned = runner.rounds(sims.okki, settings.churn, rng)
+            out.write("round 4: the whole account: history, old-time deletions and restores\n")
+            churned += account_churn(sims.okki, keys, runner.flapped, rng)
+            runner.execute("daily sync", keys[-1])
+            runner.execute("okki_reconcile", None, job=defs.resolve_job_def("okki_reconcile"))
+        reconciliation = reconcile(sims.okki, sims.target, database, keys, whole_account=True)
         okki_stats, target_stats = sims.okki.stats, sims.target.stats()
     okki_faults = {f"OKKI fault {k}": v for k, v in sorted(okki_stats.faults.items())}
     okki_faults.update({f"OKKI throttled {k}": v for k, v in sorted(okki_stats.throttled.items())})
@@ -633,8 +707,13 @@ def format_report(result: SoakResult) -> str:
     lines = [
         "",
         "Reconciliation against the simulators' truth"
-        f" ({rec.partitions[0]} .. {rec.partitions[-1]}, {len(rec.partitions)} partitions)",
+        + (
+            f" (the whole account; windows {rec.partitions[0]} .. {rec.partitions[-1]})"
+            if rec.whole_account
+            else f" ({rec.partitions[0]} .. {rec.partitions[-1]}, {len(rec.partitions)} partitions)"
+        ),
         _line("expected companies (valid in OKKI)", rec.expected),
+        *([_line("  last updated before the first window", rec.history)] * rec.whole_account),
         _line("at the target, newest version", rec.current),
         _line("rejected by the target, with reason", len(rec.rejected)),
         _line("lost", rec.lost_total)

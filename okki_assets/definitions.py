@@ -8,6 +8,8 @@ Environment (see README and .env.example):
   OKKI_RATE_LIMIT_MAX  cap of the learned rate (default: no cap)
   OKKI_CONCURRENCY     info calls in flight (default 8)
   OKKI_REFRESH_INFO    1 = call info for every company on every sync (default 0)
+  OKKI_INFO_REFRESH_DAYS  okki_reconcile re-reads every company's info at least once in this
+                       many days, a slice per run (default 7; 1 = every company every run)
   TARGET_URL           target API root; unset = land-only mode (nothing sent)
   TARGET_TOKEN         target bearer token                   (required when TARGET_URL is set)
   TARGET_BATCH_SIZE    records per batch (default 500)
@@ -25,9 +27,11 @@ import os
 
 import dagster as dg
 
+from okki_assets.account import build_account
 from okki_assets.assets import DEFAULT_QUARANTINE_THRESHOLD, build_assets
 from okki_assets.automation import build_automation
 from okki_assets.partitions import DEFAULT_SYNC_START, build_sync_partitions
+from okki_assets.reconcile import DEFAULT_REFRESH_DAYS
 from okki_assets.resources import (
     REAL_OKKI_BASE_URL,
     OkkiResource,
@@ -47,15 +51,20 @@ def build_defs(
     sync_start: str = DEFAULT_SYNC_START,
     quarantine_threshold: float = DEFAULT_QUARANTINE_THRESHOLD,
     alert_webhook: str = "",
+    info_refresh_days: int = DEFAULT_REFRESH_DAYS,
 ) -> dg.Definitions:
     """Definitions for explicit resources (used below with the environment, and by the CLI)."""
     partitions = build_sync_partitions(sync_start)
     assets = build_assets(partitions, quarantine_threshold=quarantine_threshold)
     automation = build_automation(assets, alert_webhook=alert_webhook)
+    account, account_check, reconcile_job, reconcile_schedule = build_account(
+        refresh_days=info_refresh_days
+    )
     return dg.Definitions(
-        assets=assets,
-        jobs=automation.jobs,
-        schedules=automation.schedules,
+        assets=[*assets, account],
+        asset_checks=[account_check],
+        jobs=[*automation.jobs, reconcile_job],
+        schedules=[*automation.schedules, reconcile_schedule],
         sensors=automation.sensors,
         resources={"okki": okki, "target": target, "warehouse": warehouse},
     )
@@ -125,6 +134,7 @@ def defs_from_env() -> dg.Definitions:
         sync_start=_env("OKKI_SYNC_START", DEFAULT_SYNC_START),
         quarantine_threshold=_number("OKKI_QUARANTINE_THRESHOLD", DEFAULT_QUARANTINE_THRESHOLD),
         alert_webhook=_env("OKKI_ALERT_WEBHOOK", ""),
+        info_refresh_days=int(_number("OKKI_INFO_REFRESH_DAYS", DEFAULT_REFRESH_DAYS)),
     )
 
 

@@ -13,6 +13,13 @@ import dagster as dg
 from okki_assets.okki_time import CHINA_TZ, TIMEZONE
 
 DEFAULT_SYNC_START = "2026-01-01"
+# The whole account's copy (okki_reconcile): its own partition_key in the stage tables, and a
+# window that holds every real update_time (the unset 1970-01-01 00:00:00 stays outside).
+ACCOUNT_KEY = "account"
+ACCOUNT_WINDOW = (
+    datetime(1970, 1, 2, tzinfo=CHINA_TZ),
+    datetime(2200, 1, 1, tzinfo=CHINA_TZ),
+)
 
 
 def build_sync_partitions(start_date: str = DEFAULT_SYNC_START) -> dg.DailyPartitionsDefinition:
@@ -25,7 +32,9 @@ def build_sync_partitions(start_date: str = DEFAULT_SYNC_START) -> dg.DailyParti
 
 
 def window_for_key(partition_key: str) -> tuple[datetime, datetime]:
-    """The tz-aware [start, end) of a partition key's window."""
+    """The tz-aware [start, end) of a partition key's window (the account's: every time)."""
+    if partition_key == ACCOUNT_KEY:
+        return ACCOUNT_WINDOW
     day = date.fromisoformat(partition_key)
     start = datetime(day.year, day.month, day.day, tzinfo=CHINA_TZ)
     return start, start + timedelta(days=1)

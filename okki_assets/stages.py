@@ -38,7 +38,7 @@ from okki_assets.errors import (
 from okki_assets.gc_pause import gc_paused
 from okki_assets.loading import plan_load, unusable_deletions
 from okki_assets.mapping import Mapping
-from okki_assets.partitions import window_for_key
+from okki_assets.partitions import ACCOUNT_KEY, window_for_key
 from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
 from okki_assets.schemas import CleanedCompany
 from okki_assets.storage import LedgerStatus
@@ -352,6 +352,7 @@ def clean_partition(connect: Connect, partition_key: str, run_id: str) -> CleanS
                 run_id,
                 at,
             )
+            storage.settle_account_copies(conn, partition_key, ACCOUNT_KEY)
         # Validate what DuckDB now holds chunk by chunk, so a large window is never in memory.
         failures: list[pd.DataFrame] = []
         offset = 0

@@ -46,7 +46,7 @@ import httpx
 import yaml
 
 import okki_assets
-from okki_assets.cli.demo import DEMO_MALFORMED_RATE, fresh_world, recent_keys, sync_partitions
+from okki_assets.cli.demo import demo_overrides, fresh_world, recent_keys, sync_partitions
 from okki_assets.cli.options import (
     add_partitions_argument,
     add_project_dir_argument,
@@ -328,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             okki_port=args.okki_port,
             target_port=args.target_port,
-            okki_overrides={"malformed_rate": DEMO_MALFORMED_RATE},
+            okki_overrides=demo_overrides(keys[0]),
         ) as sims:
             deleted = _delete_some(sims, args.deleted, keys) if args.deleted > 0 else []
             env = dev_environment(

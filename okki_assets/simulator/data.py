@@ -657,6 +657,22 @@ def _update_seconds(gen: _Gen, index: int, first: int, days: int) -> int:
     return day + gen.below(_DAY)
 
 
+HISTORY_YEARS = 5
+
+
+def _history_seconds(n: int, share: float, before: dt.date, seed: int) -> dict[int, int]:
+    """record index -> update second of the history records: between HISTORY_YEARS years and
+    one year before ``before``."""
+    count = round((n - 2) * share) if n > 2 else 0
+    if not count:
+        return {}
+    rng = random.Random(seed * 104_729 + 3)
+    latest = _secs(before) - 365 * _DAY
+    earliest = _secs(before) - HISTORY_YEARS * 365 * _DAY
+    chosen = rng.sample(range(2, n), count)
+    return {index: rng.randrange(earliest, latest) for index in chosen}
+
+
 def _make_invalid(record: dict[str, Any], kind: str, index: int) -> None:
     if kind == "missing_company_id":
         del record["company_id"]
@@ -691,14 +707,23 @@ def generate_companies(
     *,
     seed: int = 7,
     malformed_rate: float = 0.0,
+    history_share: float = 0.0,
+    history_before: dt.date | None = None,
 ) -> list[dict[str, Any]]:
     """``n`` full company records whose ``update_time`` lies in [start 00:00:00, end 23:59:59]
     China time. Deterministic for given arguments; the records drawn for a seed do not depend on
-    ``malformed_rate`` except for the records it selects."""
+    ``malformed_rate`` except for the records it selects.
+
+    ``history_share`` of them (chosen by their own seeded draw; the two edge records never) are
+    history instead: last updated a year or more before ``history_before`` (default ``start``),
+    up to ``HISTORY_YEARS`` years before it, the quiet customers no daily window lists."""
     if end < start:
         raise ValueError(f"end {end} is before start {start}")
     if not 0.0 <= malformed_rate <= 0.5:
         raise ValueError("malformed_rate must lie in [0, 0.5]")
+    if not 0.0 <= history_share <= 1.0:
+        raise ValueError("history_share must lie in [0, 1]")
+    history = _history_seconds(n, history_share, history_before or start, seed)
     gen = _Gen(seed)
     first = _secs(start)
     days = (end - start).days + 1
@@ -710,7 +735,7 @@ def generate_companies(
             if index < 2 or gen.rnd() >= 0.03:
                 update = _update_seconds(gen, index, first, days)
             # else: the same second as the previous record (a bulk edit by automation)
-            records.append(gen.company(index, ids[index], update))
+            records.append(gen.company(index, ids[index], history.get(index, update)))
 
     bad = round(n * malformed_rate)
     if bad:

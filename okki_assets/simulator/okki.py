@@ -34,7 +34,9 @@ production code.
 
 A company belongs to the public pool (公海, ``all=2``) when it has no owner (``user_id`` empty),
 to the private pool (私海, ``all=0``) otherwise. A deleted company is listed under ``removed=1``
-with its delete time as its ``update_time``.
+with its ``update_time``: by default the one it had (a deletion keeps the old time, the worst
+case of the spec), its delete time when the test gives one. A restore keeps the time likewise.
+``edit_contact`` changes a contact's e-mail or phone without moving ``update_time``.
 """
 
 from __future__ import annotations
@@ -142,6 +144,9 @@ class OkkiSimConfig:
     # seconds ahead of the list's (the list keeps the older time).
     info_error_codes: dict[str, int] = field(default_factory=dict)
     info_time_ahead: dict[str, int] = field(default_factory=dict)
+    # False (the default, the worst case): a deletion or restore keeps the company's old
+    # update_time unless the test names a time; True: it moves to the next second held.
+    deletion_moves_time: bool = False
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -329,6 +334,7 @@ class OkkiSimulator:
         self._empty_first_served = 0
         self._first_pages_asked = 0
         self._shifts_served = 0
+        self._live_times: dict[int, object] = {}  # seq -> update_time before its deletion
         records = list(companies or ())
         with gc_paused():
             if copy_records:
@@ -352,13 +358,24 @@ class OkkiSimulator:
         seed: int = 7,
         *,
         malformed_rate: float = 0.0,
+        history_share: float = 0.0,
+        history_before: dt.date | None = None,
         **config_overrides: Any,
     ) -> OkkiSimulator:
         """A seeded data set whose update times span the last ``days`` days, today included
-        (China time)."""
+        (China time); ``history_share`` of it last updated a year or more before
+        ``history_before`` (default: the first of those days)."""
         today = dt.datetime.now(CHINA_TZ).date()
         start = today - dt.timedelta(days=days - 1)
-        companies = generate_companies(n, start, today, seed=seed, malformed_rate=malformed_rate)
+        companies = generate_companies(
+            n,
+            start,
+            today,
+            seed=seed,
+            malformed_rate=malformed_rate,
+            history_share=history_share,
+            history_before=history_before,
+        )
         config = OkkiSimConfig(seed=seed, **config_overrides)
         return cls(companies, config, copy_records=False)
 
@@ -915,25 +932,77 @@ class OkkiSimulator:
     def delete_company(
         self, company_id: object, *, delete_time: str | dt.datetime | None = None
     ) -> dict[str, Any]:
-        """Move a company to the deleted set; its delete time becomes its update_time (default:
-        one second after the newest update_time held). Returns a copy of the record."""
+        """Move a company to the deleted set. By default it keeps its old update_time (OKKI's
+        worst case: the deletion then shows only under an old window); ``delete_time`` moves it
+        there instead, and ``config.deletion_moves_time`` makes that the default (one second
+        after the newest update_time held). Returns a copy of the record."""
         with self._lock:
             entry = self._lookup(company_id)
             if entry.removed:
                 raise KeyError(f"company_id {company_id} is already deleted")
-            self._move(entry, update_time=self._when(delete_time), removed=True)
+            self._flip(entry, delete_time, removed=True)
             return copy.deepcopy(entry.record)
 
     def restore_company(
         self, company_id: object, *, restore_time: str | dt.datetime | None = None
     ) -> dict[str, Any]:
-        """Bring a deleted company back (OKKI's recycle bin); its restore time becomes its
-        update_time (default: one second after the newest update_time held)."""
+        """Bring a deleted company back (OKKI's recycle bin). By default it comes back with the
+        update_time it had before it was deleted (an old time, older than a deletion that moved
+        it); ``restore_time`` sets a new one, and
+        ``config.deletion_moves_time`` makes that the default."""
         with self._lock:
             entry = self._lookup(company_id)
             if not entry.removed:
                 raise KeyError(f"company_id {company_id} is not deleted")
-            self._move(entry, update_time=self._when(restore_time), removed=False)
+            self._flip(entry, restore_time, removed=False)
+            return copy.deepcopy(entry.record)
+
+    def _flip(self, entry: _Entry, when: str | dt.datetime | None, *, removed: bool) -> None:
+        """Delete or restore. A restore with no time goes back to the update_time the company
+        had before its deletion (when the deletion moved it), else keeps the one it has."""
+        before = self._live_times.pop(entry.seq, None)
+        if removed:
+            self._live_times[entry.seq] = entry.record.get("update_time")
+        if when is None and not self.config.deletion_moves_time:
+            if not removed and isinstance(before, str) and parse_time(before) is not None:
+                self._move(entry, update_time=self._when(before), removed=False)
+            else:
+                self._reindex(entry, removed)  # the old update_time stays
+        else:
+            self._move(entry, update_time=self._when(when), removed=removed)
+
+    def edit_contact(
+        self, company_id: object, *, email: str | None = None, phone: str | None = None
+    ) -> dict[str, Any]:
+        """Change the primary contact's e-mail and/or phone (main_customer_flag 1, else the
+        first contact; one is added when there is none) WITHOUT moving the company's
+        update_time: an edit only re-reading info finds. Returns a copy of the record."""
+        with self._lock:
+            entry = self._lookup(company_id)
+            customers = entry.record.get("customers")
+            if not isinstance(customers, list) or not customers:
+                customers = entry.record["customers"] = [
+                    {
+                        "customer_id": 0,
+                        "name": "",
+                        "email": "",
+                        "tel_list": [],
+                        "main_customer_flag": 1,
+                    }
+                ]
+            primary = next(
+                (
+                    c
+                    for c in customers
+                    if isinstance(c, dict) and str(c.get("main_customer_flag")) == "1"
+                ),
+                customers[0],
+            )
+            if email is not None:
+                primary["email"] = email
+            if phone is not None:
+                primary["tel_list"] = [["", phone]]
+            self._version += 1
             return copy.deepcopy(entry.record)
 
     def add_company(self, record: Mapping[str, Any]) -> dict[str, Any]:

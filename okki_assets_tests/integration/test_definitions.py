@@ -31,13 +31,14 @@ from okki_assets.simulator.harness import (
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-ASSETS = {"raw_companies", "cleaned_companies", "loaded_companies"}
+ASSETS = {"raw_companies", "cleaned_companies", "loaded_companies", "okki_account"}
 CHECKS = {
     ("raw_companies", "raw_complete"),
     ("cleaned_companies", "schema_valid"),
     ("cleaned_companies", "company_id_unique"),
     ("cleaned_companies", "quarantine_ratio"),
     ("loaded_companies", "load_reconciled"),
+    ("okki_account", "account_in_sync"),
 }
 OKKI_VARS = ("OKKI_BASE_URL", "OKKI_CLIENT_ID", "OKKI_CLIENT_SECRET", "TARGET_URL", "TARGET_TOKEN")
 
@@ -104,8 +105,9 @@ def test_graphql_sees_assets_checks_and_schedules(tmp_path: Path) -> None:
     assert schedules == {
         "okki_intraday_sync": ("*/15 * * * *", "Asia/Shanghai"),
         "okki_daily_sync": ("30 0 * * *", "Asia/Shanghai"),
+        "okki_reconcile_daily": ("30 3 * * *", "Asia/Shanghai"),
     }
-    assert "okki_sync" in {j["name"] for j in repo["jobs"]}
+    assert {"okki_sync", "okki_reconcile"} <= {j["name"] for j in repo["jobs"]}
 
 
 def test_importing_the_definitions_warns_about_nothing(tmp_path: Path) -> None:

@@ -68,6 +68,19 @@ def test_a_company_deleted_restored_and_deleted_again_is_not_doubled() -> None:
     assert doubled_ids([("2", "created", v1), ("2", "updated", v2), ("2", "updated", v1)]) == ["2"]
     # a delete applied twice with nothing in between
     assert doubled_ids([("3", "deleted", tombstone), ("3", "deleted", tombstone)]) == ["3"]
+    # restored with its old update_time: the old content comes back after the tombstone
+    assert (
+        doubled_ids([("4", "created", v1), ("4", "deleted", tombstone), ("4", "created", v1)]) == []
+    )
+    # ... but sent twice without a delete in between it is doubled
+    assert doubled_ids(
+        [
+            ("5", "created", v1),
+            ("5", "deleted", tombstone),
+            ("5", "created", v1),
+            ("5", "updated", v1),
+        ]
+    ) == ["5"]
 
 
 @pytest.fixture

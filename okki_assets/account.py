@@ -1,0 +1,180 @@
+"""okki_account: the whole OKKI account at the target, its check, job and schedule.
+
+- ``okki_account`` (group okki, unpartitioned) runs one reconcile (see reconcile.py): one pass
+  over the full list and the full deleted list against the load ledger; only missing, stale,
+  restored and refresh-due companies are fetched, cleaned and loaded through the same stage
+  functions as a daily window, under the partition ``account`` of the stage tables.
+- ``account_in_sync`` (ERROR when it fails): after the run, nothing live and valid is missing
+  or stale and nothing deleted is still present at the target. Run alone, it takes its own list
+  pass (list requests only, no info call, no write to the target) and tells how far the target
+  is from OKKI.
+- ``okki_reconcile`` materializes it (UI, or ``dagster job execute -m okki_assets.definitions
+  -j okki_reconcile``); ``okki_reconcile_daily`` runs it at 03:30 China time, off by default.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
+
+from typing import Any
+
+import dagster as dg
+
+from okki_assets import checks, storage
+from okki_assets.assets import API_POOL, GROUP, _failure_on_error
+from okki_assets.okki_time import TIMEZONE
+from okki_assets.reconcile import (
+    DEFAULT_REFRESH_DAYS,
+    AccountState,
+    ReconcileSummary,
+    observe,
+    reconcile_account,
+    state_of,
+)
+from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
+
+ACCOUNT_ASSET = "okki_account"
+ACCOUNT_CHECK = "account_in_sync"
+RECONCILE_JOB = "okki_reconcile"
+RECONCILE_SCHEDULE = "okki_reconcile_daily"
+RECONCILE_CRON = "30 3 * * *"
+# Copied from the run's materialization into the check's metadata, so both plot the same run.
+RUN_FIGURES = (
+    "restored",
+    "refreshed",
+    "contacts_changed_by_refresh",
+    "list_requests",
+    "info_requests",
+    "sent",
+    "tombstones_sent",
+)
+
+
+def build_account(
+    *, refresh_days: int = DEFAULT_REFRESH_DAYS
+) -> "tuple[dg.AssetsDefinition, dg.AssetChecksDefinition, dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]":  # noqa: E501
+    """The account asset, its check, the reconcile job and its schedule."""
+    if refresh_days < 1:
+        raise ValueError(f"OKKI_INFO_REFRESH_DAYS must be at least 1, got {refresh_days}")
+
+    @dg.asset(name=ACCOUNT_ASSET, group_name=GROUP, pool=API_POOL, kinds={"duckdb"})
+    def okki_account(
+        context: dg.AssetExecutionContext,
+        okki: OkkiResource,
+        target: TargetResource,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult[None]:
+        """The whole account at the target: every live, valid company of any update_time,
+        every deletion, fresh contacts (rolling info refresh).
+
+        Re-running is safe: the ``account`` partition of the stage tables is replaced, the
+        ledger skips what the target already has and never sends an older version, and loads
+        hold the same load lock as the daily windows'."""
+        with _failure_on_error():
+            target.check()
+            mapping = target.mapping()
+            client = target.open()
+            try:
+                with okki.session(warehouse.get_connection) as okki_client:
+                    s = reconcile_account(
+                        okki_client,
+                        client,
+                        warehouse.get_connection,
+                        warehouse.load_lock,
+                        context.run.run_id,
+                        mapping,
+                        refresh_days=refresh_days,
+                        batch_size=target.batch_size,
+                    )
+            finally:
+                if client is not None:
+                    client.close()
+        _log(context, s)
+        return dg.MaterializeResult(metadata=s.metadata())
+
+    @dg.asset_check(
+        asset=okki_account,
+        name=ACCOUNT_CHECK,
+        description="The target holds every live, valid OKKI company in its newest version and"
+        " no company OKKI lists as deleted.",
+    )
+    def account_in_sync(
+        context: dg.AssetCheckExecutionContext,
+        okki: OkkiResource,
+        warehouse: WarehouseResource,
+    ) -> dg.AssetCheckResult:
+        run_id = context.run.run_id
+        with _failure_on_error():
+            with warehouse.get_connection() as conn:
+                snapshot = storage.read_account_list(conn, run_id)
+                state = state_of(conn, snapshot) if snapshot is not None else None
+            if state is None:  # run alone: observe the account now (list requests only)
+                with okki.session(warehouse.get_connection) as client:
+                    _, _, state = observe(client, warehouse.get_connection, run_id)
+        return _check_result(state, _run_figures(context, run_id))
+
+    job = dg.define_asset_job(
+        RECONCILE_JOB,
+        selection=dg.AssetSelection.assets(okki_account),
+        description="The whole account: one list pass, then only missing, stale, deleted,"
+        " restored and refresh-due companies are fetched and loaded.",
+    )
+    schedule = dg.ScheduleDefinition(
+        name=RECONCILE_SCHEDULE,
+        job=job,
+        cron_schedule=RECONCILE_CRON,
+        execution_timezone=TIMEZONE,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="03:30 China time: reconcile the whole account (the safety net).",
+    )
+    return okki_account, account_in_sync, job, schedule
+
+
+def _log(context: dg.AssetExecutionContext, s: ReconcileSummary) -> None:
+    found, after = s.before.counts(), (s.after or s.before).counts()
+    context.log.info(
+        "account: %d companies in OKKI, %d deleted; found %d missing, %d stale, %d restored,"
+        " %d deleted but present; %d refreshed; %d list and %d info requests",
+        found["companies_in_okki"],
+        found["deleted_in_okki"],
+        found["missing"],
+        found["stale"],
+        found["restored_pending"],
+        found["deleted_but_present"],
+        s.refreshed,
+        s.list_requests,
+        s.info_requests,
+    )
+    context.log.info(
+        "account after the load: %d at the target, %d missing, %d stale, %d deleted but"
+        " present, %d quarantined",
+        after["at_target"],
+        after["missing"],
+        after["stale"],
+        after["deleted_but_present"],
+        after["quarantined"],
+    )
+
+
+def _run_figures(context: dg.AssetCheckExecutionContext, run_id: str) -> dict[str, Any]:
+    """This run's reconcile figures from its materialization (none when the check ran alone)."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(ACCOUNT_ASSET))
+    if event is None or event.run_id != run_id or event.asset_materialization is None:
+        return {}
+    metadata = event.asset_materialization.metadata
+    return {k: metadata[k].value for k in RUN_FIGURES if k in metadata}
+
+
+def _check_result(state: AccountState, figures: dict[str, Any]) -> dg.AssetCheckResult:
+    counts = state.counts()
+    metadata: dict[str, Any] = {**counts, **figures}
+    offenders = state.offenders()
+    if not offenders.empty:
+        metadata["offending_ids"] = checks.table_metadata(offenders, limit=len(offenders))
+    problems = len(state.missing) + len(state.stale) + len(state.restored)
+    problems += len(state.deleted_but_present)
+    return dg.AssetCheckResult(
+        passed=state.in_sync,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{counts['at_target']} of {counts['companies_in_okki']} at the target;"
+        f" {problems} missing, stale, not restored or deleted but present",
+        metadata=metadata,
+    )

@@ -1,0 +1,410 @@
+"""The whole account against the target: what ``okki_reconcile`` reads, compares and sends.
+
+One pass over OKKI's full list (``removed=0``, no time filter) and its full deleted list
+(``removed=1``) is compared with the load ledger, the target's acknowledged state:
+
+- ``missing``: live, not known bad, and no acknowledged live row in the ledger;
+- ``stale``: the ledger's version is older than the list's ``update_time``;
+- ``restored``: live, but the ledger's last word is a tombstone;
+- ``deleted_but_present``: in the deleted list, but the ledger's last word is a live record;
+- ``due``: at the target and in sync, but due for the rolling info refresh (contacts can change
+  without moving ``update_time``).
+
+Only those are fetched (info), stored under the partition ``account`` of the stage tables,
+cleaned and loaded by the very functions a daily window uses. Cost: ``ceil(N / page size) +
+ceil(D / page size)`` list requests and one info call per missing, stale, restored or due
+company. A version already quarantined for its data (not for a failed info call) is known bad:
+it is not counted missing, and it is cleaned again from its stored payload (no info call) so
+that the account's quarantine, replaced on every run, keeps it.
+
+Ordering of tombstones and upserts: the ledger keeps the newest ``update_time`` and never sends
+an older one. A deletion or restore that keeps the old ``update_time`` would lose on that rule,
+so where the account list (observed after the ledger row was acknowledged) says the opposite of
+the ledger's last word, the ledger row yields: its time is lowered to the observed one under the
+load lock, right before the load, and the ordinary rule then sends the observed state. A window
+re-run later with an older version is still stale, and a newer edit still wins.
+
+The rolling refresh: a company is due when ``crc32(company_id) mod refresh_days`` equals the
+China day number mod ``refresh_days`` (an even slice per day), or when its info was last read
+more than ``refresh_days`` days ago (or never); ``refresh_days = 1`` reads every company.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from okki_assets import stages, storage
+from okki_assets.clients.okki import OkkiClient, record_key
+from okki_assets.clients.target import TargetClient
+from okki_assets.errors import PaginationError, RepeatedPageError
+from okki_assets.mapping import Mapping, content_hash, tombstone
+from okki_assets.okki_time import CHINA_TZ, TIMEZONE
+from okki_assets.partitions import ACCOUNT_KEY
+from okki_assets.pull import InfoReport, ListedRecords, fetch_infos
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REFRESH_DAYS = 7
+SAMPLE_IDS = 50
+MAX_PASSES = 3
+LIVE_STATUSES = ("created", "updated", "unchanged", "landed")
+Connect = stages.Connect
+
+
+@dataclass
+class AccountState:
+    """The account list against the ledger: ids per class, plus the counts."""
+
+    companies_in_okki: int = 0
+    deleted_in_okki: int = 0
+    malformed: int = 0
+    known_bad: list[str] = field(default_factory=list)
+    at_target: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    deleted_but_present: list[str] = field(default_factory=list)
+
+    @property
+    def in_sync(self) -> bool:
+        return not (self.missing or self.stale or self.restored or self.deleted_but_present)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "companies_in_okki": self.companies_in_okki,
+            "deleted_in_okki": self.deleted_in_okki,
+            "at_target": len(self.at_target),
+            "missing": len(self.missing),
+            "stale": len(self.stale),
+            "restored_pending": len(self.restored),
+            "deleted_but_present": len(self.deleted_but_present),
+            "quarantined": len(self.known_bad) + self.malformed,
+        }
+
+    def offenders(self) -> pd.DataFrame:
+        """The first offending ids, with what is wrong with each (for the check's table)."""
+        rows = [
+            (cid, problem)
+            for problem, ids in (
+                ("missing", self.missing),
+                ("stale", self.stale),
+                ("restored, not at the target", self.restored),
+                ("deleted in OKKI, present at the target", self.deleted_but_present),
+            )
+            for cid in ids[:SAMPLE_IDS]
+        ]
+        return pd.DataFrame(rows[:SAMPLE_IDS], columns=["company_id", "problem"])
+
+
+def _okki_times(values: pd.Series) -> pd.Series:
+    text = values.astype("string").str.strip()
+    parsed = pd.to_datetime(text, errors="coerce", format="%Y-%m-%d %H:%M:%S")
+    return parsed.dt.tz_localize(TIMEZONE)
+
+
+def _is_tombstone(ledger: pd.DataFrame) -> pd.Series:
+    """The ledger's last word is a tombstone: status deleted, or the tombstone's content
+    acknowledged as unchanged or landed."""
+    hashes = [content_hash(tombstone(int(c))) for c in ledger["company_id"]]
+    return (ledger["status"] == "deleted") | (
+        ledger["status"].isin(["unchanged", "landed"]) & (ledger["content_hash"] == hashes)
+    )
+
+
+def compare(
+    snapshot: pd.DataFrame, ledger: pd.DataFrame, known_bad: set[tuple[str, str]]
+) -> AccountState:
+    """Classify the account list (company_id, update_time, removed) against the ledger rows.
+
+    A company in both lists (deleted while the pass ran) counts as deleted: the deleted list is
+    read after the live one."""
+    state = AccountState()
+    removed = snapshot[snapshot["removed"]]
+    deleted_ids = set(removed["company_id"])
+    live = snapshot[~snapshot["removed"] & ~snapshot["company_id"].isin(deleted_ids)].copy()
+    state.companies_in_okki, state.deleted_in_okki = len(live), len(removed)
+    live["when"] = _okki_times(live["update_time"])
+    numeric = live["company_id"].str.fullmatch(r"\d+").fillna(False)
+    good = numeric & live["when"].notna()
+    state.malformed = int((~good).sum())
+    live = live[good]
+    bad = [
+        (c, t) in known_bad for c, t in zip(live["company_id"], live["update_time"], strict=True)
+    ]
+    state.known_bad = sorted(live.loc[bad, "company_id"])
+    live = live[[not b for b in bad]]
+
+    held = pd.DataFrame(
+        {
+            "company_id": ledger["company_id"].astype("int64").astype(str),
+            "status": ledger["status"],
+            "l_time": ledger["update_time"],
+            "tomb": _is_tombstone(ledger) if not ledger.empty else pd.Series(dtype=bool),
+        }
+    )
+    merged = live.merge(held, on="company_id", how="left")
+    tomb = merged["tomb"].astype("boolean").fillna(False).astype(bool)
+    live_word = merged["status"].isin(LIVE_STATUSES) & ~tomb
+    stale = live_word & (merged["l_time"].isna() | (merged["l_time"] < merged["when"]))
+    state.missing = sorted(merged.loc[~live_word & ~tomb, "company_id"])
+    state.restored = sorted(merged.loc[tomb, "company_id"])
+    state.stale = sorted(merged.loc[stale, "company_id"])
+    state.at_target = sorted(merged.loc[live_word & ~stale, "company_id"])
+    present = held[held["company_id"].isin(deleted_ids) & ~held["tomb"].astype(bool)]
+    state.deleted_but_present = sorted(present["company_id"])
+    return state
+
+
+def refresh_slice(company_id: str, refresh_days: int, day: date) -> bool:
+    """Whether today's slice of the rolling refresh holds this company (stable across runs)."""
+    return zlib.crc32(company_id.encode()) % refresh_days == day.toordinal() % refresh_days
+
+
+def due_for_refresh(
+    ids: list[str],
+    last_fetch: dict[str, datetime],
+    refresh_days: int,
+    now: datetime,
+) -> list[str]:
+    """Companies whose info is due: today's slice, plus any read longer ago than the period."""
+    day = now.astimezone(CHINA_TZ).date()
+    oldest = now - timedelta(days=refresh_days)
+    return [
+        cid
+        for cid in ids
+        if refresh_slice(cid, refresh_days, day)
+        or (when := last_fetch.get(cid)) is None
+        or when < oldest
+    ]
+
+
+@dataclass
+class ReconcileSummary:
+    before: AccountState
+    after: AccountState | None = None
+    refreshed: int = 0
+    contacts_changed_by_refresh: int = 0
+    list_requests: int = 0
+    info_requests: int = 0
+    info_reused: int = 0
+    ledger_yielded: int = 0
+    clean: stages.CleanSummary | None = None
+    load: stages.LoadSummary | None = None
+    seconds: float = 0.0
+
+    def metadata(self) -> dict[str, Any]:
+        after = self.after or self.before
+        found = self.before.counts()
+        out: dict[str, Any] = {
+            **after.counts(),
+            "found_missing": found["missing"],
+            "found_stale": found["stale"],
+            "restored": found["restored_pending"],
+            "found_deleted_but_present": found["deleted_but_present"],
+            "refreshed": self.refreshed,
+            "contacts_changed_by_refresh": self.contacts_changed_by_refresh,
+            "list_requests": self.list_requests,
+            "info_requests": self.info_requests,
+            "info_reused": self.info_reused,
+            "ledger_yielded": self.ledger_yielded,
+            "duration_seconds": round(self.seconds, 2),
+        }
+        if self.clean is not None:
+            out["cleaned"], out["quarantined_now"] = self.clean.cleaned, self.clean.quarantined
+        if self.load is not None:
+            out["sent"], out["tombstones_sent"] = self.load.sent, self.load.statuses["deleted"]
+            out["failed"] = self.load.failed
+        return out
+
+
+def list_account(client: OkkiClient, removed: int) -> ListedRecords:
+    """The whole (live or deleted) list, the list itself ending each pass.
+
+    One pass when the list held still. A pass that shows it moved (a row came twice, which
+    means another was skipped, or ``totalItem`` changed) is followed by another, merged with it
+    (newest version per company), up to ``MAX_PASSES``; a pass in which a page repeated the one
+    before is taken again."""
+    records, completed = ListedRecords(), 0
+    for _ in range(MAX_PASSES):
+        seen, totals, rows = ListedRecords(), set(), 0
+        try:
+            for page in client.iter_list_pages(removed=removed, prefetch=True):
+                totals.add(page.total_item)
+                for record in page.records:
+                    rows += 1
+                    seen.add(record_key(record), record)
+        except RepeatedPageError as e:
+            repeated = e
+            continue
+        completed += 1
+        records.merge(seen)
+        if rows == len(seen) and len(totals) <= 1:
+            return records
+        log.info("account list (removed=%d) moved while paging: one more pass", removed)
+    if not completed:
+        raise PaginationError(
+            f"a page repeated the one before in {MAX_PASSES} passes over the account list",
+            endpoint=repeated.endpoint,
+            params=repeated.params,
+        )
+    return records
+
+
+def snapshot_frame(live: ListedRecords, deleted: ListedRecords) -> pd.DataFrame:
+    """The run's view of the account; a row without a company_id keeps its ``raw:`` key and is
+    counted (as malformed) with the companies."""
+    rows = [(k, live.update_time(k), False) for k in live]
+    rows += [(k, deleted.update_time(k), True) for k in deleted if not k.startswith("raw:")]
+    return pd.DataFrame(rows, columns=["company_id", "update_time", "removed"]).astype(
+        {"company_id": object, "update_time": object, "removed": bool}
+    )
+
+
+def observe(
+    client: OkkiClient, connect: Connect, run_id: str
+) -> tuple[ListedRecords, ListedRecords, AccountState]:
+    """The account list (live and deleted), kept as the run's snapshot, against the ledger."""
+    observed_at = datetime.now(tz=UTC)
+    live = list_account(client, removed=0)
+    deleted = list_account(client, removed=1)
+    snapshot = snapshot_frame(live, deleted)
+    with connect() as conn:
+        storage.replace_account_list(conn, snapshot, run_id, observed_at)
+        state = state_of(conn, snapshot)
+    log.info("account: %d live, %d deleted listed", len(live), len(deleted))
+    return live, deleted, state
+
+
+def state_of(conn: Any, snapshot: pd.DataFrame) -> AccountState:
+    ids = [int(c) for c in snapshot["company_id"] if str(c).isdigit()]
+    return compare(snapshot, storage.ledger_rows(conn, ids), storage.known_bad_versions(conn))
+
+
+def reconcile_account(
+    okki: OkkiClient,
+    target: TargetClient | None,
+    connect: Connect,
+    load_lock: Callable[[], AbstractContextManager[None]],
+    run_id: str,
+    mapping: Mapping,
+    *,
+    refresh_days: int = DEFAULT_REFRESH_DAYS,
+    batch_size: int = 500,
+) -> ReconcileSummary:
+    """Bring the whole account to the target (see the module docstring); re-running is safe:
+    the account partition is replaced, and the ledger skips what the target already has."""
+    started = time.monotonic()
+    before_stats = okki.stats.as_metadata()
+    observed_at = datetime.now(tz=UTC)
+    live, deleted, state = observe(okki, connect, run_id)
+    summary = ReconcileSummary(state)
+
+    with connect() as conn:
+        last_fetch = storage.last_info_fetches(conn)
+    due = set(due_for_refresh(state.at_target, last_fetch, refresh_days, observed_at))
+    # Everything not at the target (missing, stale, restored, malformed or known bad, the last
+    # two for quarantine: a known bad version is re-cleaned from its stored payload, no info
+    # call, so that the account's quarantine keeps it), plus the refresh slice.
+    at_target = set(state.at_target)
+    work = {k for k in live if k not in at_target and k not in deleted} | due
+    summary.refreshed = len(due)
+
+    to_pull = ListedRecords()
+    for key in sorted(work):
+        to_pull.add(key, live[key])
+    summary.info_reused, summary.info_requests = _pull(okki, connect, to_pull, due, run_id)
+    with connect() as conn:
+        storage.replace_deleted(
+            conn,
+            ACCOUNT_KEY,
+            [
+                (k, _text(deleted.update_time(k)), json.dumps(deleted[k], ensure_ascii=False))
+                for k in state.deleted_but_present
+            ],
+            run_id,
+            datetime.now(tz=UTC),
+        )
+    summary.clean = stages.clean_partition(connect, ACCOUNT_KEY, run_id)
+
+    flips = _flips(live, deleted, state)
+    with load_lock():
+        with connect() as conn:
+            summary.ledger_yielded = storage.yield_to_observation(conn, flips, observed_at)
+        summary.load = stages.load_partition(
+            target, connect, ACCOUNT_KEY, run_id, mapping, batch_size=batch_size
+        )
+    with connect() as conn:
+        changed = storage.ledger_ids_for_run(conn, run_id, ("updated", "landed"))
+        summary.after = state_of(conn, snapshot_frame(live, deleted))
+    summary.contacts_changed_by_refresh = len({str(c) for c in changed} & due)
+    after_stats = okki.stats.as_metadata()
+    summary.list_requests = int(after_stats["requests_list"] - before_stats["requests_list"])
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _pull(
+    okki: OkkiClient, connect: Connect, to_pull: ListedRecords, due: set[str], run_id: str
+) -> tuple[int, int]:
+    """Fetch info for the work set (reusing a stored payload of the same version unless the
+    company is due for refresh) and publish it as the account's raw partition."""
+    ids = [k for k in to_pull if not k.startswith("raw:")]
+    with connect() as conn:
+        stored = storage.stored_update_times(conn, ids)
+
+    def reusable(company_id: str, update_time: object) -> bool:
+        return (
+            update_time is not None
+            and company_id not in due
+            and stored.get(company_id) == update_time
+        )
+
+    report = InfoReport()
+    fetched_at = datetime.now(tz=UTC)
+    rows: list[storage.RawRow] = []
+    try:
+        for c in fetch_infos(okki, to_pull, reusable=reusable, report=report):
+            info = json.dumps(c.info, ensure_ascii=False) if c.info is not None else None
+            list_json = json.dumps(c.list_record, ensure_ascii=False)
+            rows.append(
+                storage.RawRow(
+                    ACCOUNT_KEY, c.company_id, c.update_time, list_json, info, c.info_reused
+                )
+            )
+            if len(rows) >= stages.STAGE_CHUNK:
+                with connect() as conn:
+                    storage.stage_raw(conn, run_id, rows, fetched_at)
+                rows.clear()
+        with connect() as conn:
+            storage.stage_raw(conn, run_id, rows, fetched_at)
+            storage.publish_raw(conn, run_id, [ACCOUNT_KEY])
+            storage.record_info_fetches(conn, ACCOUNT_KEY, run_id)
+    except BaseException:
+        with connect() as conn:
+            storage.discard_staging(conn, run_id)
+        raise
+    return report.reused, report.requested
+
+
+def _flips(live: ListedRecords, deleted: ListedRecords, state: AccountState) -> pd.DataFrame:
+    """The observed state of every company whose ledger says the opposite (see the module)."""
+    rows = [(cid, live.update_time(cid), False) for cid in state.restored]
+    rows += [(cid, deleted.update_time(cid), True) for cid in state.deleted_but_present]
+    frame = pd.DataFrame(rows, columns=["company_id", "update_time", "deleted"])
+    frame["update_time"] = _okki_times(frame["update_time"].astype(object))
+    frame = frame[frame["update_time"].notna()]
+    return frame.assign(company_id=frame["company_id"].astype("int64"))
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
