@@ -67,6 +67,7 @@ CHECKS = {
     "cleaned_companies": {"schema_valid", "company_id_unique", "quarantine_ratio"},
     "loaded_companies": {"load_reconciled"},
 }
+ACCOUNT_CHECKS = {"okki_account": {"account_in_sync"}}  # the whole account: not partitioned
 BLOCKING = {"schema_valid", "company_id_unique", "load_reconciled"}
 #: Numbers the UI plots across partitions: (asset, metadata label).
 PLOTTED = [
@@ -457,7 +458,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
 # --- the code location ---------------------------------------------------------------------
 
 
-def test_the_code_location_loads_three_assets_with_their_checks(ui: Session) -> None:
+def test_the_code_location_loads_its_assets_with_their_checks(ui: Session) -> None:
     entry = _wait_loaded(ui)
     assert entry["name"] == "okki_assets"
     assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
@@ -474,8 +475,10 @@ def test_the_code_location_loads_three_assets_with_their_checks(ui: Session) -> 
         n["assetKey"]["path"][0]: {c["name"] for c in n["assetChecksOrError"]["checks"]}
         for n in nodes
     }
-    assert found == CHECKS
-    assert all(n["isPartitioned"] and n["groupName"] == "okki" for n in nodes)
+    assert found == {**CHECKS, **ACCOUNT_CHECKS}
+    assert all(n["groupName"] == "okki" for n in nodes)
+    # the daily windows are partitioned; the whole account (okki_reconcile) is not
+    assert {n["assetKey"]["path"][0] for n in nodes if not n["isPartitioned"]} == {"okki_account"}
     blocking = {
         c["name"] for n in nodes for c in n["assetChecksOrError"]["checks"] if c["blocking"]
     }
@@ -509,6 +512,7 @@ def test_freshness_schedules_and_alert_sensor_are_visible(ui: Session) -> None:
     assert schedules == {
         "okki_intraday_sync": ("*/15 * * * *", "Asia/Shanghai", "STOPPED"),
         "okki_daily_sync": ("30 0 * * *", "Asia/Shanghai", "STOPPED"),
+        "okki_reconcile_daily": ("30 3 * * *", "Asia/Shanghai", "STOPPED"),
     }
     sensors = {
         s["name"]: (s["sensorType"], s["sensorState"]["status"])
