@@ -3,7 +3,8 @@
 ``python -m benchmarks.bench`` measures throughput at OKKI's quota, CPU per record and peak
 memory; ``python -m benchmarks.soak`` syncs days against faulty simulators and reconciles the
 target with OKKI; ``python -m benchmarks.reconcile_cost`` counts the requests of okki_reconcile
-over an account of N companies. Each module has ``add_arguments(parser)``, ``run(args) -> int`` and ``main``.
+over an account of N companies. Each module has ``add_arguments(parser)``, ``run(args) -> int``
+and ``main``.
 """
 
 from __future__ import annotations
