@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping as AbcMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ class FieldSpec:
 
 
 @dataclass(frozen=True)
-class Mapping:
+class TargetMapping:
     """A validated mapping: ordered fields, the missing-value default, where it came from."""
 
     fields: tuple[FieldSpec, ...]
@@ -186,8 +186,8 @@ def _parse_field(source: str, key: object, spec: object) -> FieldSpec:
     return FieldSpec(key=key, path=path, column=column, type=ftype, default=default)
 
 
-def parse_mapping(spec: object, source: str = "<dict>") -> Mapping:
-    """Validate a mapping given as a dict (the mapping-file format) into a ``Mapping``."""
+def parse_mapping(spec: object, source: str = "<dict>") -> TargetMapping:
+    """Validate a mapping given as a dict (the mapping-file format) into a ``TargetMapping``."""
     if not isinstance(spec, dict):
         raise _fail(source, "<top>", "a mapping must be an object with 'fields'")
     unknown = [k for k in spec if k not in _TOP_LEVEL_KEYS]
@@ -211,7 +211,7 @@ def parse_mapping(spec: object, source: str = "<dict>") -> Mapping:
                 )
     if ("id",) not in leaves:
         raise _fail(source, "fields.id", "missing: every record needs an 'id'")
-    return Mapping(fields=fields, default=default, source=source)
+    return TargetMapping(fields=fields, default=default, source=source)
 
 
 def _one_line(exc: Exception) -> str:
@@ -224,7 +224,7 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def load_mapping(path: str | Path | None) -> Mapping:
+def load_mapping(path: str | Path | None) -> TargetMapping:
     """The mapping in ``path`` (YAML or JSON by extension), or the built-in one for ``None``."""
     if path is None:
         return parse_mapping(DEFAULT_MAPPING_SPEC, source="<default mapping>")
@@ -340,13 +340,15 @@ def _records(tree: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values, strict=False)) for values in zip(*columns, strict=True)]
 
 
-def map_records(cleaned: pd.DataFrame, mapping: Mapping | None = None) -> list[dict[str, Any]]:
+def map_records(
+    cleaned: pd.DataFrame, mapping: TargetMapping | None = None
+) -> list[dict[str, Any]]:
     """One target record per cleaned row, in row order (column-wise conversion, then zip)."""
     with gc_paused():
         return _map_records(cleaned, mapping)
 
 
-def _map_records(cleaned: pd.DataFrame, mapping: Mapping | None) -> list[dict[str, Any]]:
+def _map_records(cleaned: pd.DataFrame, mapping: TargetMapping | None) -> list[dict[str, Any]]:
     mapping = mapping if mapping is not None else load_mapping(None)
     n = len(cleaned)
     if n == 0:
@@ -375,7 +377,7 @@ def _map_records(cleaned: pd.DataFrame, mapping: Mapping | None) -> list[dict[st
 # ------------------------------------------------------------------------------- records
 
 
-def _canonical_bytes(record: AbcMapping[str, Any]) -> bytes:
+def _canonical_bytes(record: Mapping[str, Any]) -> bytes:
     try:
         return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # an int beyond 64 bits, a non-str key: the standard library copes
@@ -384,7 +386,7 @@ def _canonical_bytes(record: AbcMapping[str, Any]) -> bytes:
         ).encode("utf-8")
 
 
-def canonical_json(record: AbcMapping[str, Any]) -> str:
+def canonical_json(record: Mapping[str, Any]) -> str:
     """Sorted keys, no ASCII escaping, compact separators: the text ``content_hash`` hashes.
 
     Written by orjson (six times faster than the standard library, and the ledger hashes every
@@ -396,7 +398,7 @@ def canonical_json(record: AbcMapping[str, Any]) -> str:
     return _canonical_bytes(record).decode("utf-8")
 
 
-def content_hash(record: AbcMapping[str, Any]) -> str:
+def content_hash(record: Mapping[str, Any]) -> str:
     """sha256 hex digest of the record's canonical JSON; stable across runs and processes."""
     return hashlib.sha256(_canonical_bytes(record)).hexdigest()
 

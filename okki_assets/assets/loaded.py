@@ -32,7 +32,7 @@ from okki_assets.assets.common import (
     stats_delta,
     table_metadata,
 )
-from okki_assets.clients.target import TargetClient, new_attempt
+from okki_assets.clients.target import LandOnlyTarget, TargetClient, new_attempt
 from okki_assets.errors import (
     TargetAuthError,
     TargetError,
@@ -41,7 +41,7 @@ from okki_assets.errors import (
     TargetUnreachable,
 )
 from okki_assets.loading import plan_load
-from okki_assets.mapping import Mapping
+from okki_assets.mapping import TargetMapping
 from okki_assets.resources import TargetResource, WarehouseResource
 from okki_assets.storage import LedgerStatus
 
@@ -94,8 +94,7 @@ def build_loaded_companies(
             outcomes: list[CheckOutcome] = []
             with failure_on_error():
                 mapping = target.mapping()
-                client = target.open()
-                try:
+                with target.open() as client:
                     for key in context.partition_keys:
                         with warehouse.load_lock():  # one load per DuckDB file at a time
                             summary = load_partition(
@@ -109,9 +108,6 @@ def build_loaded_companies(
                         log_load(context, summary)
                         context.add_asset_metadata(load_metadata(summary), partition_key=key)
                         outcomes.append(load_reconciled(summary))
-                finally:
-                    if client is not None:
-                        client.close()
             yield dg.MaterializeResult()
             yield from emit(context, ASSET, outcomes)
 
@@ -211,18 +207,18 @@ def _batches(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
 
 
 def load_partition(
-    client: TargetClient | None,
+    client: TargetClient | LandOnlyTarget,
     connect: Connect,
     partition_key: str,
     run_id: str,
-    mapping: Mapping,
+    mapping: TargetMapping,
     *,
     batch_size: int = 500,
 ) -> LoadSummary:
     """Send one partition's new and changed records (and tombstones) and keep the ledger."""
     started = time.monotonic()
-    before = client.stats.as_metadata() if client else {}
-    summary = LoadSummary(partition_key, land_only=client is None)
+    land_only = isinstance(client, LandOnlyTarget)
+    summary = LoadSummary(partition_key, land_only=land_only)
     with connect() as conn:
         cleaned = storage.read_cleaned(conn, partition_key)
         deleted = storage.read_deleted(conn, partition_key)
@@ -238,15 +234,16 @@ def load_partition(
     summary.superseded = plan.superseded
     claims = plan.to_send[["company_id", "partition_key", "content_hash", "update_time"]]
 
-    if client is None:
+    if isinstance(client, LandOnlyTarget):
         with connect() as conn:
             summary.landed = storage.record_landed(conn, claims, run_id, now())
         summary.statuses[LedgerStatus.LANDED] = summary.landed
     else:
+        before = client.stats.as_metadata()
         for batch in _batches(plan.to_send, batch_size):
             _send_batch(client, connect, batch, run_id, summary)
+        summary.client_stats = stats_delta(client.stats.as_metadata(), before)
     summary.unreconciled = reconcile(connect, partition_key, plan.deletions)
-    summary.client_stats = stats_delta(client.stats.as_metadata(), before) if client else {}
     summary.seconds = time.monotonic() - started
     return summary
 

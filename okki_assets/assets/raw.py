@@ -98,8 +98,7 @@ def build_raw_companies(
                 # Settings the later steps need fail now, before OKKI is called or a row written.
                 okki.check()
                 target.check()
-                with warehouse.get_connection():
-                    pass
+                warehouse.check()
             with failure_on_error(), okki.session(warehouse.get_connection) as client:
                 for key in context.partition_keys:
                     summary = pull_partition(

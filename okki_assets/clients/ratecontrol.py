@@ -42,7 +42,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from okki_assets.clients.pacing import Clock, RateLimiter, Sleep
+from okki_assets.clients.http import Clock, RateLimiter, Sleep
 
 log = logging.getLogger(__name__)
 
