@@ -255,12 +255,12 @@ def _fill(values: list[Any], mask: np.ndarray, default: Any) -> list[Any]:
     return [default if m else v for v, m in zip(values, mask.tolist(), strict=True)]
 
 
-def _local_times(s: pd.Series) -> pd.Series:
-    if not isinstance(s.dtype, pd.DatetimeTZDtype):
-        s = pd.to_datetime(s, errors="coerce")
-        if s.dt.tz is None:
-            return s.dt.tz_localize(TIMEZONE, ambiguous="NaT", nonexistent="NaT")
-    return s.dt.tz_convert(TIMEZONE)
+def _local_times(series: pd.Series) -> pd.Series:
+    if not isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = pd.to_datetime(series, errors="coerce")
+        if series.dt.tz is None:
+            return series.dt.tz_localize(TIMEZONE, ambiguous="NaT", nonexistent="NaT")
+    return series.dt.tz_convert(TIMEZONE)
 
 
 def _offset_text(minutes: int) -> str:
@@ -269,9 +269,9 @@ def _offset_text(minutes: int) -> str:
     return f"{sign}{h:02d}:{m:02d}"
 
 
-def _iso8601(s: pd.Series, default: Any) -> list[Any]:
+def _iso8601(series: pd.Series, default: Any) -> list[Any]:
     """Vectorised '2026-11-20T09:15:00+08:00' (whole seconds); NaT -> default."""
-    local = _local_times(s)
+    local = _local_times(series)
     wall = local.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     missing = np.isnat(wall)
     text = wall.astype("datetime64[s]").astype("U19")
@@ -290,8 +290,8 @@ def _iso8601(s: pd.Series, default: Any) -> list[Any]:
     return _fill(out, missing, default)
 
 
-def _epoch_ms(s: pd.Series, default: Any) -> list[Any]:
-    local = _local_times(s)
+def _epoch_ms(series: pd.Series, default: Any) -> list[Any]:
+    local = _local_times(series)
     ns = local.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     return _fill((ns.astype(np.int64) // 1_000_000).tolist(), np.isnat(ns), default)
 
@@ -304,24 +304,25 @@ def _as_list(v: object) -> list[Any] | None:
     return None
 
 
-def _convert(s: pd.Series, column: str, ftype: str, default: Any) -> list[Any]:
+def _convert(series: pd.Series, column: str, ftype: str, default: Any) -> list[Any]:
     """One cleaned column -> the list of target values (missing -> default)."""
     if column in _TIME_COLUMNS:
         if ftype == "epoch_ms":
-            return _epoch_ms(s, default)
-        return _iso8601(s, default)  # auto, str and iso8601 all give ISO 8601 text
+            return _epoch_ms(series, default)
+        return _iso8601(series, default)  # auto, str and iso8601 all give ISO 8601 text
     if column in _LIST_COLUMNS:
-        lists = [list(v) if type(v) is list else _as_list(v) for v in s.tolist()]
+        lists = [list(v) if type(v) is list else _as_list(v) for v in series.tolist()]
         if ftype == "str":
             return [default if v is None else ",".join(map(str, v)) for v in lists]
         return [default if v is None else v for v in lists]
-    values = s.tolist()
-    if s.dtype == object and ftype in ("auto", "str") and infer_dtype(s) in ("string", "empty"):
+    values = series.tolist()
+    text_column = ftype in ("auto", "str") and series.dtype == object
+    if text_column and infer_dtype(series) in ("string", "empty"):
         # Cleaned text columns hold str or None (a C-level check): one pass, no isna().
         return [default if v is None else v for v in values]
-    mask = s.isna().to_numpy()
+    mask = series.isna().to_numpy()
     if ftype == "str":
-        if s.dtype == np.int64:
+        if series.dtype == np.int64:
             return [str(v) for v in values]
         values = [v if type(v) is str else str(v) for v in values]
     elif ftype == "int":
