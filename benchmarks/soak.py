@@ -55,7 +55,7 @@ from benchmarks import command_main
 from okki_assets.cleaning import clean_companies
 from okki_assets.clients.okki import record_key
 from okki_assets.definitions import build_defs
-from okki_assets.mapping import Mapping, map_records
+from okki_assets.mapping import TargetMapping, map_records
 from okki_assets.okki_time import CHINA_TZ
 from okki_assets.partitions import ACCOUNT_KEY, today_key, window_for_key
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
@@ -119,7 +119,7 @@ def valid_records(truth: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def expected_records(
-    truth: Sequence[dict[str, Any]], mapping: Mapping | None = None
+    truth: Sequence[dict[str, Any]], mapping: TargetMapping | None = None
 ) -> dict[str, dict[str, Any]]:
     """The target record each truth company should end as: its info payload run through the
     project's cleaning and mapping, as the pipeline's newest pull would produce it."""
@@ -244,7 +244,7 @@ def reconcile(
     target: TargetSimulator,
     database: str | Path,
     partitions: Sequence[str],
-    mapping: Mapping | None = None,
+    mapping: TargetMapping | None = None,
     *,
     whole_account: bool = False,
 ) -> Reconciliation:

@@ -18,8 +18,9 @@ from typing import Any
 
 import dagster as dg
 
-from okki_assets import checks, storage
-from okki_assets.assets import API_POOL, GROUP, _failure_on_error
+from okki_assets import storage
+from okki_assets.assets.common import GROUP, failure_on_error, table_metadata
+from okki_assets.assets.raw import API_POOL
 from okki_assets.okki_time import TIMEZONE
 from okki_assets.reconcile import (
     DEFAULT_REFRESH_DAYS,
@@ -68,27 +69,25 @@ def build_account(
         Re-running is safe: the ``account`` partition of the stage tables is replaced, the
         ledger skips what the target already has and never sends an older version, and loads
         hold the same load lock as the daily windows'."""
-        with _failure_on_error():
+        with failure_on_error():
             target.check()
             mapping = target.mapping()
-            client = target.open()
-            try:
-                with okki.session(warehouse.get_connection) as okki_client:
-                    s = reconcile_account(
-                        okki_client,
-                        client,
-                        warehouse.get_connection,
-                        warehouse.load_lock,
-                        context.run.run_id,
-                        mapping,
-                        refresh_days=refresh_days,
-                        batch_size=target.batch_size,
-                    )
-            finally:
-                if client is not None:
-                    client.close()
-        _log(context, s)
-        return dg.MaterializeResult(metadata=s.metadata())
+            with (
+                target.open() as client,
+                okki.session(warehouse.get_connection) as okki_client,
+            ):
+                summary = reconcile_account(
+                    okki_client,
+                    client,
+                    warehouse.get_connection,
+                    warehouse.load_lock,
+                    context.run.run_id,
+                    mapping,
+                    refresh_days=refresh_days,
+                    batch_size=target.batch_size,
+                )
+        _log(context, summary)
+        return dg.MaterializeResult(metadata=summary.metadata())
 
     @dg.asset_check(
         asset=okki_account,
@@ -102,7 +101,7 @@ def build_account(
         warehouse: WarehouseResource,
     ) -> dg.AssetCheckResult:
         run_id = context.run.run_id
-        with _failure_on_error():
+        with failure_on_error():
             with warehouse.get_connection() as conn:
                 snapshot = storage.read_account_list(conn, run_id)
                 state = state_of(conn, snapshot) if snapshot is not None else None
@@ -168,7 +167,7 @@ def _check_result(state: AccountState, figures: dict[str, Any]) -> dg.AssetCheck
     metadata: dict[str, Any] = {**counts, **figures}
     offenders = state.offenders()
     if not offenders.empty:
-        metadata["offending_ids"] = checks.table_metadata(offenders, limit=len(offenders))
+        metadata["offending_ids"] = table_metadata(offenders, limit=len(offenders))
     problems = len(state.missing) + len(state.stale) + len(state.restored)
     problems += len(state.deleted_but_present)
     return dg.AssetCheckResult(

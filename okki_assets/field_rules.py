@@ -89,12 +89,12 @@ def parse_company_id(v: object) -> tuple[int | None, str | None]:
     the value must fit a signed 64-bit integer.
     """
     if isinstance(v, str):
-        s = v.strip()
-        if not s:
+        text = v.strip()
+        if not text:
             return None, "company_id_missing"
-        if not (s.isascii() and s.isdigit()):
+        if not (text.isascii() and text.isdigit()):
             return None, "company_id_not_numeric"
-        n = int(s)
+        n = int(text)
     elif is_missing(v):
         return None, "company_id_missing"
     elif isinstance(v, bool):
@@ -130,11 +130,11 @@ def clean_small_int(v: object) -> int | None:
     if isinstance(v, int):
         n = v
     else:
-        s = str(v).strip()
-        digits = s[1:] if s[:1] == "-" else s
+        text = str(v).strip()
+        digits = text[1:] if text[:1] == "-" else text
         if not (digits.isascii() and digits.isdigit()):
             return None
-        n = int(s)
+        n = int(text)
     return n if _INT64_MIN <= n <= _INT64_MAX else None
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from okki_assets.mapping import Mapping, content_hash, map_records, tombstone
+from okki_assets.mapping import TargetMapping, content_hash, map_records, tombstone
 from okki_assets.okki_time import OKKI_DATE_FORMAT, OKKI_TIME_FORMAT, TIMEZONE
 from okki_assets.storage import SENT_STATUSES
 
@@ -69,7 +69,7 @@ def plan_load(
     cleaned: pd.DataFrame,
     deleted: pd.DataFrame,
     ledger: pd.DataFrame,
-    mapping: Mapping,
+    mapping: TargetMapping,
     partition_key: str,
 ) -> LoadPlan:
     """What to send for one partition, given its cleaned rows, deleted ids and ledger rows."""

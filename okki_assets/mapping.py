@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping as AbcMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ class FieldSpec:
 
 
 @dataclass(frozen=True)
-class Mapping:
+class TargetMapping:
     """A validated mapping: ordered fields, the missing-value default, where it came from."""
 
     fields: tuple[FieldSpec, ...]
@@ -186,8 +186,8 @@ def _parse_field(source: str, key: object, spec: object) -> FieldSpec:
     return FieldSpec(key=key, path=path, column=column, type=ftype, default=default)
 
 
-def parse_mapping(spec: object, source: str = "<dict>") -> Mapping:
-    """Validate a mapping given as a dict (the mapping-file format) into a ``Mapping``."""
+def parse_mapping(spec: object, source: str = "<dict>") -> TargetMapping:
+    """Validate a mapping given as a dict (the mapping-file format) into a ``TargetMapping``."""
     if not isinstance(spec, dict):
         raise _fail(source, "<top>", "a mapping must be an object with 'fields'")
     unknown = [k for k in spec if k not in _TOP_LEVEL_KEYS]
@@ -211,7 +211,7 @@ def parse_mapping(spec: object, source: str = "<dict>") -> Mapping:
                 )
     if ("id",) not in leaves:
         raise _fail(source, "fields.id", "missing: every record needs an 'id'")
-    return Mapping(fields=fields, default=default, source=source)
+    return TargetMapping(fields=fields, default=default, source=source)
 
 
 def _one_line(exc: Exception) -> str:
@@ -224,7 +224,7 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def load_mapping(path: str | Path | None) -> Mapping:
+def load_mapping(path: str | Path | None) -> TargetMapping:
     """The mapping in ``path`` (YAML or JSON by extension), or the built-in one for ``None``."""
     if path is None:
         return parse_mapping(DEFAULT_MAPPING_SPEC, source="<default mapping>")
@@ -255,12 +255,12 @@ def _fill(values: list[Any], mask: np.ndarray, default: Any) -> list[Any]:
     return [default if m else v for v, m in zip(values, mask.tolist(), strict=True)]
 
 
-def _local_times(s: pd.Series) -> pd.Series:
-    if not isinstance(s.dtype, pd.DatetimeTZDtype):
-        s = pd.to_datetime(s, errors="coerce")
-        if s.dt.tz is None:
-            return s.dt.tz_localize(TIMEZONE, ambiguous="NaT", nonexistent="NaT")
-    return s.dt.tz_convert(TIMEZONE)
+def _local_times(series: pd.Series) -> pd.Series:
+    if not isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = pd.to_datetime(series, errors="coerce")
+        if series.dt.tz is None:
+            return series.dt.tz_localize(TIMEZONE, ambiguous="NaT", nonexistent="NaT")
+    return series.dt.tz_convert(TIMEZONE)
 
 
 def _offset_text(minutes: int) -> str:
@@ -269,9 +269,9 @@ def _offset_text(minutes: int) -> str:
     return f"{sign}{h:02d}:{m:02d}"
 
 
-def _iso8601(s: pd.Series, default: Any) -> list[Any]:
+def _iso8601(series: pd.Series, default: Any) -> list[Any]:
     """Vectorised '2026-11-20T09:15:00+08:00' (whole seconds); NaT -> default."""
-    local = _local_times(s)
+    local = _local_times(series)
     wall = local.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     missing = np.isnat(wall)
     text = wall.astype("datetime64[s]").astype("U19")
@@ -290,8 +290,8 @@ def _iso8601(s: pd.Series, default: Any) -> list[Any]:
     return _fill(out, missing, default)
 
 
-def _epoch_ms(s: pd.Series, default: Any) -> list[Any]:
-    local = _local_times(s)
+def _epoch_ms(series: pd.Series, default: Any) -> list[Any]:
+    local = _local_times(series)
     ns = local.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     return _fill((ns.astype(np.int64) // 1_000_000).tolist(), np.isnat(ns), default)
 
@@ -304,24 +304,25 @@ def _as_list(v: object) -> list[Any] | None:
     return None
 
 
-def _convert(s: pd.Series, column: str, ftype: str, default: Any) -> list[Any]:
+def _convert(series: pd.Series, column: str, ftype: str, default: Any) -> list[Any]:
     """One cleaned column -> the list of target values (missing -> default)."""
     if column in _TIME_COLUMNS:
         if ftype == "epoch_ms":
-            return _epoch_ms(s, default)
-        return _iso8601(s, default)  # auto, str and iso8601 all give ISO 8601 text
+            return _epoch_ms(series, default)
+        return _iso8601(series, default)  # auto, str and iso8601 all give ISO 8601 text
     if column in _LIST_COLUMNS:
-        lists = [list(v) if type(v) is list else _as_list(v) for v in s.tolist()]
+        lists = [list(v) if type(v) is list else _as_list(v) for v in series.tolist()]
         if ftype == "str":
             return [default if v is None else ",".join(map(str, v)) for v in lists]
         return [default if v is None else v for v in lists]
-    values = s.tolist()
-    if s.dtype == object and ftype in ("auto", "str") and infer_dtype(s) in ("string", "empty"):
+    values = series.tolist()
+    text_column = ftype in ("auto", "str") and series.dtype == object
+    if text_column and infer_dtype(series) in ("string", "empty"):
         # Cleaned text columns hold str or None (a C-level check): one pass, no isna().
         return [default if v is None else v for v in values]
-    mask = s.isna().to_numpy()
+    mask = series.isna().to_numpy()
     if ftype == "str":
-        if s.dtype == np.int64:
+        if series.dtype == np.int64:
             return [str(v) for v in values]
         values = [v if type(v) is str else str(v) for v in values]
     elif ftype == "int":
@@ -340,13 +341,15 @@ def _records(tree: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values, strict=False)) for values in zip(*columns, strict=True)]
 
 
-def map_records(cleaned: pd.DataFrame, mapping: Mapping | None = None) -> list[dict[str, Any]]:
+def map_records(
+    cleaned: pd.DataFrame, mapping: TargetMapping | None = None
+) -> list[dict[str, Any]]:
     """One target record per cleaned row, in row order (column-wise conversion, then zip)."""
     with gc_paused():
         return _map_records(cleaned, mapping)
 
 
-def _map_records(cleaned: pd.DataFrame, mapping: Mapping | None) -> list[dict[str, Any]]:
+def _map_records(cleaned: pd.DataFrame, mapping: TargetMapping | None) -> list[dict[str, Any]]:
     mapping = mapping if mapping is not None else load_mapping(None)
     n = len(cleaned)
     if n == 0:
@@ -375,7 +378,7 @@ def _map_records(cleaned: pd.DataFrame, mapping: Mapping | None) -> list[dict[st
 # ------------------------------------------------------------------------------- records
 
 
-def _canonical_bytes(record: AbcMapping[str, Any]) -> bytes:
+def _canonical_bytes(record: Mapping[str, Any]) -> bytes:
     try:
         return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # an int beyond 64 bits, a non-str key: the standard library copes
@@ -384,7 +387,7 @@ def _canonical_bytes(record: AbcMapping[str, Any]) -> bytes:
         ).encode("utf-8")
 
 
-def canonical_json(record: AbcMapping[str, Any]) -> str:
+def canonical_json(record: Mapping[str, Any]) -> str:
     """Sorted keys, no ASCII escaping, compact separators: the text ``content_hash`` hashes.
 
     Written by orjson (six times faster than the standard library, and the ledger hashes every
@@ -396,7 +399,7 @@ def canonical_json(record: AbcMapping[str, Any]) -> str:
     return _canonical_bytes(record).decode("utf-8")
 
 
-def content_hash(record: AbcMapping[str, Any]) -> str:
+def content_hash(record: Mapping[str, Any]) -> str:
     """sha256 hex digest of the record's canonical JSON; stable across runs and processes."""
     return hashlib.sha256(_canonical_bytes(record)).hexdigest()
 

@@ -43,22 +43,31 @@ from typing import Any
 
 import pandas as pd
 
-from okki_assets import stages, storage
+from okki_assets import storage
+from okki_assets.assets.cleaned import CleanSummary, clean_partition
+from okki_assets.assets.common import Connect
+from okki_assets.assets.loaded import LoadSummary, load_partition
+from okki_assets.assets.raw import STAGE_CHUNK
 from okki_assets.clients.okki import OkkiClient, record_key
-from okki_assets.clients.target import TargetClient
+from okki_assets.clients.target import LandOnlyTarget, TargetClient
 from okki_assets.errors import PaginationError, RepeatedPageError
-from okki_assets.mapping import Mapping, content_hash, tombstone
+from okki_assets.mapping import TargetMapping, content_hash, tombstone
 from okki_assets.okki_time import CHINA_TZ, TIMEZONE
 from okki_assets.partitions import ACCOUNT_KEY
 from okki_assets.pull import InfoReport, ListedRecords, fetch_infos
+from okki_assets.storage import LedgerStatus
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_DAYS = 7
 SAMPLE_IDS = 50
 MAX_PASSES = 3
-LIVE_STATUSES = ("created", "updated", "unchanged", "landed")
-Connect = stages.Connect
+LIVE_STATUSES = (
+    LedgerStatus.CREATED,
+    LedgerStatus.UPDATED,
+    LedgerStatus.UNCHANGED,
+    LedgerStatus.LANDED,
+)
 
 
 @dataclass
@@ -116,8 +125,9 @@ def _is_tombstone(ledger: pd.DataFrame) -> pd.Series:
     """The ledger's last word is a tombstone: status deleted, or the tombstone's content
     acknowledged as unchanged or landed."""
     hashes = [content_hash(tombstone(int(c))) for c in ledger["company_id"]]
-    return (ledger["status"] == "deleted") | (
-        ledger["status"].isin(["unchanged", "landed"]) & (ledger["content_hash"] == hashes)
+    return (ledger["status"] == LedgerStatus.DELETED) | (
+        ledger["status"].isin([LedgerStatus.UNCHANGED, LedgerStatus.LANDED])
+        & (ledger["content_hash"] == hashes)
     )
 
 
@@ -198,8 +208,8 @@ class ReconcileSummary:
     info_requests: int = 0
     info_reused: int = 0
     ledger_yielded: int = 0
-    clean: stages.CleanSummary | None = None
-    load: stages.LoadSummary | None = None
+    clean: CleanSummary | None = None
+    load: LoadSummary | None = None
     seconds: float = 0.0
 
     def metadata(self) -> dict[str, Any]:
@@ -222,7 +232,10 @@ class ReconcileSummary:
         if self.clean is not None:
             out["cleaned"], out["quarantined_now"] = self.clean.cleaned, self.clean.quarantined
         if self.load is not None:
-            out["sent"], out["tombstones_sent"] = self.load.sent, self.load.statuses["deleted"]
+            out["sent"], out["tombstones_sent"] = (
+                self.load.sent,
+                self.load.statuses[LedgerStatus.DELETED],
+            )
             out["failed"] = self.load.failed
         return out
 
@@ -292,11 +305,11 @@ def state_of(conn: Any, snapshot: pd.DataFrame) -> AccountState:
 
 def reconcile_account(
     okki: OkkiClient,
-    target: TargetClient | None,
+    target: TargetClient | LandOnlyTarget,
     connect: Connect,
     load_lock: Callable[[], AbstractContextManager[None]],
     run_id: str,
-    mapping: Mapping,
+    mapping: TargetMapping,
     *,
     refresh_days: int = DEFAULT_REFRESH_DAYS,
     batch_size: int = 500,
@@ -334,17 +347,19 @@ def reconcile_account(
             run_id,
             datetime.now(tz=UTC),
         )
-    summary.clean = stages.clean_partition(connect, ACCOUNT_KEY, run_id)
+    summary.clean = clean_partition(connect, ACCOUNT_KEY, run_id)
 
     flips = _flips(live, deleted, state)
     with load_lock():
         with connect() as conn:
             summary.ledger_yielded = storage.yield_to_observation(conn, flips, observed_at)
-        summary.load = stages.load_partition(
+        summary.load = load_partition(
             target, connect, ACCOUNT_KEY, run_id, mapping, batch_size=batch_size
         )
     with connect() as conn:
-        changed = storage.ledger_ids_for_run(conn, run_id, ("updated", "landed"))
+        changed = storage.ledger_ids_for_run(
+            conn, run_id, (LedgerStatus.UPDATED, LedgerStatus.LANDED)
+        )
         summary.after = state_of(conn, snapshot_frame(live, deleted))
     summary.contacts_changed_by_refresh = len({str(c) for c in changed} & due)
     after_stats = okki.stats.as_metadata()
@@ -381,7 +396,7 @@ def _pull(
                     ACCOUNT_KEY, c.company_id, c.update_time, list_json, info, c.info_reused
                 )
             )
-            if len(rows) >= stages.STAGE_CHUNK:
+            if len(rows) >= STAGE_CHUNK:
                 with connect() as conn:
                     storage.stage_raw(conn, run_id, rows, fetched_at)
                 rows.clear()

@@ -22,9 +22,9 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from okki_assets import storage
 from okki_assets.clients.okki import OkkiClient, RetrySettings, Timeouts
 from okki_assets.clients.ratecontrol import AutoRate, LearnedRate
-from okki_assets.clients.target import TargetClient
+from okki_assets.clients.target import LandOnlyTarget, TargetClient
 from okki_assets.errors import ConfigError, StorageError
-from okki_assets.mapping import Mapping, load_mapping
+from okki_assets.mapping import TargetMapping, load_mapping
 
 try:
     import fcntl
@@ -180,9 +180,10 @@ class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     def land_only(self) -> bool:
         return not self.url.strip()
 
-    def open(self) -> TargetClient | None:
+    def open(self) -> TargetClient | LandOnlyTarget:
+        """A client to use in a ``with`` block; the null client in land-only mode."""
         if self.land_only:
-            return None
+            return LandOnlyTarget()
         if not self.token.strip():
             raise ConfigError("TARGET_TOKEN is empty or not set while TARGET_URL is set")
         return TargetClient(
@@ -193,14 +194,12 @@ class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             retry=RetrySettings(base_delay=self.retry_base_delay),
         )
 
-    def mapping(self) -> Mapping:
+    def mapping(self) -> TargetMapping:
         return load_mapping(self.mapping_file or None)
 
     def check(self) -> None:
         """Fail fast on a bad TARGET_URL, TARGET_TOKEN or mapping file; sends nothing."""
-        client = self.open()
-        if client is not None:
-            client.close()
+        self.open().close()
         self.mapping()
 
 
@@ -264,6 +263,12 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             raise StorageError(f"DuckDB file {path} cannot be written: {e}") from e
         finally:
             conn.close()
+
+    def check(self) -> None:
+        """Fail fast on a DuckDB file that cannot be opened, locked past ``lock_timeout``, or
+        a bad memory limit: opens a connection (creating the tables) and closes it."""
+        with self.get_connection():
+            pass
 
     @contextmanager
     def load_lock(self) -> Iterator[None]:

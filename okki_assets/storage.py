@@ -452,7 +452,10 @@ def replace_deleted(
         if rows:
             conn.executemany(
                 "insert into deleted_companies values (?, ?, ?, ?, ?, ?)",
-                [(partition_key, cid, ut, lj, fetched_at, run_id) for cid, ut, lj in rows],
+                [
+                    (partition_key, company_id, update_time, list_json, fetched_at, run_id)
+                    for company_id, update_time, list_json in rows
+                ],
             )
 
 
@@ -752,7 +755,7 @@ def ledger_status_counts(conn: duckdb.DuckDBPyConnection, partition_key: str) ->
         "select status, count(*) from load_ledger where partition_key = ? group by status",
         [partition_key],
     ).fetchall()
-    return {str(s): int(n) for s, n in rows}
+    return {str(status): int(n) for status, n in rows}
 
 
 # --- the learned OKKI rate ------------------------------------------------------------------
@@ -797,7 +800,7 @@ def unreconciled_rows(
         "  or (l.update_time = c.update_time"
         "      and l.status in (select unnest(?::varchar[]))), false)"
         " order by c.company_id",
-        [partition_key, [s.value for s in UPSERT_DONE]],
+        [partition_key, [status.value for status in UPSERT_DONE]],
     ).df()
     if deletions is None or deletions.empty:
         return upserts
@@ -810,7 +813,7 @@ def unreconciled_rows(
             "  or (l.update_time = d.update_time"
             "      and l.status in (select unnest(?::varchar[]))), false)"
             " order by d.company_id",
-            [[s.value for s in DELETE_DONE]],
+            [[status.value for status in DELETE_DONE]],
         ).df()
     finally:
         conn.unregister("_deletions")

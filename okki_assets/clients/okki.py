@@ -46,7 +46,7 @@ from typing import Any
 
 import httpx
 
-from okki_assets.clients.pacing import (
+from okki_assets.clients.http import (
     CallStats,
     HttpClientBase,
     RetrySettings,

@@ -42,7 +42,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from okki_assets.clients.pacing import Clock, RateLimiter, Sleep
+from okki_assets.clients.http import Clock, RateLimiter, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,9 @@ class RateController:
         self._last_growth = now
         if dt <= 0 or self.measured(now) < APP_LIMITED_SHARE * self.rate:
             return
-        s = self.settings
+        settings = self.settings
         if self.ceiling is None:
-            self.rate = self._bounded(self.rate * 2 ** (dt / s.doubling_seconds))
+            self.rate = self._bounded(self.rate * 2 ** (dt / settings.doubling_seconds))
         else:
             self._t += dt
             self.rate = self._bounded(self._cubic(self._t))
@@ -167,9 +167,9 @@ class RateController:
     # -- the curve ---------------------------------------------------------------------------
 
     def _period(self) -> float:
-        s = self.settings
+        settings = self.settings
         ceiling = self.ceiling or self.rate
-        return min(s.max_period, max(s.min_period, s.cycle_requests / ceiling))
+        return min(settings.max_period, max(settings.min_period, settings.cycle_requests / ceiling))
 
     def _cubic(self, t: float) -> float:
         assert self.ceiling is not None
@@ -182,10 +182,10 @@ class RateController:
         return self._period() * (1 - float(min(below, 1.0) ** (1 / 3)))
 
     def _bounded(self, rate: float) -> float:
-        s = self.settings
-        if s.max_rate is not None:
-            rate = min(rate, s.max_rate)
-        return max(rate, s.min_rate)
+        settings = self.settings
+        if settings.max_rate is not None:
+            rate = min(rate, settings.max_rate)
+        return max(rate, settings.min_rate)
 
 
 @dataclass(frozen=True)

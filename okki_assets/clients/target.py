@@ -28,12 +28,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
 
-from okki_assets.clients.pacing import (
+from okki_assets.clients.http import (
     CallStats,
     HttpClientBase,
     RateLimiter,
@@ -82,6 +82,20 @@ def canonical_body(records: list[dict[str, Any]]) -> bytes:
 def new_attempt() -> str:
     """A fresh attempt id: every new attempt to apply a batch gets its own Idempotency-Key."""
     return uuid.uuid4().hex
+
+
+class LandOnlyTarget:
+    """The target of land-only mode (no TARGET_URL): a null client that sends nothing, with
+    the same lifecycle as ``TargetClient``. The load stage records each version as landed."""
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class TargetClient(HttpClientBase):

@@ -13,7 +13,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from okki_assets.clients.pacing import (
+from okki_assets.clients.http import (
     KNOWN_CAUSES,
     CallStats,
     RateLimiter,

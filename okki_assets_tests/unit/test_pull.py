@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from okki_assets import stages
+from okki_assets.assets import raw
 from okki_assets.clients.okki import OkkiClient, RetrySettings
 from okki_assets.errors import IncompleteWindowError, OkkiPermanentError, PaginationError
 from okki_assets.okki_time import CHINA_TZ
@@ -250,7 +250,7 @@ def test_raw_complete_compares_the_list_with_the_rows_duckdb_holds(tmp_path: Pat
     warehouse = WarehouseResource(database=str(tmp_path / "okki.duckdb"))
     connect = warehouse.get_connection
     with _client(mock_transport(sim, sleep=False)) as client:
-        summary = stages.pull_partition(client, connect, DAY.isoformat(), "run-1")
+        summary = raw.pull_partition(client, connect, DAY.isoformat(), "run-1")
     assert summary.distinct == summary.stored_in_duckdb == 40 and summary.accounted
 
     # The stored copy loses a listed company (a second writer, a restore): the check sees it.
@@ -259,7 +259,7 @@ def test_raw_complete_compares_the_list_with_the_rows_duckdb_holds(tmp_path: Pat
             "delete from raw_companies where company_id ="
             " (select min(company_id) from raw_companies)"
         )
-    assert stages.count_stored(connect, summary) == 39
+    assert raw.count_stored(connect, summary) == 39
     assert not summary.accounted
 
     # And another stored twice: as many rows as listed again, one company still missing.
@@ -268,6 +268,6 @@ def test_raw_complete_compares_the_list_with_the_rows_duckdb_holds(tmp_path: Pat
             "insert into raw_companies select * from raw_companies where company_id ="
             " (select max(company_id) from raw_companies)"
         )
-    assert stages.count_stored(connect, summary) == 40
+    assert raw.count_stored(connect, summary) == 40
     assert summary.distinct_in_duckdb == 39
     assert not summary.accounted

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from okki_assets.clients.pacing import RetrySettings
+from okki_assets.clients.http import RetrySettings
 from okki_assets.clients.target import RecordResult, TargetClient, canonical_body, new_attempt
 from okki_assets.errors import (
     TargetAuthError,

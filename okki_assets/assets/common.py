@@ -1,20 +1,25 @@
-"""Data-quality checks, evaluated per partition, inline in the asset that produces the data.
+"""What the three assets share: the partition-by-partition check results, metadata
+formatting, the clean failure for the project's own errors, and small stage helpers.
 
-Each check is declared as an ``AssetCheckSpec`` on its asset and evaluated from what the asset
-just wrote to DuckDB. The result is emitted as an ``AssetCheckEvaluation`` that names its
-partition and the partition's materialization, so that a ranged backfill run (one run for many
-partitions) still records one current result per partition in the UI, as a daily run does.
+Checks are evaluated per partition, inline in the asset that produces the data. Each is
+declared as an ``AssetCheckSpec`` on its asset (each asset module declares its own) and
+evaluated from what the asset just wrote to DuckDB. The result is emitted as an
+``AssetCheckEvaluation`` that names its partition and the partition's materialization, so that
+a ranged backfill run (one run for many partitions) still records one current result per
+partition in the UI, as a daily run does.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
+import duckdb
 import pandas as pd
 
 # Not exported at the top level in Dagster 1.13; AssetCheckResult builds the same record.
@@ -22,11 +27,47 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
 )
 
-RAW_COMPLETE = "raw_complete"
-SCHEMA_VALID = "schema_valid"
-COMPANY_ID_UNIQUE = "company_id_unique"
-QUARANTINE_RATIO = "quarantine_ratio"
-LOAD_RECONCILED = "load_reconciled"
+from okki_assets.errors import OkkiAssetsError
+
+GROUP = "okki"
+WARN = dg.AssetCheckSeverity.WARN
+
+#: Opens a DuckDB connection for one unit of work (``WarehouseResource.get_connection``).
+Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+
+def now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+def stats_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, float | int]:
+    """What a client's numeric stats grew by over one partition."""
+    out: dict[str, float | int] = {}
+    for key, value in after.items():
+        if isinstance(value, int | float):
+            diff = value - before.get(key, 0)
+            out[key] = round(diff, 3) if isinstance(diff, float) else diff
+    return out
+
+
+class failure_on_error:
+    """Turn the project's own errors into one clear ``dg.Failure`` (no wall of traceback).
+
+    A class rather than a generator: the Failure's stack then ends in the asset and here, with
+    no frames of contextlib."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if isinstance(exc, OkkiAssetsError):
+            # The message names what to fix; the chain of causes would only bury it.
+            text = " ".join(str(exc).split())  # one line, whatever a library put in it
+            raise dg.Failure(
+                description=f"{type(exc).__name__}: {text}", allow_retries=False
+            ) from None
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Pacing and retries shared by the OKKI and the target client.
+"""The shared HTTP base of the OKKI and the target client: pacing, retries, timeouts, counters.
 
 Neither remote documents a quota, so both clients pace themselves and back off on every
 transient signal:
