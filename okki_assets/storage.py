@@ -13,7 +13,7 @@ Times: OKKI's own strings are kept untouched in ``raw_companies``; typed times a
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -201,7 +201,10 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
         yield
         conn.execute("commit")
     except BaseException:
-        conn.execute("rollback")
+        # An interrupted query may have ended the transaction already: the error that ended
+        # it is the one to see, not a failed rollback.
+        with suppress(duckdb.TransactionException):
+            conn.execute("rollback")
         raise
 
 
