@@ -1,8 +1,9 @@
-"""``okki-assets dev``: both simulators plus ``dagster dev``, in one command; Ctrl-C stops all.
+"""``okki-assets dev``: both simulators plus ``dg dev`` (the Dagster UI), in one command; Ctrl-C
+stops all.
 
 It starts the OKKI and target simulators on 127.0.0.1 (seeded like the demo: the same options
 give the same data), optionally syncs the ``--partitions`` most recent days the way the demo does,
-then ``dagster dev`` with the environment pointed at them: ``OKKI_BASE_URL``,
+then ``dg dev`` with the environment pointed at them: ``OKKI_BASE_URL``,
 ``OKKI_CLIENT_ID``/``SECRET``, ``TARGET_URL``/``TOKEN``, ``OKKI_ASSETS_DUCKDB``
 (``data/demo.duckdb``), ``OKKI_SYNC_START`` (the first day the simulator holds) and
 ``DAGSTER_HOME`` (``.dagster_home``). Instance and DuckDB file are the demo's world, emptied first
@@ -12,17 +13,17 @@ webhook) pass through.
 
 Process handling, which the webserver test reuses:
 
-- ``dagster dev`` runs in a session (process group) of its own, so this process decides how it
+- ``dg dev`` runs in a session (process group) of its own, so this process decides how it
   stops: Ctrl-C (SIGINT) or SIGTERM here sends SIGTERM to the whole group, which Dagster handles
   like Ctrl-C (webserver, daemon, code server and in-flight runs shut down); whatever is left
   after a grace period gets SIGKILL. A second Ctrl-C kills the group at once.
 - Dagster maps SIGTERM onto its SIGINT handler. A process started from a non-interactive shell's
-  ``&`` job inherits SIGINT *ignored*, and so would ignore SIGTERM too; ``dagster dev`` is therefore
+  ``&`` job inherits SIGINT *ignored*, and so would ignore SIGTERM too; ``dg dev`` is therefore
   started through a two-line trampoline that resets both signals to their defaults, then execs.
-- Its working directory is the instance folder, not the project: ``dagster dev`` loads a ``.env``
-  file from its working directory *over* the environment, and a ``.env`` meant for the real OKKI
-  or target must never be mixed with the simulators. The code location comes from a workspace file
-  written there, pointing at this installation's ``okki_assets`` by absolute path.
+- Its working directory is the instance folder, not the project: Dagster's dev server loads a
+  ``.env`` file from its working directory *over* the environment, and a ``.env`` meant for the
+  real OKKI or target must never be mixed with the simulators. The code location comes from a
+  workspace file written there, pointing at this installation's ``okki_assets`` by absolute path.
 """
 
 from __future__ import annotations
@@ -120,19 +121,21 @@ def write_workspace(folder: Path) -> Path:
     return path
 
 
-def dagster_executable() -> str:
-    """The ``dagster`` command of this Python environment (next to ``sys.executable``)."""
-    candidate = Path(sys.executable).parent / "dagster"
+def dg_executable() -> str:
+    """The ``dg`` command of this Python environment (next to ``sys.executable``): Dagster
+    1.13's ``dg dev`` serves the UI as ``dagster dev`` does, without its SupersessionWarning."""
+    candidate = Path(sys.executable).parent / "dg"
     if candidate.exists():
         return str(candidate)
-    found = shutil.which("dagster")
+    found = shutil.which("dg")
     if found is None:
-        raise FileNotFoundError("the dagster command is not installed in this environment")
+        raise FileNotFoundError("the dg command (dagster-dg-cli) is not installed here")
     return found
 
 
 def dagster_dev_command(workspace: Path, host: str, port: int) -> list[str]:
-    return [dagster_executable(), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
+    """``dg dev`` on ``workspace``, bound to ``host``:``port``."""
+    return [dg_executable(), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -241,11 +244,11 @@ def wait_for_webserver(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"dagster dev exited with code {proc.returncode} before serving")
+            raise RuntimeError(f"dg dev exited with code {proc.returncode} before serving")
         if webserver_ready(url):
             return
         time.sleep(0.25)
-    raise RuntimeError(f"dagster dev did not answer on {url} within {timeout:.0f}s")
+    raise RuntimeError(f"dg dev did not answer on {url} within {timeout:.0f}s")
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -352,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
                 sync_partitions(sims, world, recent, keys[0], out, lambda: stop.requested)
             if stop.requested:  # Ctrl-C while the simulators were starting or syncing
                 return 0
-            out.write(f"Starting dagster dev on {url}; Ctrl-C stops everything.\n")
+            out.write(f"Starting dg dev on {url}; Ctrl-C stops everything.\n")
             out.flush()
             proc = start_process_group(
                 dagster_dev_command(workspace, args.host, args.port), env=env, cwd=home
@@ -371,13 +374,13 @@ def run(args: argparse.Namespace) -> int:
                     time.sleep(0.25)
             finally:
                 if stop.requested:
-                    out.write("\nStopping dagster dev and the simulators ...\n")
+                    out.write("\nStopping dg dev and the simulators ...\n")
                     out.flush()
                 code = stop_process_group(proc)
     finally:
         stop.restore()
     if not stop.requested and code:
-        out.write(f"dagster dev exited with code {code} (see its messages above)\n")
+        out.write(f"dg dev exited with code {code} (see its messages above)\n")
     out.write("okki-assets dev stopped.\n")
     out.flush()
     return 0 if stop.requested or not code else 1
