@@ -30,8 +30,10 @@ def test_a_faulty_throttled_window_yields_every_company_once() -> None:
     companies = generate_companies(3000, DAY, DAY, seed=3)
     config = OkkiSimConfig(
         fault_rate=0.05,
-        quota_rps=400.0,
-        quota_burst=20.0,
+        # Well under what the client asks for (600/s) even on a slow machine, so that every
+        # throttle shape is served.
+        quota_rps=150.0,
+        quota_burst=10.0,
         throttle_shapes=("http429_retry_after", "http429", "body429", "body503"),
         drift_rate=0.0,
     )
