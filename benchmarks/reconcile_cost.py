@@ -21,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 
 from benchmarks import command_main
-from okki_assets.account import ACCOUNT_ASSET, build_account
+from okki_assets.assets.account import ACCOUNT_ASSET, build_account
 from okki_assets.cli.runs import QUIET
 from okki_assets.partitions import DEFAULT_SYNC_START
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource

@@ -27,8 +27,8 @@ import os
 
 import dagster as dg
 
-from okki_assets.account import build_account
 from okki_assets.assets import DEFAULT_QUARANTINE_THRESHOLD, build_assets
+from okki_assets.assets.account import build_account
 from okki_assets.automation import build_automation
 from okki_assets.partitions import DEFAULT_SYNC_START, build_sync_partitions
 from okki_assets.reconcile import DEFAULT_REFRESH_DAYS

@@ -2,7 +2,9 @@
 
 One module per asset, each holding the asset, its stage (one partition's work against DuckDB,
 returning a summary), and its checks (specs, pass/fail rules, metadata): raw.py, cleaned.py,
-loaded.py. What they share is in common.py. The assets orchestrate only: they loop over the
+loaded.py, and account.py for the unpartitioned okki_account that okki_reconcile materializes
+(built apart, in definitions.py, because it has no sync windows). What they share is in
+common.py. The assets orchestrate only: they loop over the
 run's partitions (one, or a range in a single-run backfill), call their stage, and report
 per-partition metadata and check results. Their data lives in DuckDB tables written by
 storage.py, so they return no value to an IO manager.

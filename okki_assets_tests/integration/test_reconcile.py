@@ -24,7 +24,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from okki_assets.account import ACCOUNT_ASSET, ACCOUNT_CHECK, build_account
+from okki_assets.assets.account import ACCOUNT_ASSET, ACCOUNT_CHECK, build_account
 from okki_assets.partitions import CHINA_TZ
 from okki_assets.simulator.data import BAD_UPDATE_TIME
 from okki_assets.simulator.harness import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TARGET_TOKEN
