@@ -24,7 +24,6 @@ import pytest
 from okki_assets.okki_time import UNSET_TIME
 from okki_assets.simulator.data import (
     BAD_UPDATE_TIME,
-    LIST_FIELDS,
     generate_companies,
     list_view,
 )
@@ -35,6 +34,9 @@ from okki_assets.simulator.okki import (
     TOKEN_PATH,
     OkkiSimConfig,
     OkkiSimulator,
+)
+from okki_assets_tests.factories import (
+    LIST_FIELDS,  # the spec's twelve, stated apart from the simulator
 )
 
 START = dt.date(2024, 3, 1)
