@@ -77,6 +77,29 @@ def test_the_bench_runs_end_to_end_on_a_small_window(
     assert ("all targets met" in output) == (not failed)
 
 
+def test_cpu_only_times_a_sample_without_simulators(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["--cpu-only", "--cpu-records", "300", "--cpu-seconds", "0.05", "--workdir", str(tmp_path)]
+    )
+    output = capsys.readouterr().out
+    figure = _table_line(output, "clean+validate+map records / CPU s (300 sample)")
+    per_second = float(figure.split("sample)")[1].split()[0].replace(",", ""))
+    assert per_second > 0
+    assert ">= 25,000" in figure  # the floor of the cleanup issue
+    assert (code == 0) == (per_second >= 25_000)
+    assert "companies synced" not in output  # no pipeline, no simulators, no baseline
+    # The sample was stored as the pull stores it, and every company was cleaned.
+    with duckdb.connect(str(tmp_path / "cpu_sample.duckdb"), read_only=True) as conn:
+        assert conn.execute("select count(*) from raw_companies").fetchone() == (300,)
+
+
+def test_cpu_only_refuses_the_other_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--cpu-only", "--memory-window", "100"]) == 2
+    assert "--cpu-only runs alone" in capsys.readouterr().err
+
+
 def test_exit_code_is_1_exactly_when_a_target_is_missed() -> None:
     met = Row("rate", "0.95", target=">= 0.9", passed=True)
     info = Row("wall time", "3.0")  # a figure without a target never fails the bench
