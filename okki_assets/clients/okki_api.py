@@ -1,0 +1,104 @@
+"""The OKKI Open API's shapes as the client sees them: its paths, its success codes, the reply
+types (``ListPage``, ``InfoResult``), a listed company's identity (``record_key``) and how a
+reply's body is read (numbers that may be text, a body that may not be JSON, the server's words).
+
+Everything here is plain data and pure functions; the modules that talk to OKKI (okki_auth,
+okki_calls, okki_paging, okki) share them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+TOKEN_PATH = "/v1/oauth2/access_token"
+LIST_PATH = "/v1/company/list"
+INFO_PATH = "/v1/company/info"
+
+#: Body ``code`` values of a success.
+SUCCESS_CODES = frozenset({0, 200})
+_MAX_SERVER_TEXT = 200
+
+
+@dataclass
+class ListPage:
+    """One page of ``/v1/company/list``. ``total_item`` is the reply's ``totalItem`` (0 for an
+    empty result without ``data``); ``raw_count`` is the undocumented ``count`` as received."""
+
+    page: int
+    records: list[dict[str, Any]]
+    total_item: int
+    raw_count: object
+
+
+@dataclass
+class InfoResult:
+    """One ``/v1/company/info`` answer. ``data`` None: code 404 (deleted while syncing), or the
+    other business ``code`` OKKI answered for this company."""
+
+    company_id: str
+    data: dict[str, Any] | None
+    code: int | None = None
+
+
+def record_key(record: Mapping[str, Any]) -> str:
+    """A listed company's identity: its company_id as text (123 and "123" are one company; 0
+    is an id like any other, cleaning judges it), or, when the id is absent or blank, the
+    record itself (``raw:`` + its JSON), so that such a row still counts and is kept."""
+    cid = record.get("company_id")
+    if cid is None or str(cid).strip() == "":
+        return "raw:" + json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+    return str(cid).strip()
+
+
+def coerce_int(value: object) -> int | None:
+    """An int from an int, a numeric string or an integral float; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+#: What ``json_body`` returns for a body that is not JSON.
+NOT_JSON = object()
+
+
+def json_body(resp: httpx.Response) -> Any:
+    """The reply's body as JSON, or ``NOT_JSON``."""
+    try:
+        return resp.json()
+    except (ValueError, UnicodeDecodeError):
+        return NOT_JSON
+
+
+def server_text(body: object) -> str:
+    """The server's own words (error / error_description / message), shortened."""
+    if not isinstance(body, dict):
+        return ""
+    parts = [str(body[k]) for k in ("error", "error_description", "message") if body.get(k)]
+    return " ".join(parts)[:_MAX_SERVER_TEXT]
+
+
+def is_scope_refusal(text: str) -> bool:
+    """Whether the server's words say the app lacks the scope."""
+    lowered = text.lower()
+    return "no permission" in lowered and "scope" in lowered
+
+
+def unreachable_hint(exc: Exception, base_url: str) -> str:
+    """For a connection that could not even be opened: where to look."""
+    if isinstance(exc, httpx.ConnectError):
+        return f": cannot connect to {base_url}, check OKKI_BASE_URL and the network"
+    return ""
