@@ -1,7 +1,7 @@
 """Payload factories for tests: OKKI list and info records, the OKKI envelope, token replies,
 target batch replies, and a fake clock whose ``sleep`` advances it (so nothing really waits).
 
-Records follow shared/specs/okki-api.md: a list record has exactly the twelve documented fields;
+Records follow docs/okki-api.md: a list record has exactly the twelve documented fields;
 an info record has the identity fields plus the contact and address fields that only the detail
 endpoint gives. Pass keyword overrides to vary one field.
 """

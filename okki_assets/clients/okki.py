@@ -1,7 +1,7 @@
 """The OKKI Open API client: ``OkkiClient``, the facade over the token (okki_auth.py), one
 business call (okki_calls.py), list paging (okki_paging.py) and the company detail fan-out here.
 
-API quirks the client covers (see shared/specs/okki-api.md):
+API quirks the client covers (see docs/okki-api.md):
 
 - Auth is OAuth2 client_credentials. The token is cached and renewed a few minutes before it
   expires; a reply without ``expires_in`` is taken to live 8 h. One thread renews while the others

@@ -1,6 +1,6 @@
 """How an OKKI list ends or lies, and info's odd answers, through Dagster against both simulators.
 
-Covers (shared/specs/okki-api.md, "How a list ends is not documented either"): an empty page 1
+Covers (docs/okki-api.md, "Listing companies": a count never ends paging alone): an empty page 1
 while ``totalItem`` > 0 is retried and never replaces a stored window with nothing, and when it
 persists the run fails leaving the stored copy as it was; a capped ``totalItem`` truncates
 nothing; one company whose info answers another business code (403) is quarantined with the code

@@ -1,6 +1,6 @@
 """The OKKI simulator and its data generator, in-process (httpx over mock_transport, no sockets).
 
-Covers the contract of shared/specs/okki-api.md as the simulator reproduces it: the token
+Covers the contract of docs/okki-api.md as the simulator reproduces it: the token
 endpoint and its errors, bare and Bearer tokens, revocation and expiry; paging by page number,
 newest first, totalItem, count clamping, removed/all/group_id/time_type filters and the four
 window-boundary modes; info and its 404; every throttle shape under quota and every fault kind,

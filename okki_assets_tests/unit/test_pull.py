@@ -4,7 +4,7 @@ Covers (against the OKKI simulator in-process, and a hand-written handler for th
 case): drift while paging (rows repeated and skipped) still yields exactly the simulator's truth;
 companies exactly on the window's edges land in one partition only; malformed rows are kept for
 quarantine; a list that never settles ends in IncompleteWindowError after bisecting. How a
-list ends (shared/specs/okki-api.md): an empty first page while totalItem > 0 is retried, a
+list ends (docs/okki-api.md): an empty first page while totalItem > 0 is retried, a
 capped totalItem truncates nothing, a missing or non-numeric totalItem fails at once naming it, a
 one-page shift is retried as a new pass and only a repeat that persists fails. Info: another
 business code quarantines the one company, an info time past the window keeps it here; and
