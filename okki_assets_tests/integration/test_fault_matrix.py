@@ -107,8 +107,11 @@ class Case:
 
 OKKI_FAULTS = {
     "fault_rate": 0.2,  # every kind: 5xx status, 5xx body, reset, HTML page
-    "quota_rps": 100.0,  # below the client's pace: every throttle shape answers
-    "quota_burst": 10.0,
+    # A quota of 20/s without burst for the first 30 granted calls, below any machine's pace,
+    # so every throttle shape answers however loaded the machine is; then 100/s for the rest.
+    "quota_rps": 20.0,
+    "quota_burst": 1.0,
+    "quota_after": ((30, 100.0),),
     "latency_spike_rate": 0.03,
     "latency_spike": SPIKE,  # past the client's read timeout
 }
