@@ -78,7 +78,6 @@ def claim_for_sending(
     conn: duckdb.DuckDBPyConnection,
     claims: pd.DataFrame,
     run_id: str,
-    at: datetime,
     attempt: str = "",
 ) -> Claim:
     """Mark records as being sent in one attempt, unless a newer version is already in the ledger.
@@ -159,7 +158,7 @@ def record_landed(
     conn: duckdb.DuckDBPyConnection, claims: pd.DataFrame, run_id: str, at: datetime
 ) -> int:
     """Land-only mode: record each record as ``landed`` (nothing was sent); newer rows win."""
-    claimed = claim_for_sending(conn, claims, run_id, at).ids
+    claimed = claim_for_sending(conn, claims, run_id).ids
     outcomes = [(cid, LedgerStatus.LANDED.value, None) for cid in sorted(claimed)]
     record_outcomes(conn, outcomes, run_id, at)
     return len(claimed)
