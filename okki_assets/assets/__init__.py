@@ -7,7 +7,7 @@ loaded.py, and account.py for the unpartitioned okki_account that okki_reconcile
 common.py. The assets orchestrate only: they loop over the
 run's partitions (one, or a range in a single-run backfill), call their stage, and report
 per-partition metadata and check results. Their data lives in DuckDB tables written by
-storage.py, so they return no value to an IO manager.
+the storage package, so they return no value to an IO manager.
 """
 
 from __future__ import annotations

@@ -256,7 +256,6 @@ def _send_batch(
             conn,
             batch[["company_id", "partition_key", "content_hash", "update_time"]],
             run_id,
-            now(),
             attempt=new_attempt(),
         )
     summary.lost_claim += len(batch) - len(claim.ids)

@@ -46,7 +46,7 @@ def stored_attempts(conn: duckdb.DuckDBPyConnection) -> dict[int, str]:
 
 
 def test_a_claim_keeps_its_attempt_in_the_ledger(conn: duckdb.DuckDBPyConnection) -> None:
-    claim = storage.claim_for_sending(conn, claims((1, "h1", 9), (2, "h2", 9)), "run", AT, "A")
+    claim = storage.claim_for_sending(conn, claims((1, "h1", 9), (2, "h2", 9)), "run", "A")
     assert claim.ids == {1, 2} and claim.attempt == "A"
     assert stored_attempts(conn) == {1: "A", 2: "A"}
 
@@ -54,9 +54,9 @@ def test_a_claim_keeps_its_attempt_in_the_ledger(conn: duckdb.DuckDBPyConnection
 def test_an_interrupted_attempt_is_resent_under_its_own_id(
     conn: duckdb.DuckDBPyConnection,
 ) -> None:
-    storage.claim_for_sending(conn, claims((1, "h1", 9), (2, "h2", 9)), "run-1", AT, "A")
+    storage.claim_for_sending(conn, claims((1, "h1", 9), (2, "h2", 9)), "run-1", "A")
     # run-1 was killed before it recorded an outcome: the same versions are claimed again
-    again = storage.claim_for_sending(conn, claims((1, "h1", 9), (2, "h2", 9)), "run-2", AT, "B")
+    again = storage.claim_for_sending(conn, claims((1, "h1", 9), (2, "h2", 9)), "run-2", "B")
     assert again.attempt == "A"
     assert stored_attempts(conn) == {1: "A", 2: "A"}
 
@@ -73,16 +73,16 @@ def test_an_interrupted_attempt_is_resent_under_its_own_id(
     ],
 )
 def test_every_other_claim_is_a_new_attempt(second: str, conn: duckdb.DuckDBPyConnection) -> None:
-    storage.claim_for_sending(conn, claims((1, "h1", 9), (2, "h2", 9)), "run-1", AT, "A")
+    storage.claim_for_sending(conn, claims((1, "h1", 9), (2, "h2", 9)), "run-1", "A")
     batch = claims((1, "h1", 9), (2, "h2", 9))
     if second == "after_outcome":
         storage.record_outcomes(conn, [(1, "deleted", None), (2, "rejected", "no")], "run-1", AT)
     elif second == "new_version":
         batch = claims((1, "h1b", 10), (2, "h2", 9))
     else:
-        storage.claim_for_sending(conn, claims((3, "h3", 9)), "run-1", AT, "C")
+        storage.claim_for_sending(conn, claims((3, "h3", 9)), "run-1", "C")
         batch = claims((1, "h1", 9), (2, "h2", 9), (3, "h3", 9))
-    again = storage.claim_for_sending(conn, batch, "run-2", AT, "B")
+    again = storage.claim_for_sending(conn, batch, "run-2", "B")
     assert again.attempt == "B"
     assert set(stored_attempts(conn).values()) == {"B"}
 
@@ -99,6 +99,6 @@ def test_a_ledger_made_before_attempts_were_kept_gains_the_column() -> None:
             "insert into load_ledger values (1, 'k', 'h1', null, 'sending', 1, null, null, 'r')"
         )
         storage.ensure_schema(old)
-        claim = storage.claim_for_sending(old, claims((1, "h1", 9)), "run-2", AT, "B")
+        claim = storage.claim_for_sending(old, claims((1, "h1", 9)), "run-2", "B")
         assert claim.attempt == "B"  # an interrupted claim without an attempt: a new one
         assert stored_attempts(old) == {1: "B"}

@@ -139,7 +139,7 @@ def ledger(conn: duckdb.DuckDBPyConnection, company_id: int, hour: int, status: 
             "update_time": [pd.Timestamp(f"{DAY} {hour:02d}:00:00", tz="Asia/Shanghai")],
         }
     )
-    claim = storage.claim_for_sending(conn, claims, "run", AT, "attempt")
+    claim = storage.claim_for_sending(conn, claims, "run", "attempt")
     storage.record_outcomes(conn, [(cid, status, None) for cid in claim.ids], "run", AT)
 
 

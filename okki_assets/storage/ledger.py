@@ -1,0 +1,219 @@
+"""load_ledger: where each record's last claimed version stands with the target. The ledger
+statuses, claims for sending (one attempt id each), outcomes, and the rows not yet reconciled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+import duckdb
+import pandas as pd
+
+from okki_assets.okki_time import TIMEZONE
+from okki_assets.storage.schema import transaction
+
+
+class LedgerStatus(StrEnum):
+    """A ledger row's status: where the record's last claimed version stands."""
+
+    SENDING = "sending"  # claimed by an attempt that has not recorded its outcome (yet)
+    CREATED = "created"  # the target's answers, per record
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"  # a tombstone, applied
+    REJECTED = "rejected"
+    FAILED = "failed"  # the batch failed: the next run sends it again
+    LANDED = "landed"  # land-only mode: kept in DuckDB, nothing sent
+
+
+#: Acknowledged by the target: the same content is not sent again.
+SENT_STATUSES = (
+    LedgerStatus.CREATED,
+    LedgerStatus.UPDATED,
+    LedgerStatus.UNCHANGED,
+    LedgerStatus.DELETED,
+)
+#: A cleaned row's version is reconciled when the ledger holds it with one of these; a
+#: tombstone's with one of the second.
+UPSERT_DONE = (
+    LedgerStatus.CREATED,
+    LedgerStatus.UPDATED,
+    LedgerStatus.UNCHANGED,
+    LedgerStatus.LANDED,
+)
+DELETE_DONE = (LedgerStatus.DELETED, LedgerStatus.UNCHANGED, LedgerStatus.LANDED)
+
+
+def ledger_rows(conn: duckdb.DuckDBPyConnection, company_ids: Sequence[int]) -> pd.DataFrame:
+    """Ledger rows of these companies (one per company, however often an id is given):
+    company_id, content_hash, update_time, status, attempts."""
+    ids = pd.DataFrame({"company_id": pd.Series(sorted(set(company_ids)), dtype="int64")})
+    conn.register("_ledger_ids", ids)
+    try:
+        frame = conn.execute(
+            "select l.company_id, l.content_hash, l.update_time, l.status, l.attempts,"
+            " l.partition_key from load_ledger l join _ledger_ids using (company_id)"
+        ).df()
+    finally:
+        conn.unregister("_ledger_ids")
+    if not frame.empty:
+        frame["update_time"] = pd.to_datetime(frame["update_time"], utc=True).dt.tz_convert(
+            TIMEZONE
+        )
+    return frame
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The ledger rows claimed for one attempt to send them, and that attempt's id."""
+
+    ids: set[int]
+    attempt: str
+
+
+def claim_for_sending(
+    conn: duckdb.DuckDBPyConnection,
+    claims: pd.DataFrame,
+    run_id: str,
+    attempt: str = "",
+) -> Claim:
+    """Mark records as being sent in one attempt, unless a newer version is already in the ledger.
+
+    ``claims`` has company_id, partition_key, content_hash, update_time. In one transaction the
+    rows whose ledger update_time is not newer become ``sending`` (attempts + 1) under one attempt
+    id, kept in the ledger: ``attempt`` (a fresh id) for a new attempt, or the id of the attempt
+    that was interrupted while sending exactly these versions (every claimed row still
+    ``sending`` the same content under that one id), so that resending it reuses its
+    Idempotency-Key and a batch the target applied before the interruption is not applied twice.
+    A record the ledger knows in a newer version is never sent (no stale overwrite), and a run
+    killed after this point leaves ``sending`` rows that the next run sends again.
+    """
+    if claims.empty:
+        return Claim(set(), attempt)
+    conn.register("_claims", claims)
+    try:
+        with transaction(conn):
+            # excluded.status is the ``sending`` this claim writes: a held row still sending
+            # the same version keeps its attempt id.
+            claimed = conn.execute(
+                "insert into load_ledger (company_id, partition_key, content_hash, update_time,"
+                " status, attempts, last_error, loaded_at, run_id, attempt_id)"
+                " select company_id, partition_key, content_hash, update_time, ?, 1,"
+                " null, null, ?, ?"
+                " from _claims"
+                " on conflict (company_id) do update set"
+                "  partition_key = excluded.partition_key, content_hash = excluded.content_hash,"
+                "  update_time = excluded.update_time, status = excluded.status,"
+                "  attempts = load_ledger.attempts + 1, run_id = excluded.run_id,"
+                "  attempt_id = case when load_ledger.status = excluded.status"
+                "   and load_ledger.content_hash = excluded.content_hash"
+                "   and load_ledger.update_time = excluded.update_time"
+                "   then coalesce(load_ledger.attempt_id, excluded.attempt_id)"
+                "   else excluded.attempt_id end"
+                " where load_ledger.update_time is null"
+                "  or load_ledger.update_time <= excluded.update_time"
+                " returning company_id, attempt_id",
+                [LedgerStatus.SENDING.value, run_id, attempt],
+            ).fetchall()
+            ids = {int(r[0]) for r in claimed}
+            attempts = {r[1] for r in claimed}
+            if len(attempts) == 1:
+                attempt = str(attempts.pop())
+            elif attempts:  # parts of several interrupted attempts: this is a new one
+                conn.execute(
+                    "update load_ledger set attempt_id = ?"
+                    " where company_id in (select unnest(?::bigint[]))",
+                    [attempt, sorted(ids)],
+                )
+    finally:
+        conn.unregister("_claims")
+    return Claim(ids, attempt)
+
+
+def record_outcomes(
+    conn: duckdb.DuckDBPyConnection,
+    outcomes: Sequence[tuple[int, str, str | None]],
+    run_id: str,
+    at: datetime,
+) -> None:
+    """Write per-record outcomes (company_id, status, error) of this run's claimed rows."""
+    if not outcomes:
+        return
+    frame = pd.DataFrame(outcomes, columns=["company_id", "status", "last_error"])
+    conn.register("_outcomes", frame)
+    try:
+        conn.execute(
+            "update load_ledger l set status = o.status, last_error = o.last_error,"
+            " loaded_at = ? from _outcomes o where l.company_id = o.company_id and l.run_id = ?",
+            [at, run_id],
+        )
+    finally:
+        conn.unregister("_outcomes")
+
+
+def record_landed(
+    conn: duckdb.DuckDBPyConnection, claims: pd.DataFrame, run_id: str, at: datetime
+) -> int:
+    """Land-only mode: record each record as ``landed`` (nothing was sent); newer rows win."""
+    claimed = claim_for_sending(conn, claims, run_id).ids
+    outcomes = [(cid, LedgerStatus.LANDED.value, None) for cid in sorted(claimed)]
+    record_outcomes(conn, outcomes, run_id, at)
+    return len(claimed)
+
+
+def ledger_status_counts(conn: duckdb.DuckDBPyConnection, partition_key: str) -> dict[str, int]:
+    rows = conn.execute(
+        "select status, count(*) from load_ledger where partition_key = ? group by status",
+        [partition_key],
+    ).fetchall()
+    return {str(status): int(n) for status, n in rows}
+
+
+def unreconciled_rows(
+    conn: duckdb.DuckDBPyConnection, partition_key: str, deletions: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Cleaned rows, and deletions (company_id, update_time: the partition's tombstones), whose
+    version is neither acknowledged, landed nor superseded by a newer one."""
+    upserts = conn.execute(
+        "select c.company_id, l.status, l.last_error from cleaned_companies c"
+        " left join load_ledger l using (company_id)"
+        " where c.partition_key = ? and not coalesce(l.update_time > c.update_time"
+        "  or (l.update_time = c.update_time"
+        "      and l.status in (select unnest(?::varchar[]))), false)"
+        " order by c.company_id",
+        [partition_key, [status.value for status in UPSERT_DONE]],
+    ).df()
+    if deletions is None or deletions.empty:
+        return upserts
+    conn.register("_deletions", deletions[["company_id", "update_time"]])
+    try:
+        deletes = conn.execute(
+            "select d.company_id, l.status, l.last_error from _deletions d"
+            " left join load_ledger l using (company_id)"
+            " where not coalesce(l.update_time > d.update_time"
+            "  or (l.update_time = d.update_time"
+            "      and l.status in (select unnest(?::varchar[]))), false)"
+            " order by d.company_id",
+            [[status.value for status in DELETE_DONE]],
+        ).df()
+    finally:
+        conn.unregister("_deletions")
+    if deletes.empty:
+        return upserts
+    both = pd.concat([upserts, deletes], ignore_index=True) if not upserts.empty else deletes
+    return both.sort_values("company_id", kind="stable").reset_index(drop=True)
+
+
+def ledger_ids_for_run(
+    conn: duckdb.DuckDBPyConnection, run_id: str, statuses: Sequence[str]
+) -> set[int]:
+    """Companies this run wrote to the ledger with one of ``statuses``."""
+    rows = conn.execute(
+        "select company_id from load_ledger where run_id = ? and status in"
+        " (select unnest(?::varchar[]))",
+        [run_id, list(statuses)],
+    ).fetchall()
+    return {int(r[0]) for r in rows}
