@@ -1,4 +1,4 @@
-"""A faithful, configurable fake of the OKKI Open API (see shared/specs/okki-api.md).
+"""A faithful, configurable fake of the OKKI Open API (see docs/okki-api.md).
 
 It answers ``POST /v1/oauth2/access_token``, ``GET /v1/company/list`` and
 ``GET /v1/company/info`` the way the live API does, and can reproduce every undocumented

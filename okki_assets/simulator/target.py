@@ -1,4 +1,4 @@
-"""The target platform simulator: the batch-upsert write API of ``shared/specs/target-api.md``.
+"""The target platform simulator: the batch-upsert write API the target client speaks.
 
 What it reproduces, so the loader's retry and idempotency logic can be proved against it:
 
