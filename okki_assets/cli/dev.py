@@ -216,9 +216,15 @@ def stop_process_group(
     if proc.poll() is None or group_alive(pgid):
         _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
+    nudge = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         if proc.poll() is not None and not group_alive(pgid):
             break
+        if proc.poll() is not None and time.monotonic() >= nudge:
+            # The leader is gone but its group is not: a process started after the SIGTERM
+            # (dg dev restarts a code server that exits while it shuts down) never had it.
+            _signal_group(pgid, signal.SIGTERM)
+            nudge = time.monotonic() + 1.0
         time.sleep(0.1)
     if proc.poll() is None or group_alive(pgid):
         _signal_group(pgid, signal.SIGKILL)

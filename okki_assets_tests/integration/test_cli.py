@@ -9,12 +9,16 @@
 - ``okki-assets replay --partition D`` against a DuckDB file that holds nothing cleaned for D (an
   empty file, or the default file) says so in one line naming ``OKKI_ASSETS_DUCKDB`` and exits 2,
   instead of reporting "sent 0 ... ok".
+- Stopping ``okki-assets dev`` stops every process of ``dg dev``'s group with SIGTERM, also one
+  started after the first SIGTERM (dg dev restarts a code server that exits while it shuts
+  down): none is left to the SIGKILL at the end of the grace period.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +30,7 @@ import pytest
 from okki_assets.cli import main
 from okki_assets.cli.demo import DEMO_DUCKDB, dagster_home, fresh_world
 from okki_assets.cli.dev import (
+    STOP_GRACE_SECONDS,
     free_port,
     start_process_group,
     stop_process_group,
@@ -152,6 +157,40 @@ def _cleaned_partitions(database: Path) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
+# A leader that, on SIGTERM, starts one more process in its group and exits; the late process
+# writes a file when a SIGTERM reaches it, and otherwise sleeps for a minute.
+LATE_CHILD = """
+import signal, sys, time
+def bye(*_):
+    open(sys.argv[1], "w").write("SIGTERM")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+time.sleep(60)
+"""
+LEADER = """
+import signal, subprocess, sys, time
+def on_term(*_):
+    subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+    time.sleep(1.0)  # the late process is up, and has not seen the first SIGTERM
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+time.sleep(60)
+"""
+
+
+def test_a_process_started_after_the_first_sigterm_is_stopped_with_sigterm_too(
+    tmp_path: Path,
+) -> None:
+    told = tmp_path / "late.out"
+    proc = start_process_group(
+        [sys.executable, "-c", LEADER, LATE_CHILD, str(told)], env=dict(os.environ), cwd=tmp_path
+    )
+    time.sleep(1.5)  # the leader has installed its handler
+    code = stop_process_group(proc, grace=20)
+    assert code == 0
+    assert told.read_text() == "SIGTERM"  # not left to the SIGKILL at the end of the grace
+
+
 def test_the_demo_hint_opens_the_ui_on_the_same_world_where_materialize_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -193,7 +232,7 @@ def test_the_demo_hint_opens_the_ui_on_the_same_world_where_materialize_works(
         assert _materialized(url, "loaded_companies") == {older, *synced}
         assert _cleaned_partitions(database) == {older, *synced}
     finally:
-        code = stop_process_group(proc, grace=30)
+        code = stop_process_group(proc, grace=STOP_GRACE_SECONDS + 30)  # after dev's own
     assert code == 0, log.read_text()[-3000:]
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/server_info", timeout=2)
