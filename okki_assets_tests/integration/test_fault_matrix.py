@@ -107,9 +107,10 @@ class Case:
 
 OKKI_FAULTS = {
     "fault_rate": 0.2,  # every kind: 5xx status, 5xx body, reset, HTML page
-    # A quota of 20/s without burst for the first 30 granted calls, below any machine's pace,
-    # so every throttle shape answers however loaded the machine is; then 100/s for the rest.
-    "quota_rps": 20.0,
+    # No burst at 40/s for the first 30 granted calls: two of the eight info calls in flight
+    # that reach the server within 25 ms are enough for a throttle, so every shape answers
+    # however loaded the machine is; then 100/s for the rest.
+    "quota_rps": 40.0,
     "quota_burst": 1.0,
     "quota_after": ((30, 100.0),),
     "latency_spike_rate": 0.03,
