@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from okki_assets.mapping import TargetMapping, content_hash, map_records, tombstone
-from okki_assets.okki_time import OKKI_DATE_FORMAT, OKKI_TIME_FORMAT, TIMEZONE
+from okki_assets.okki_time import parse_okki_times
 from okki_assets.storage import SENT_STATUSES
 
 DELETE_TIME_UNPARSEABLE = "delete_time_unparseable"
@@ -115,15 +115,13 @@ def _newest_word(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 def _delete_reasons(deleted: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Each deleted row's delete time (NaT when unparseable) and its reasons (empty: usable)."""
-    text = deleted["update_time"].astype("string").str.strip()
-    times = pd.to_datetime(text, errors="coerce", format=OKKI_TIME_FORMAT)
-    times = times.fillna(pd.to_datetime(text, errors="coerce", format=OKKI_DATE_FORMAT))
+    times = parse_okki_times(deleted["update_time"])
     numeric = deleted["company_id"].astype("string").str.fullmatch(r"\d+").fillna(False)
     reasons = [
         [COMPANY_ID_NOT_NUMERIC] * (not ok) + [DELETE_TIME_UNPARSEABLE] * bool(pd.isna(when))
         for ok, when in zip(numeric, times, strict=True)
     ]
-    return times.dt.tz_localize(TIMEZONE), pd.Series(reasons, index=deleted.index, dtype=object)
+    return times, pd.Series(reasons, index=deleted.index, dtype=object)
 
 
 def unusable_deletions(deleted: pd.DataFrame) -> pd.DataFrame:

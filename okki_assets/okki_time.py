@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import pandas as pd
+
 #: The zone's name, for Dagster, pandas and DuckDB (UTC+8 all year).
 TIMEZONE = "Asia/Shanghai"
 CHINA_TZ = ZoneInfo(TIMEZONE)
@@ -36,6 +38,15 @@ def parse_okki_time(value: object) -> datetime | None:
         except ValueError:
             continue
     return None
+
+
+def parse_okki_times(values: pd.Series) -> pd.Series:
+    """``parse_okki_time`` over a column: tz-aware China times, NaT where a value is absent or
+    unparseable (the 1970 sentinel parses, as above)."""
+    text = values.astype("string").str.strip()
+    times = pd.to_datetime(text, errors="coerce", format=OKKI_TIME_FORMAT)
+    times = times.fillna(pd.to_datetime(text, errors="coerce", format=OKKI_DATE_FORMAT))
+    return times.dt.tz_localize(TIMEZONE)
 
 
 def format_okki_time(moment: datetime) -> str:

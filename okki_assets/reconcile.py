@@ -52,7 +52,7 @@ from okki_assets.clients.okki import OkkiClient, record_key
 from okki_assets.clients.target import LandOnlyTarget, TargetClient
 from okki_assets.errors import PaginationError, RepeatedPageError
 from okki_assets.mapping import TargetMapping, content_hash, tombstone
-from okki_assets.okki_time import CHINA_TZ, TIMEZONE
+from okki_assets.okki_time import CHINA_TZ, parse_okki_times
 from okki_assets.partitions import ACCOUNT_KEY
 from okki_assets.pull import InfoReport, ListedRecords, fetch_infos
 from okki_assets.storage import LedgerStatus
@@ -115,12 +115,6 @@ class AccountState:
         return pd.DataFrame(rows[:SAMPLE_IDS], columns=["company_id", "problem"])
 
 
-def _okki_times(values: pd.Series) -> pd.Series:
-    text = values.astype("string").str.strip()
-    parsed = pd.to_datetime(text, errors="coerce", format="%Y-%m-%d %H:%M:%S")
-    return parsed.dt.tz_localize(TIMEZONE)
-
-
 def _is_tombstone(ledger: pd.DataFrame) -> pd.Series:
     """The ledger's last word is a tombstone: status deleted, or the tombstone's content
     acknowledged as unchanged or landed."""
@@ -143,7 +137,7 @@ def compare(
     deleted_ids = set(removed["company_id"])
     live = snapshot[~snapshot["removed"] & ~snapshot["company_id"].isin(deleted_ids)].copy()
     state.companies_in_okki, state.deleted_in_okki = len(live), len(removed)
-    live["when"] = _okki_times(live["update_time"])
+    live["when"] = parse_okki_times(live["update_time"])
     numeric = live["company_id"].str.fullmatch(r"\d+").fillna(False)
     good = numeric & live["when"].notna()
     state.malformed = int((~good).sum())
@@ -416,7 +410,7 @@ def _flips(live: ListedRecords, deleted: ListedRecords, state: AccountState) -> 
     rows = [(cid, live.update_time(cid), False) for cid in state.restored]
     rows += [(cid, deleted.update_time(cid), True) for cid in state.deleted_but_present]
     frame = pd.DataFrame(rows, columns=["company_id", "update_time", "deleted"])
-    frame["update_time"] = _okki_times(frame["update_time"].astype(object))
+    frame["update_time"] = parse_okki_times(frame["update_time"].astype(object))
     frame = frame[frame["update_time"].notna()]
     return frame.assign(company_id=frame["company_id"].astype("int64"))
 
