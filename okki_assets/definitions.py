@@ -82,6 +82,18 @@ def _number(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from e
 
 
+def _count(name: str, default: int) -> int:
+    """A whole number of at least 1 (a concurrency, a batch size, a number of days)."""
+    raw = _env(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError as e:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from e
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def _optional_number(name: str, *, auto: str = "") -> float | None:
     """A number, or None when unset (or set to ``auto``, if given)."""
     raw = _env(name, "")
@@ -118,13 +130,13 @@ def defs_from_env() -> dg.Definitions:
             client_secret=_secret("OKKI_CLIENT_SECRET"),
             rate_limit=_optional_number("OKKI_RATE_LIMIT", auto="auto"),
             rate_limit_max=_optional_number("OKKI_RATE_LIMIT_MAX"),
-            concurrency=int(_number("OKKI_CONCURRENCY", 8)),
+            concurrency=_count("OKKI_CONCURRENCY", 8),
             refresh_info=_env("OKKI_REFRESH_INFO", "0") in ("1", "true", "yes"),
         ),
         target=TargetResource(
             url=target_url,
             token=_secret("TARGET_TOKEN") if target_url else "",
-            batch_size=int(_number("TARGET_BATCH_SIZE", 500)),
+            batch_size=_count("TARGET_BATCH_SIZE", 500),
             mapping_file=_env("OKKI_MAPPING_FILE", ""),
         ),
         warehouse=WarehouseResource(
@@ -134,7 +146,7 @@ def defs_from_env() -> dg.Definitions:
         sync_start=_env("OKKI_SYNC_START", DEFAULT_SYNC_START),
         quarantine_threshold=_number("OKKI_QUARANTINE_THRESHOLD", DEFAULT_QUARANTINE_THRESHOLD),
         alert_webhook=_env("OKKI_ALERT_WEBHOOK", ""),
-        info_refresh_days=int(_number("OKKI_INFO_REFRESH_DAYS", DEFAULT_REFRESH_DAYS)),
+        info_refresh_days=_count("OKKI_INFO_REFRESH_DAYS", DEFAULT_REFRESH_DAYS),
     )
 
 

@@ -56,7 +56,14 @@ def build_account(
     if refresh_days < 1:
         raise ValueError(f"OKKI_INFO_REFRESH_DAYS must be at least 1, got {refresh_days}")
 
-    @dg.asset(name=ACCOUNT_ASSET, group_name=GROUP, pool=API_POOL, kinds={"duckdb"})
+    @dg.asset(
+        name=ACCOUNT_ASSET,
+        group_name=GROUP,
+        pool=API_POOL,
+        kinds={"duckdb"},
+        # Shown on the asset's page: how often each company's info is re-read at the least.
+        metadata={"info_refresh_days": refresh_days},
+    )
     def okki_account(
         context: dg.AssetExecutionContext,
         okki: OkkiResource,

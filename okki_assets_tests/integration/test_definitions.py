@@ -259,3 +259,41 @@ def test_a_bad_okki_rate_setting_fails_naming_the_variable(
     with pytest.raises(ValueError) as raised:
         defs_from_env()
     assert str(raised.value) == words
+
+
+@pytest.mark.parametrize(("setting", "days"), [(None, 7), ("1", 1), (" 14 ", 14)])
+def test_the_info_refresh_period_comes_from_the_environment(
+    setting: str | None, days: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from okki_assets.definitions import defs_from_env
+
+    if setting is None:
+        monkeypatch.delenv("OKKI_INFO_REFRESH_DAYS", raising=False)
+    else:
+        monkeypatch.setenv("OKKI_INFO_REFRESH_DAYS", setting)
+    account = defs_from_env().resolve_assets_def("okki_account")
+    assert account.metadata_by_key[dg.AssetKey("okki_account")]["info_refresh_days"] == days
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("OKKI_INFO_REFRESH_DAYS", "0", "OKKI_INFO_REFRESH_DAYS must be at least 1, got 0"),
+        (
+            "OKKI_INFO_REFRESH_DAYS",
+            "2.5",
+            "OKKI_INFO_REFRESH_DAYS must be a whole number, got '2.5'",
+        ),
+        ("OKKI_CONCURRENCY", "many", "OKKI_CONCURRENCY must be a whole number, got 'many'"),
+        ("TARGET_BATCH_SIZE", "-5", "TARGET_BATCH_SIZE must be at least 1, got -5"),
+    ],
+)
+def test_a_bad_count_setting_fails_naming_the_variable(
+    name: str, value: str, words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from okki_assets.definitions import defs_from_env
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError) as raised:
+        defs_from_env()
+    assert str(raised.value) == words
