@@ -8,8 +8,8 @@
   or stale and nothing deleted is still present at the target. Run alone, it takes its own list
   pass (list requests only, no info call, no write to the target) and tells how far the target
   is from OKKI.
-- ``okki_reconcile`` materializes it (UI, or ``dagster job execute -m okki_assets.definitions
-  -j okki_reconcile``); ``okki_reconcile_daily`` runs it at 03:30 China time, off by default.
+- ``okki_reconcile`` materializes it (UI, or ``dg launch -m okki_assets.definitions --job
+  okki_reconcile``); ``okki_reconcile_daily`` runs it at 03:30 China time, off by default.
 """
 
 # No `from __future__ import annotations` here: Dagster reads these annotations at runtime.

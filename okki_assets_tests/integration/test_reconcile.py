@@ -214,7 +214,7 @@ def test_a_second_reconcile_sends_nothing_and_reads_only_its_refresh_slice(
 
 
 def _job_execute(
-    pipeline: Pipeline, home: Path, job: str, tags: dict[str, str] | None = None
+    pipeline: Pipeline, home: Path, job: str, partition: str = ""
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -228,10 +228,11 @@ def _job_execute(
         "OKKI_ASSETS_DUCKDB": str(pipeline.database),
         "OKKI_SYNC_START": SYNC_START,
     }
-    command = [sys.executable, "-m", "dagster", "job", "execute"]
-    command += ["-m", "okki_assets.definitions", "-j", job]
-    if tags:
-        command += ["--tags", json.dumps(tags)]
+    # The README's command (Dagster 1.13's successor of `dagster job execute`, which warns).
+    command = [str(Path(sys.executable).parent / "dg"), "launch"]
+    command += ["-m", "okki_assets.definitions", "--job", job]
+    if partition:
+        command += ["--partition", partition]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -245,11 +246,12 @@ def test_reconcile_and_a_daily_partition_at_once_lose_nothing_and_write_nothing_
     key = day_keys(2)[0]
     runs = [
         _job_execute(account, homes[0], "okki_reconcile"),
-        _job_execute(account, homes[1], "okki_sync", {"dagster/partition": key}),
+        _job_execute(account, homes[1], "okki_sync", key),
     ]
     outputs = [run.communicate(timeout=240)[0].decode(errors="replace") for run in runs]
     for run, output in zip(runs, outputs, strict=True):
         assert run.returncode == 0, output[-3000:]
+        assert "Warning" not in output, output[:3000]
 
     truth = okki_truth(account)
     target = account.sims.target.records
