@@ -1,6 +1,6 @@
 """Raw OKKI company rows -> a validated ``CleanedCompany`` frame plus a quarantine frame.
 
-Pure pandas, no I/O. The OKKI quirks handled (see ``okki-api.md``):
+Pure pandas, no I/O. The OKKI quirks handled (see ``docs/okki-api.md``):
 - ids arrive as numbers or numeric strings (``"55280038"``); anything else is quarantined;
 - ``1970-01-01 00:00:00`` / ``1970-01-01`` mean "no value" and become ``NaT``; times carry no
   offset and are China Standard Time;

@@ -3,7 +3,7 @@
 Pure functions on single values, no pandas. A rule for a field that may be unusable returns
 ``(value, issue)``: the value or None, and None, ``"missing"`` or ``"invalid"`` (the cleaned
 frame's ``<field>_missing`` / ``<field>_invalid`` flags). The OKKI shapes each rule accepts are
-those of ``okki-api.md``; what each rule does with them is in its docstring.
+those of ``docs/okki-api.md``; what each rule does with them is in its docstring.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``CleanedCompany`` is the contract between ``cleaning.clean_companies`` and everything downstream
 (the DuckDB table, the mapping to target records, the asset checks). It is written for the OKKI
-quirks listed in ``okki-api.md``: ids that arrive as strings are already ints here, the
+quirks listed in ``docs/okki-api.md``: ids that arrive as strings are already ints here, the
 ``1970-01-01 00:00:00`` "no value" sentinel is already ``NaT``, ``user_id`` (string in the list,
 list in the detail) is already ``owner_ids: list[str]``, and every time is tz-aware China Standard
 Time. The regular expressions the cleaner normalises towards live here, so the cleaner and the

@@ -1,6 +1,6 @@
 """clean_companies: raw OKKI rows -> cleaned rows, flags and quarantine, with every OKKI quirk.
 
-Covers the payload quirks of okki-api.md (ids as strings, the 1970 "no value" sentinel,
+Covers the payload quirks of docs/okki-api.md (ids as strings, the 1970 "no value" sentinel,
 ``user_id`` as a string or a list, contacts and phones only in the detail, phones in many
 shapes), text normalisation (full-width, stray spaces, control characters, emoji, RTL), the
 window edges at midnight, every quarantine reason (several on one row), the row-count contract

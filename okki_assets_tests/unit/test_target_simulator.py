@@ -1,4 +1,4 @@
-"""The target simulator against target-api.md, in-process through ``mock_transport``.
+"""The target simulator against the batch write API the client speaks (``mock_transport``).
 
 Covers every row of the contract: per-record upsert results (created, updated, unchanged,
 deleted, rejected with the rest of the batch applied) in request order; idempotent replays and
