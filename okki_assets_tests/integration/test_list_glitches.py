@@ -5,7 +5,9 @@ while ``totalItem`` > 0 is retried and never replaces a stored window with nothi
 persists the run fails leaving the stored copy as it was; a capped ``totalItem`` truncates
 nothing; one company whose info answers another business code (403) is quarantined with the code
 and the window goes on; a company whose info time is past the window (edited between list and
-info) still reaches DuckDB and the target. Judged from DuckDB rows, target records and checks.
+info) still reaches DuckDB and the target; ``raw_complete`` compares what the list said with what
+DuckDB holds, so a published copy that lost a company fails it. Judged from DuckDB rows, target
+records and checks.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 
+from okki_assets import storage
 from okki_assets.okki_time import parse_okki_time
 from okki_assets.partitions import window_for_key
 from okki_assets.resources import OkkiResource
@@ -131,3 +135,35 @@ def test_info_time_past_the_window_still_reaches_duckdb_and_the_target(
         assert listed is not None
         at_target = datetime.fromisoformat(p.sims.target.records[edited]["updatedAt"])
         assert at_target == listed + timedelta(days=2)
+
+
+def test_raw_complete_fails_when_duckdb_holds_less_than_the_list_said(
+    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish = storage.publish_raw
+
+    def publish_losing_one(conn: Any, run_id: str, keys: Any) -> int:
+        """Publishes, then loses one company's row (a second writer, a restored backup)."""
+        published = publish(conn, run_id, keys)
+        conn.execute(
+            "delete from raw_companies where partition_key = ? and company_id ="
+            " (select min(company_id) from raw_companies where partition_key = ?)",
+            [keys[0], keys[0]],
+        )
+        return published
+
+    with pipeline_for(tmp_path, instance, companies=60, days=1) as p:
+        key = day_keys(1)[0]
+        listed = len(truth(p, key))
+        monkeypatch.setattr(storage, "publish_raw", publish_losing_one)
+        result = p.materialize(key, okki=fast_okki(p), raise_on_error=False)
+        (check,) = [
+            e for e in result.get_asset_check_evaluations() if e.check_name == "raw_complete"
+        ]
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+        assert check.description == f"{key}: {listed} listed, {listed - 1} in DuckDB"
+        assert len(raw_ids(p, key)) == listed - 1
+
+        monkeypatch.setattr(storage, "publish_raw", publish)
+        sync(p, key, fast_okki(p))  # the next pull stores the whole window again: green
+        assert raw_ids(p, key) == sorted(truth(p, key))
