@@ -12,6 +12,9 @@ from contextlib import contextmanager, suppress
 import duckdb
 import pandas as pd
 
+from okki_assets.okki_time import TIMEZONE
+from okki_assets.schemas import CleanedCompany
+
 _DDL = (
     """
     create table if not exists raw_companies (
@@ -112,35 +115,29 @@ _DDL = (
     """,
 )
 
-CLEANED_TABLE_DDL = """
-    create table if not exists cleaned_companies (
-        partition_key varchar not null,
-        company_id bigint not null,
-        serial_id varchar,
-        name varchar not null,
-        short_name varchar,
-        owner_ids varchar[],
-        archive_type bigint,
-        country varchar,
-        contact_name varchar,
-        email varchar,
-        phone varchar,
-        create_time timestamptz,
-        update_time timestamptz not null,
-        order_time timestamptz,
-        edit_time timestamptz,
-        archive_time timestamptz,
-        email_missing boolean,
-        email_invalid boolean,
-        phone_missing boolean,
-        phone_invalid boolean,
-        contact_missing boolean,
-        country_missing boolean,
-        country_invalid boolean,
-        short_name_missing boolean,
-        run_id varchar not null
-    )
-"""
+# The DuckDB type each pandera dtype of ``CleanedCompany`` is stored as.
+_SQL_TYPES = {
+    "str": "varchar",
+    "int64": "bigint",
+    "Int64": "bigint",
+    "bool": "boolean",
+    "object": "varchar[]",  # owner_ids, a list of user ids
+    f"datetime64[ns, {TIMEZONE}]": "timestamptz",
+}
+
+
+def _cleaned_table_ddl() -> str:
+    """cleaned_companies, derived from the model it stores: ``CleanedCompany``'s columns in
+    their order, typed and nullable as the model says, then the run that wrote the row."""
+    columns = [
+        f"{name} {_SQL_TYPES[str(column.dtype)]}{'' if column.nullable else ' not null'}"
+        for name, column in CleanedCompany.to_schema().columns.items()
+    ]
+    body = ",\n        ".join([*columns, "run_id varchar not null"])
+    return f"create table if not exists cleaned_companies (\n        {body}\n    )"
+
+
+CLEANED_TABLE_DDL = _cleaned_table_ddl()
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:

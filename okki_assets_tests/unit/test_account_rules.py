@@ -37,8 +37,10 @@ def conn() -> Iterator[duckdb.DuckDBPyConnection]:
 
 def add_cleaned(conn: duckdb.DuckDBPyConnection, key: str, cid: int, hour: int) -> None:
     conn.execute(
-        "insert into cleaned_companies (partition_key, company_id, name, update_time, run_id)"
-        " values (?, ?, 'n', ?, 'r')",
+        "insert into cleaned_companies (partition_key, company_id, name, owner_ids, update_time,"
+        " email_missing, email_invalid, phone_missing, phone_invalid, contact_missing,"
+        " country_missing, country_invalid, short_name_missing, run_id)"
+        " values (?, ?, 'n', [], ?, false, false, false, false, false, false, false, false, 'r')",
         [key, cid, datetime(2026, 11, 30, hour, tzinfo=UTC)],
     )
 
