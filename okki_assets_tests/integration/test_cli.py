@@ -37,7 +37,7 @@ from okki_assets.cli.dev import (
     wait_for_webserver,
 )
 from okki_assets_tests.conftest import day_keys
-from okki_assets_tests.integration.test_webserver import graphql
+from okki_assets_tests.integration.test_webserver import LAUNCH_RUN, graphql, sync_run_params
 
 ENVIRONMENT = (
     "OKKI_BASE_URL",
@@ -114,10 +114,6 @@ MATERIALIZED = """
 query($k: AssetKeyInput!) { assetOrError(assetKey: $k) { ... on Asset {
   assetMaterializations { partition } } } }
 """
-LAUNCH_RUN = """
-mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
-  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }
-"""
 RUN_STATUS = """
 query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }
 """
@@ -130,16 +126,7 @@ def _materialized(url: str, asset: str) -> set[str]:
 
 def _materialize(url: str, partition: str, timeout: float = 180) -> str:
     """What the UI's Materialize does for one partition of the three assets; the run's status."""
-    params = {
-        "selector": {
-            "repositoryLocationName": "okki_assets",
-            "repositoryName": "__repository__",
-            "jobName": "okki_sync",
-        },
-        "runConfigData": {},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
-    }
-    launched = graphql(url, LAUNCH_RUN, {"p": params})["launchRun"]
+    launched = graphql(url, LAUNCH_RUN, {"p": sync_run_params(partition)})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
     deadline = time.monotonic() + timeout

@@ -330,18 +330,23 @@ def _check_statuses(session: Session) -> dict[str, dict[str, str]]:
     return out
 
 
-def _run_daily(session: Session, key: str, timeout: float = 120) -> None:
-    """One run of the okki_sync job for one partition, as the daily schedule launches it."""
-    params = {
+def sync_run_params(partition: str) -> dict[str, Any]:
+    """launchRun's parameters for one okki_sync run of ``partition``, as the UI's Materialize
+    and the daily schedule launch it."""
+    return {
         "selector": {
             "repositoryLocationName": "okki_assets",
             "repositoryName": "__repository__",
             "jobName": "okki_sync",
         },
         "runConfigData": {},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": key}]},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
     }
-    launched = session.q(LAUNCH_RUN, {"p": params})["launchRun"]
+
+
+def _run_daily(session: Session, key: str, timeout: float = 120) -> None:
+    """One run of the okki_sync job for one partition, as the daily schedule launches it."""
+    launched = session.q(LAUNCH_RUN, {"p": sync_run_params(key)})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
     session.daily = _wait_for(
