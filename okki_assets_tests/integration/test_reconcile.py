@@ -25,7 +25,7 @@ import dagster as dg
 import pytest
 
 from okki_assets.assets.account import ACCOUNT_ASSET, ACCOUNT_CHECK, build_account
-from okki_assets.partitions import CHINA_TZ
+from okki_assets.partitions import CHINA_TZ, window_for_key
 from okki_assets.simulator.data import BAD_UPDATE_TIME
 from okki_assets.simulator.harness import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TARGET_TOKEN
 from okki_assets_tests.conftest import SYNC_START, Pipeline, day_keys, make_pipeline
@@ -146,8 +146,12 @@ def test_deletions_restores_and_silent_contact_edits_only_reconcile_finds(
     for key in keys:
         assert account.materialize(key).success
     assert reconcile(account, refresh_days=1).success
-    # Deleted today (the deletion moves update_time): today's window sends the tombstone.
-    okki.delete_company(restored, delete_time=datetime.now(CHINA_TZ) - timedelta(minutes=1))
+    # Deleted today (the deletion moves update_time): today's window sends the tombstone. The
+    # time stays inside that window even when the test runs across China's midnight.
+    start, end = window_for_key(keys[-1])
+    when = datetime.now(CHINA_TZ) - timedelta(minutes=1)
+    when = min(max(when, start + timedelta(seconds=1)), end - timedelta(seconds=1))
+    okki.delete_company(restored, delete_time=when)
     assert account.materialize(keys[-1]).success
     assert restored not in account.sims.target.records
 
