@@ -629,12 +629,7 @@ def run_comparison(settings: BenchSettings, workdir: Path, out: TextIO) -> Compa
             resync = pipeline.sync()
             after = sims.counters()
             _say(out, f"    {resync.seconds:.1f}s")
-    _say(
-        out, f"    timing cleaning + validation + mapping on {settings.cpu_records:,} companies ..."
-    )
-    sample = _fresh(workdir / "cpu_sample.duckdb")
-    write_raw_sample(sample, key, settings.cpu_records, settings.seed)
-    cpu = measure_cpu(raw_chunks(sample, key), key, settings.cpu_seconds)
+    cpu = time_cpu_sample(settings, workdir, key, out, indent="    ")
     cpu_window = measure_cpu(raw_chunks(pspec.database, key), key, settings.cpu_seconds)
     with SimulatorProcess(spec) as sims:
         _say(out, "(b) baseline: sequential pages, sequential info, one POST per record ...")
@@ -792,10 +787,12 @@ def cpu_rows(cpu: CpuOutcome, sample: int) -> list[Row]:
     ]
 
 
-def run_cpu_only(settings: BenchSettings, workdir: Path, out: TextIO) -> CpuOutcome:
-    """The CPU figure alone: a generated sample stored as the pull stores it, then timed."""
-    key = bench_day()
-    _say(out, f"timing cleaning + validation + mapping on {settings.cpu_records:,} companies ...")
+def time_cpu_sample(
+    settings: BenchSettings, workdir: Path, key: str, out: TextIO, indent: str = ""
+) -> CpuOutcome:
+    """The CPU figure: a generated sample stored as the pull stores it, then timed."""
+    companies = f"{settings.cpu_records:,} companies"
+    _say(out, f"{indent}timing cleaning + validation + mapping on {companies} ...")
     sample = _fresh(workdir / "cpu_sample.duckdb")
     write_raw_sample(sample, key, settings.cpu_records, settings.seed)
     return measure_cpu(raw_chunks(sample, key), key, settings.cpu_seconds)
@@ -895,7 +892,7 @@ def _run_bench_in(settings: BenchSettings, workdir: Path, out: TextIO) -> int:
         )
     rows: list[Row] = []
     if s.cpu_only:
-        rows += cpu_rows(run_cpu_only(s, workdir, out), s.cpu_records)
+        rows += cpu_rows(time_cpu_sample(s, workdir, bench_day(), out), s.cpu_records)
     elif s.compare:
         rows += comparison_rows(run_comparison(s, workdir, out))
     if s.memory_window:

@@ -65,10 +65,9 @@ from okki_assets.storage.raw import (
     stage_raw,
     stored_update_times,
 )
-from okki_assets.storage.schema import CLEANED_TABLE_DDL, ensure_schema, transaction
+from okki_assets.storage.schema import ensure_schema, transaction
 
 __all__ = [
-    "CLEANED_TABLE_DDL",
     "DELETE_DONE",
     "SENT_STATUSES",
     "UPSERT_DONE",

@@ -137,12 +137,12 @@ def _cleaned_table_ddl() -> str:
     return f"create table if not exists cleaned_companies (\n        {body}\n    )"
 
 
-CLEANED_TABLE_DDL = _cleaned_table_ddl()
+_CLEANED_TABLE_DDL = _cleaned_table_ddl()
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create every table this project uses (idempotent; cheap when they exist)."""
-    for ddl in (*_DDL, CLEANED_TABLE_DDL):
+    for ddl in (*_DDL, _CLEANED_TABLE_DDL):
         conn.execute(ddl)
 
 

@@ -217,7 +217,7 @@ def test_a_second_reconcile_sends_nothing_and_reads_only_its_refresh_slice(
     assert run["list_requests"] <= math.ceil(live / 100) + 1 + 1
 
 
-def _job_execute(
+def _dg_launch(
     pipeline: Pipeline, home: Path, job: str, partition: str = ""
 ) -> subprocess.Popen[bytes]:
     env = {
@@ -249,8 +249,8 @@ def test_reconcile_and_a_daily_partition_at_once_lose_nothing_and_write_nothing_
         (home / "dagster.yaml").write_text("")
     key = day_keys(2)[0]
     runs = [
-        _job_execute(account, homes[0], "okki_reconcile"),
-        _job_execute(account, homes[1], "okki_sync", key),
+        _dg_launch(account, homes[0], "okki_reconcile"),
+        _dg_launch(account, homes[1], "okki_sync", key),
     ]
     outputs = [run.communicate(timeout=240)[0].decode(errors="replace") for run in runs]
     for run, output in zip(runs, outputs, strict=True):
