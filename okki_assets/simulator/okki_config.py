@@ -46,6 +46,9 @@ class OkkiSimConfig:
     quota_burst: float | None = None  # bucket size (default: quota_rps, at least 1)
     throttle_shapes: tuple[str, ...] = THROTTLE_SHAPES  # cycled through when throttling
     quota_after: tuple[tuple[int, float], ...] = ()  # (granted requests, new quota_rps), ...
+    # Business requests (1-based, over the simulator's life) answered with a throttle whatever
+    # the quota: each shape served on a schedule that does not depend on the client's pace.
+    throttle_calls: tuple[int, ...] = ()
     daily_budget: int | None = None  # business requests granted per day; None = no budget
     daily_retry_after: float | None = None  # Retry-After once spent; None = until midnight
     fault_rate: float = 0.0  # fraction of business calls answered with a fault
@@ -98,6 +101,8 @@ class OkkiSimConfig:
             raise ValueError("empty_first_page_every must be at least 1")
         if self.total_item_cap is not None and self.total_item_cap < 0:
             raise ValueError("total_item_cap must not be negative")
+        if any(n < 1 for n in self.throttle_calls):
+            raise ValueError("throttle_calls counts business requests from 1")
         if any(rps <= 0 for _, rps in self.quota_after) or (
             self.quota_after and self.quota_rps is None
         ):

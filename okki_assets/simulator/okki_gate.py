@@ -3,7 +3,8 @@
 ``AccessGate`` answers the token endpoint (client credentials, scopes, one expiry shared by the
 tokens asked for within a token's life), checks a business call's access token (expired,
 revoked, or past ``revoke_token_after`` calls), takes from the token's bucket and the daily
-budget, answering in a throttle shape when empty, and draws the injected faults from its seeded
+budget, answering in a throttle shape when empty (or when the request is one of
+``throttle_calls``), and draws the injected faults from its seeded
 RNG. It also holds OKKI's error answers (``business_error``, the OAuth errors, the denial).
 The gate takes no lock: ``okki.OkkiSimulator`` calls it under its own.
 """
@@ -79,6 +80,7 @@ class AccessGate:
         self._token_expiry: float | None = None
         self._throttle_turn = 0
         self._granted = 0  # business requests the quota let through, ever
+        self._asked = 0  # business requests that reached the quota, ever
 
     # the token endpoint
 
@@ -178,8 +180,11 @@ class AccessGate:
         self, token: AccessToken, now: float, cfg: OkkiSimConfig, stats: OkkiSimStats
     ) -> SimResponse | None:
         """None when the call may go on, else the throttle answer."""
+        self._asked += 1
         if cfg.daily_budget is not None and self._granted >= cfg.daily_budget:
             return self._budget_spent(cfg, stats)
+        if self._asked in cfg.throttle_calls:
+            return self._throttle(cfg, stats)
         rps = self._quota_now(cfg)
         if rps is None:
             self._grant(now, stats)
@@ -194,6 +199,10 @@ class AccessGate:
             token.bucket -= 1.0
             self._grant(now, stats)
             return None
+        return self._throttle(cfg, stats)
+
+    def _throttle(self, cfg: OkkiSimConfig, stats: OkkiSimStats) -> SimResponse:
+        """A throttle answer, in the next of the configured shapes."""
         shape = cfg.throttle_shapes[self._throttle_turn % len(cfg.throttle_shapes)]
         self._throttle_turn += 1
         stats.throttled[shape] = stats.throttled.get(shape, 0) + 1

@@ -107,14 +107,9 @@ class Case:
 
 OKKI_FAULTS = {
     "fault_rate": 0.2,  # every kind: 5xx status, 5xx body, reset, HTML page
-    # No burst at 40/s for the first 30 granted calls: two of the eight info calls in flight
-    # that reach the server within 25 ms are enough for a throttle, so every shape answers
-    # however loaded the machine is. Then 1,000/s (the burst stays 1): the rest of the run is
-    # throttled only by requests within a millisecond of each other, so no call spends its
-    # eight attempts against the quota on top of the 20 % faults.
-    "quota_rps": 40.0,
-    "quota_burst": 1.0,
-    "quota_after": ((30, 1000.0),),
+    # Every throttle shape twice, on business requests 20 apart (so never twice on one call):
+    # served whatever the machine's pace, unlike a quota the client may not reach when loaded.
+    "throttle_calls": (5, 25, 45, 65, 85, 105, 125, 145),
     "latency_spike_rate": 0.03,
     "latency_spike": SPIKE,  # past the client's read timeout
 }

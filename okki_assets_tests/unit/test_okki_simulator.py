@@ -545,6 +545,16 @@ def test_each_throttle_shape_appears_under_quota(companies) -> None:
     assert get_token(client)  # the token endpoint is never throttled
 
 
+def test_scheduled_throttles_answer_those_requests_whatever_the_quota(companies) -> None:
+    sim, client = make(companies, throttle_calls=(2, 4))  # no quota at all
+    token = get_token(client)  # the token endpoint is not a business request
+    codes = [list_page(client, token).json()["code"] for _ in range(5)]
+    assert codes == [200, 429, 200, 429, 200]
+    assert sim.stats.throttled == {"http429_retry_after": 1, "http429": 1}  # shapes in turn
+    with pytest.raises(ValueError, match="from 1"):
+        OkkiSimConfig(throttle_calls=(0,))
+
+
 def test_quota_is_a_bucket_per_token(companies) -> None:
     clock = FakeClock()
     _, client = make(
