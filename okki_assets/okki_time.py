@@ -2,8 +2,9 @@
 
 OKKI writes every time as ``YYYY-MM-DD HH:MM:SS`` (a few as a bare ``YYYY-MM-DD``) in China
 time, with no zone, and ``1970-01-01 00:00:00`` for a time never set. The sync windows are
-China-time days too (partitions.py). Everything that speaks of OKKI's zone or time text
-imports it from here, the simulator included.
+China-time days too (partitions.py). Everything in the sync that speaks of OKKI's zone or
+time text imports it from here; the simulator keeps its own copy (simulator/clock.py), so that a
+bug here is caught by it rather than shared with it.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from okki_assets.gc_pause import gc_paused
-from okki_assets.okki_time import parse_okki_time
+from okki_assets.simulator.clock import parse_text
 from okki_assets.simulator.generator import DAY, EPOCH, CompanyGenerator
 
 LIST_FIELDS: tuple[str, ...] = (
@@ -72,8 +72,7 @@ def parse_time(value: object) -> dt.datetime | None:
     care treat it as unset. Stricter than the client's parser: the server takes no padding."""
     if not isinstance(value, str) or len(value) not in (10, 19) or value != value.strip():
         return None
-    parsed = parse_okki_time(value)
-    return None if parsed is None else parsed.replace(tzinfo=None)
+    return parse_text(value)
 
 
 def effective_update_time(record: Mapping[str, Any]) -> dt.datetime:

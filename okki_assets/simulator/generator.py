@@ -15,7 +15,7 @@ import random
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from okki_assets.okki_time import UNSET_DATE, UNSET_TIME
+from okki_assets.simulator.clock import UNSET_DATE, UNSET_TIME
 from okki_assets.simulator.pools import (
     AR_NAMES,
     ARABIC_COUNTRIES,

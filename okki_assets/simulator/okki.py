@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from okki_assets.okki_time import CHINA_TZ, format_okki_time
+from okki_assets.simulator.clock import CHINA, okki_text
 from okki_assets.simulator.data import generate_companies, list_view, parse_time
 from okki_assets.simulator.http import SimRequest, SimResponse
 from okki_assets.simulator.okki_config import (
@@ -145,7 +145,7 @@ class OkkiSimulator:
         """A seeded data set whose update times span the last ``days`` days, today included
         (China time); ``history_share`` of it last updated a year or more before
         ``history_before`` (default: the first of those days)."""
-        today = dt.datetime.now(CHINA_TZ).date()
+        today = dt.datetime.now(CHINA).date()
         start = today - dt.timedelta(days=days - 1)
         companies = generate_companies(
             n,
@@ -271,7 +271,7 @@ class OkkiSimulator:
         ahead = self.config.info_time_ahead.get(key)
         listed = parse_time(entry.record.get("update_time"))
         if ahead is not None and listed is not None:
-            later = format_okki_time(listed + dt.timedelta(seconds=ahead))
+            later = okki_text(listed + dt.timedelta(seconds=ahead))
             return self._envelope({**entry.record, "update_time": later})
         return self._envelope(entry.record)  # serialised here, under the lock
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from okki_assets.okki_time import CHINA_TZ, format_okki_time
+from okki_assets.simulator.clock import CHINA, okki_text
 from okki_assets.simulator.http import SimRequest, SimResponse
 from okki_assets.simulator.okki_config import (
     DEFAULT_TOKEN_LIFETIME,
@@ -44,7 +44,7 @@ _REASONS = {
 
 def now_text() -> str:
     """The envelope's ``now``: the current China time as OKKI writes it."""
-    return format_okki_time(dt.datetime.now(CHINA_TZ))
+    return okki_text(dt.datetime.now(CHINA))
 
 
 def business_error(code: int, message: str) -> SimResponse:
@@ -226,8 +226,8 @@ class AccessGate:
     def _budget_spent(cfg: OkkiSimConfig, stats: OkkiSimStats) -> SimResponse:
         wait = cfg.daily_retry_after
         if wait is None:
-            now = dt.datetime.now(CHINA_TZ)
-            midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), CHINA_TZ)
+            now = dt.datetime.now(CHINA)
+            midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), CHINA)
             wait = (midnight - now).total_seconds()
         stats.throttled["daily_budget"] = stats.throttled.get("daily_budget", 0) + 1
         return SimResponse.json(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from okki_assets.gc_pause import gc_paused
-from okki_assets.okki_time import CHINA_TZ, format_okki_time
+from okki_assets.simulator.clock import china_now, okki_text, to_china
 from okki_assets.simulator.data import effective_update_time, owner_ids, parse_time
 from okki_assets.simulator.okki_config import OkkiSimConfig
 
@@ -59,12 +59,6 @@ def _id_number(value: object) -> int:
         return int(str(value))
     except ValueError:
         return -1
-
-
-def naive_china(value: dt.datetime) -> dt.datetime:
-    if value.tzinfo is not None:
-        return value.astimezone(CHINA_TZ).replace(tzinfo=None)
-    return value
 
 
 def copied(records: list[Any]) -> list[Any]:
@@ -184,7 +178,7 @@ class CompanyStore:
         self.version += 1
 
     def move(self, entry: Entry, *, update_time: dt.datetime, removed: bool | None = None) -> None:
-        entry.record["update_time"] = format_okki_time(update_time)
+        entry.record["update_time"] = okki_text(update_time)
         self.reindex(entry, entry.removed if removed is None else removed)
 
     def lookup(self, company_id: object) -> Entry:
@@ -197,14 +191,14 @@ class CompanyStore:
         """One second after the newest update_time held (deleted companies included)."""
         newest = [keys[-1][0] for (_, tt), keys in self.index.items() if tt == 1 and keys]
         if not newest:
-            return dt.datetime.now(CHINA_TZ).replace(tzinfo=None, microsecond=0)
+            return china_now()
         return max(newest) + SECOND
 
     def when(self, value: str | dt.datetime | None) -> dt.datetime:
         if value is None:
             return self.next_time()
         if isinstance(value, dt.datetime):
-            return naive_china(value)
+            return to_china(value)
         parsed = parse_time(value)
         if parsed is None:
             raise ValueError(f"not a time: {value!r}")
@@ -259,8 +253,8 @@ class CompanyStore:
         """The live records filed under [start, end) (naive: China time), newest first; the
         store's own records, not copies."""
         keys = self.index[(False, 1)]
-        first = bisect_left(keys, (naive_china(start),))
-        last = bisect_left(keys, (naive_china(end),))
+        first = bisect_left(keys, (to_china(start),))
+        last = bisect_left(keys, (to_china(end),))
         return [self.entries[k[2]].record for k in reversed(keys[first:last])]
 
     def window(
