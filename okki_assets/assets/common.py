@@ -75,7 +75,7 @@ def partitioned_checks_allowed() -> Iterator[None]:
     """Declare partitioned checks and the single-run backfill policy without their warnings.
 
     Both features are marked beta/preview in Dagster 1.13 and both are what the UI needs for
-    per-partition check history under efficient backfills (see README, "Backfills"). The
+    per-partition check history under efficient backfills (see docs/operations.md, "Backfills"). The
     filter is scoped to the declarations, so no other warning is hidden.
     """
     with warnings.catch_warnings():

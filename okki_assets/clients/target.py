@@ -1,6 +1,6 @@
 """The target platform's client: batch upserts made safe to resend.
 
-Behaviour covered (the target's batch write API; README.md, "Why re-runs are safe"):
+Behaviour covered (the target's batch write API; docs/architecture.md, "Why re-runs are safe"):
 
 - A key names one attempt to apply one batch, not the batch's content: ``write_batch`` takes an
   attempt id (a fresh one by default) and the ``Idempotency-Key`` is derived from it and the
