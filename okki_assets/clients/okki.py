@@ -196,17 +196,16 @@ class OkkiClient(HttpClientBase):
     ) -> Iterator[ListPage]:
         """Every non-empty page of one window, in order, until the list itself ends.
 
-        ``totalItem`` may be capped or briefly wrong, so it never ends a list alone: the list
-        ends at an empty page, or at a page shorter than ``count`` when the distinct ids seen
-        equal ``totalItem`` (otherwise a short page asks for one more page). Raises
+        Only an empty page ends the list: neither a page shorter than ``count`` (the server may
+        serve fewer rows than asked) nor ``totalItem`` (it may be capped) does. Raises
         RepeatedPageError when a page repeats the previous one (same ids, same order) and
         PaginationError when ``max_pages`` pages did not finish the list.
 
-        ``prefetch``: once page 1 has told ``totalItem``, the pages it implies are requested
-        ``concurrency`` at a time (still yielded in order, under the same stop rules), then the
-        list goes on page by page until it ends. The cost: when ``totalItem`` overstates the
-        list, or the list shrinks while paging, up to ``2 * concurrency`` pages past the end may
-        be requested.
+        ``prefetch``: once page 1 has told ``totalItem``, the pages it implies and the empty
+        one after them are requested ``concurrency`` at a time (still yielded in order, under
+        the same stop rules), then the list goes on page by page until it ends. The cost: when
+        ``totalItem`` overstates the list, or the list shrinks while paging, up to
+        ``2 * concurrency`` pages past the end may be requested.
         """
         window = {
             "start_time": format_okki_time(start_time) if start_time else None,
@@ -232,9 +231,7 @@ class OkkiClient(HttpClientBase):
         with closing(
             pages_in_order(fetch, prefetch, max_pages=self.max_pages, concurrency=self.concurrency)
         ) as pages:
-            yield from checked_pages(
-                pages, window, page_size=self.page_size, max_pages=self.max_pages
-            )
+            yield from checked_pages(pages, window, max_pages=self.max_pages)
 
     # -- company details -------------------------------------------------------------------------
 
