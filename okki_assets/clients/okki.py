@@ -20,11 +20,12 @@ API quirks the client covers (see docs/okki-api.md):
   429, ``code`` 429, HTTP or ``code`` 503). A transient answer whose ``Retry-After`` lies past
   the retry budget (a daily quota) stops every call at once with ``OkkiQuotaExhausted``.
 - ``start_index`` is a page number; ``totalItem`` and ids may arrive as strings; records are kept
-  exactly as received. ``totalItem`` may be capped or briefly wrong, so the list itself ends a
-  pass: a page shorter than ``count`` (once the distinct ids reach ``totalItem``) or an empty page.
-  An empty page 1 while ``totalItem`` > 0 is a glitch, retried like a transient answer; a missing
-  or non-numeric ``totalItem`` is a permanent error naming it. Paging refuses a page that repeats
-  the previous one (``RepeatedPageError``) or a run past ``max_pages``.
+  exactly as received. Only an empty page ends a list: a page shorter than ``count`` does not
+  (the server may serve fewer rows than asked), nor ``totalItem`` (it may be capped or briefly
+  wrong); see okki_paging.py. An empty page 1 while ``totalItem`` > 0 is a glitch, retried like
+  a transient answer; a missing or non-numeric ``totalItem`` is a permanent error naming it.
+  Paging refuses a page that repeats the previous one (``RepeatedPageError``) or a run past
+  ``max_pages``.
 - Info answering a business code other than 404 for one company (403, say) gives
   ``InfoResult(data=None, code=...)``; auth and scope refusals still stop the call.
 - Times go out as ``YYYY-MM-DD HH:MM:SS`` in China Standard Time.
