@@ -140,7 +140,8 @@ def test_reusable_companies_make_no_info_call() -> None:
     assert report.reused == 50 and all(p.info_reused for p in pulled)
 
 
-def test_a_list_that_never_settles_fails_loudly() -> None:
+def _never_settles() -> httpx.MockTransport:
+    """A list whose page 1 shows a new company every time, under a count that flips."""
     counter = itertools.count()
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -157,7 +158,11 @@ def test_a_list_that_never_settles_fails_loudly() -> None:
         }
         return httpx.Response(200, content=json.dumps(body))
 
-    with _client(httpx.MockTransport(handler)) as client, pytest.raises(IncompleteWindowError) as e:
+    return httpx.MockTransport(handler)
+
+
+def test_a_list_that_never_settles_fails_loudly() -> None:
+    with _client(_never_settles()) as client, pytest.raises(IncompleteWindowError) as e:
         list_window(client, START, END)
     assert "did not settle" in str(e.value)
     assert "/v1/company/list" in str(e.value)
@@ -197,6 +202,12 @@ def test_a_small_server_page_with_a_capped_count_does_not_truncate_the_window() 
         listed, report = list_window(client, START, END)
     assert {k: r["update_time"] for k, r in listed.items()} == _truth(sim)
     assert len(listed) == 80 and report.bisections == 0
+
+
+def test_an_account_list_that_never_settles_fails_loudly() -> None:
+    with _client(_never_settles()) as client, pytest.raises(IncompleteWindowError) as e:
+        list_account(client, removed=0)
+    assert "account list (removed=0) did not settle after 4 passes" in str(e.value)
 
 
 ACCOUNT_GLITCHES = {
