@@ -7,8 +7,9 @@ is kept with its reason. It starts both simulators on loopback with a fault prof
 the way a deployment would, with OKKI data changing between rounds:
 
 1. a daily sync of every partition, oldest first (each window's first listing drifts; in every
-   round OKKI also answers a few first pages empty while ``totalItem`` > 0, and it caps
-   ``totalItem`` below a day's companies throughout);
+   round OKKI also answers a few first pages empty while ``totalItem`` > 0, and throughout it
+   serves pages smaller than the client asks for and caps ``totalItem`` below a day's
+   companies: every page is short and the count is reached early);
 2. churn: companies edited, moved to later windows, bumped with no real change, deleted;
 3. a backfill: one ranged run over every partition (the UI's single-run backfill);
 4. churn again, and a flap: a few companies deleted, restored and deleted again in one window,
@@ -21,7 +22,8 @@ the way a deployment would, with OKKI data changing between rounds:
    window (``SOAK_HISTORY_SHARE``); OKKI deletes companies keeping their old ``update_time``,
    restores the flapped ones with their old time and edits contacts without moving
    ``update_time``; today's window is synced, then ``okki_reconcile`` runs (info refreshed for
-   every company, ``OKKI_INFO_REFRESH_DAYS=1``).
+   every company, ``OKKI_INFO_REFRESH_DAYS=1``), OKKI answering one page in the middle of its
+   account list empty.
 
 It then reconciles, from the simulators' truth and the target's read-back only (never the
 pipeline's counters): ``reconcile`` compares every company OKKI holds (the whole account) with
@@ -77,13 +79,17 @@ COMPANIES_PER_DAY = 150
 #: that start fast, small batches so that target faults hit many of them.
 READ_TIMEOUT = 1.0
 #: List glitches of the soak on top of the profile: page 1 answered empty while totalItem > 0
-#: (retried), spread over the rounds, and totalItem capped below a day's companies (the list
-#: itself must end a pass).
+#: (retried), spread over the rounds; a small server page with a capped count: pages of 50
+#: where the client asks for 100 and totalItem capped below a day's companies (only the list's
+#: empty page may end a pass).
 LIST_GLITCHES = {
     "empty_first_pages": 8,
     "empty_first_page_every": 12,
     "total_item_cap": COMPANIES_PER_DAY * 2 // 3,
+    "max_page_size": COMPANIES_PER_DAY // 3,
 }
+#: Pages in the middle of the account list (okki_reconcile) answered empty, once each.
+ACCOUNT_EMPTY_PAGES = 1
 RETRY_BASE_DELAY = 0.1
 RATE_LIMIT = 120.0
 BATCH_SIZE = 20
@@ -667,6 +673,7 @@ def run_soak(settings: SoakSettings, out: TextIO) -> SoakResult:
             out.write("round 4: the whole account: history, old-time deletions and restores\n")
             churned += account_churn(sims.okki, keys, runner.flapped, rng)
             runner.execute("daily sync", keys[-1])
+            sims.okki.config.empty_middle_pages += ACCOUNT_EMPTY_PAGES
             runner.execute("okki_reconcile", None, job=defs.resolve_job_def("okki_reconcile"))
         reconciliation = reconcile(sims.okki, sims.target, database, keys, whole_account=True)
         okki_stats, target_stats = sims.okki.stats, sims.target.stats()

@@ -18,6 +18,12 @@ still looks right. The guard:
 3. when passes keep disagreeing (a busy window), bisects the window and guards each half;
    a window that still does not converge at the smallest size raises ``IncompleteWindowError``.
 
+The whole account's list (``list_everything``, read by ``okki_reconcile``) passes the same guard
+with no time filter; having no window to halve, it raises ``IncompleteWindowError`` when it
+does not settle. A list ends only at an empty page (``clients/okki_paging.py``): an empty page
+that comes too early is caught here, since that pass shows fewer companies than ``totalItem``
+or differs from the next.
+
 Rows exactly on a neighbour's edge are left to the neighbour (every company lands in exactly
 one partition). Rows outside the requested range, or with an unparseable update time, are kept
 so that cleaning quarantines them with a reason: nothing is dropped silently.
@@ -136,12 +142,16 @@ class _Pass:
         return self.records.snapshot()
 
 
-def _one_pass(client: OkkiClient, start: datetime, end: datetime, removed: int) -> _Pass:
+def _one_pass(
+    client: OkkiClient, start: datetime | None, end: datetime | None, removed: int
+) -> _Pass:
+    """One pass over the list of [start - 1 s, end], or over the whole account when both are
+    None."""
     records = ListedRecords()
     totals: set[int] = set()
     rows = pages = 0
     for page in client.iter_list_pages(
-        start_time=start - timedelta(seconds=1),
+        start_time=None if start is None else start - timedelta(seconds=1),
         end_time=end,
         removed=removed,
         time_type=1,
@@ -155,9 +165,11 @@ def _one_pass(client: OkkiClient, start: datetime, end: datetime, removed: int) 
     return _Pass(records, totals, rows, pages)
 
 
-def _guarded(
-    client: OkkiClient, start: datetime, end: datetime, removed: int, report: ListReport
-) -> ListedRecords:
+def _settled(take_pass: Callable[[], _Pass], report: ListReport, what: str) -> ListedRecords | None:
+    """The guard: passes until two consecutive ones are consistent and identical (the records
+    of the last), or None when ``MAX_PASSES`` passes did not settle. A pass in which a page
+    repeated the one before is discarded; a repeat in two passes in a row raises
+    ``PaginationError``."""
     # Only the previous pass's snapshot is kept (when it was consistent), not its records:
     # on a large window the records of two passes at once would double the memory.
     previous: dict[str, object] | None = None
@@ -165,7 +177,7 @@ def _guarded(
     for _ in range(MAX_PASSES):
         report.passes += 1
         try:
-            current = _one_pass(client, start, end, removed)
+            current = take_pass()
         except RepeatedPageError as e:
             if repeated is not None:
                 raise PaginationError(
@@ -174,21 +186,30 @@ def _guarded(
                     endpoint=e.endpoint,
                     params=e.params,
                 ) from e
-            log.info("window %s..%s: a page repeated the one before; new pass", start, end)
+            log.info("%s: a page repeated the one before; new pass", what)
             repeated, previous = e, None
             continue
         repeated = None
         report.pages += current.pages
         report.rows_seen += current.rows
-        report.duplicates_dropped += current.rows - len(
-            current.records
-        )  # rows seen twice in a pass
+        report.duplicates_dropped += current.rows - len(current.records)  # seen twice in a pass
         snapshot = current.snapshot() if current.consistent else None
         if snapshot is not None and snapshot == previous:
             report.total_item += max(current.total_items, default=0)
             return current.records
         previous = snapshot
         del current, snapshot  # free this pass's records before the next pass
+    return None
+
+
+def _guarded(
+    client: OkkiClient, start: datetime, end: datetime, removed: int, report: ListReport
+) -> ListedRecords:
+    records = _settled(
+        lambda: _one_pass(client, start, end, removed), report, f"window {start}..{end}"
+    )
+    if records is not None:
+        return records
     if end - start <= MIN_BISECT_WINDOW:
         raise IncompleteWindowError(
             f"the list did not settle after {MAX_PASSES} passes even for a {end - start} window",
@@ -206,6 +227,23 @@ def _guarded(
     right = _guarded(client, middle, end, removed, report)
     left.merge(right)
     return left
+
+
+def list_everything(client: OkkiClient, *, removed: int = 0) -> tuple[ListedRecords, ListReport]:
+    """Every company of the account's list (``removed=1``: its deleted list), no time filter,
+    under the same guard as a window. There is no window to halve: a list that does not settle
+    raises ``IncompleteWindowError``."""
+    report = ListReport()
+    what = f"account list (removed={removed})"
+    records = _settled(lambda: _one_pass(client, None, None, removed), report, what)
+    if records is None:
+        raise IncompleteWindowError(
+            f"the {what} did not settle after {MAX_PASSES} passes",
+            endpoint="/v1/company/list",
+            params={"removed": removed},
+        )
+    report.converged = True
+    return records, report
 
 
 def list_window(

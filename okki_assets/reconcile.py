@@ -11,8 +11,9 @@ One pass over OKKI's full list (``removed=0``, no time filter) and its full dele
   without moving ``update_time``).
 
 Only those are fetched (info), stored under the partition ``account`` of the stage tables,
-cleaned and loaded by the very functions a daily window uses. Cost: ``ceil(N / page size) +
-ceil(D / page size)`` list requests and one info call per missing, stale, restored or due
+cleaned and loaded by the very functions a daily window uses, the lists under a window's guard
+(``pull.list_everything``). Cost: two passes or more of ``ceil(N / page size) + 1`` and
+``ceil(D / page size) + 1`` list requests, one info call per missing, stale, restored or due
 company. A version already quarantined for its data (not for a failed info call) is known bad:
 it is not counted missing, and it is cleaned again from its stored payload (no info call) so
 that the account's quarantine, replaced on every run, keeps it.
@@ -48,20 +49,18 @@ from okki_assets.assets.cleaned import CleanSummary, clean_partition
 from okki_assets.assets.common import Connect
 from okki_assets.assets.loaded import LoadSummary, load_partition
 from okki_assets.assets.raw import STAGE_CHUNK
-from okki_assets.clients.okki import OkkiClient, record_key
+from okki_assets.clients.okki import OkkiClient
 from okki_assets.clients.target import LandOnlyTarget, TargetClient
-from okki_assets.errors import PaginationError, RepeatedPageError
 from okki_assets.mapping import TargetMapping, content_hash, tombstone
 from okki_assets.okki_time import CHINA_TZ, parse_okki_times
 from okki_assets.partitions import ACCOUNT_KEY
-from okki_assets.pull import InfoReport, ListedRecords, fetch_infos
+from okki_assets.pull import InfoReport, ListedRecords, fetch_infos, list_everything
 from okki_assets.storage import LedgerStatus
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_DAYS = 7
 SAMPLE_IDS = 50
-MAX_PASSES = 3
 LIVE_STATUSES = (
     LedgerStatus.CREATED,
     LedgerStatus.UPDATED,
@@ -235,35 +234,10 @@ class ReconcileSummary:
 
 
 def list_account(client: OkkiClient, removed: int) -> ListedRecords:
-    """The whole (live or deleted) list, the list itself ending each pass.
-
-    One pass when the list held still. A pass that shows it moved (a row came twice, which
-    means another was skipped, or ``totalItem`` changed) is followed by another, merged with it
-    (newest version per company), up to ``MAX_PASSES``; a pass in which a page repeated the one
-    before is taken again."""
-    records, completed = ListedRecords(), 0
-    for _ in range(MAX_PASSES):
-        seen, totals, rows = ListedRecords(), set(), 0
-        try:
-            for page in client.iter_list_pages(removed=removed, prefetch=True):
-                totals.add(page.total_item)
-                for record in page.records:
-                    rows += 1
-                    seen.add(record_key(record), record)
-        except RepeatedPageError as e:
-            repeated = e
-            continue
-        completed += 1
-        records.merge(seen)
-        if rows == len(seen) and len(totals) <= 1:
-            return records
-        log.info("account list (removed=%d) moved while paging: one more pass", removed)
-    if not completed:
-        raise PaginationError(
-            f"a page repeated the one before in {MAX_PASSES} passes over the account list",
-            endpoint=repeated.endpoint,
-            params=repeated.params,
-        )
+    """The whole (live or deleted) list, under the guard of a window's list (``pull``): passes
+    until two consecutive ones agree, each ending only at an empty page."""
+    records, report = list_everything(client, removed=removed)
+    log.info("account list (removed=%d): %d passes, %d pages", removed, report.passes, report.pages)
     return records
 
 

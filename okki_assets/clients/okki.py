@@ -20,11 +20,12 @@ API quirks the client covers (see docs/okki-api.md):
   429, ``code`` 429, HTTP or ``code`` 503). A transient answer whose ``Retry-After`` lies past
   the retry budget (a daily quota) stops every call at once with ``OkkiQuotaExhausted``.
 - ``start_index`` is a page number; ``totalItem`` and ids may arrive as strings; records are kept
-  exactly as received. ``totalItem`` may be capped or briefly wrong, so the list itself ends a
-  pass: a page shorter than ``count`` (once the distinct ids reach ``totalItem``) or an empty page.
-  An empty page 1 while ``totalItem`` > 0 is a glitch, retried like a transient answer; a missing
-  or non-numeric ``totalItem`` is a permanent error naming it. Paging refuses a page that repeats
-  the previous one (``RepeatedPageError``) or a run past ``max_pages``.
+  exactly as received. Only an empty page ends a list: a page shorter than ``count`` does not
+  (the server may serve fewer rows than asked), nor ``totalItem`` (it may be capped or briefly
+  wrong); see okki_paging.py. An empty page 1 while ``totalItem`` > 0 is a glitch, retried like
+  a transient answer; a missing or non-numeric ``totalItem`` is a permanent error naming it.
+  Paging refuses a page that repeats the previous one (``RepeatedPageError``) or a run past
+  ``max_pages``.
 - Info answering a business code other than 404 for one company (403, say) gives
   ``InfoResult(data=None, code=...)``; auth and scope refusals still stop the call.
 - Times go out as ``YYYY-MM-DD HH:MM:SS`` in China Standard Time.
@@ -196,17 +197,16 @@ class OkkiClient(HttpClientBase):
     ) -> Iterator[ListPage]:
         """Every non-empty page of one window, in order, until the list itself ends.
 
-        ``totalItem`` may be capped or briefly wrong, so it never ends a list alone: the list
-        ends at an empty page, or at a page shorter than ``count`` when the distinct ids seen
-        equal ``totalItem`` (otherwise a short page asks for one more page). Raises
+        Only an empty page ends the list: neither a page shorter than ``count`` (the server may
+        serve fewer rows than asked) nor ``totalItem`` (it may be capped) does. Raises
         RepeatedPageError when a page repeats the previous one (same ids, same order) and
         PaginationError when ``max_pages`` pages did not finish the list.
 
-        ``prefetch``: once page 1 has told ``totalItem``, the pages it implies are requested
-        ``concurrency`` at a time (still yielded in order, under the same stop rules), then the
-        list goes on page by page until it ends. The cost: when ``totalItem`` overstates the
-        list, or the list shrinks while paging, up to ``2 * concurrency`` pages past the end may
-        be requested.
+        ``prefetch``: once page 1 has told ``totalItem``, the pages it implies and the empty
+        one after them are requested ``concurrency`` at a time (still yielded in order, under
+        the same stop rules), then the list goes on page by page until it ends. The cost: when
+        ``totalItem`` overstates the list, or the list shrinks while paging, up to
+        ``2 * concurrency`` pages past the end may be requested.
         """
         window = {
             "start_time": format_okki_time(start_time) if start_time else None,
@@ -232,9 +232,7 @@ class OkkiClient(HttpClientBase):
         with closing(
             pages_in_order(fetch, prefetch, max_pages=self.max_pages, concurrency=self.concurrency)
         ) as pages:
-            yield from checked_pages(
-                pages, window, page_size=self.page_size, max_pages=self.max_pages
-            )
+            yield from checked_pages(pages, window, max_pages=self.max_pages)
 
     # -- company details -------------------------------------------------------------------------
 

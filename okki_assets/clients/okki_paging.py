@@ -2,8 +2,13 @@
 how a list ends.
 
 - ``start_index`` is a page number; ``totalItem`` and ids may arrive as strings; records are kept
-  exactly as received. ``totalItem`` may be capped or briefly wrong, so the list itself ends a
-  pass: a page shorter than ``count`` (once the distinct ids reach ``totalItem``) or an empty page.
+  exactly as received.
+- Only an empty page ends a list. A page shorter than ``count`` does not: a server that serves
+  fewer rows than asked makes every page short, and a page can come short in the middle.
+  ``totalItem`` does not either: it may be capped or briefly wrong. An empty page that comes
+  too early (a glitch) is the pass guard's to catch (``okki_assets.pull``): the pass then shows
+  fewer companies than ``totalItem`` or differs from the next one. The cost is one request per
+  list: the empty page after the last.
 - An empty page 1 while ``totalItem`` > 0 is a glitch, retried like a transient answer; a missing
   or non-numeric ``totalItem`` is a permanent error naming it.
 - Paging refuses a page that repeats the previous one (``RepeatedPageError``) or a run past
@@ -72,7 +77,6 @@ def checked_pages(
     pages: Iterator[ListPage],
     window: dict[str, Any],
     *,
-    page_size: int,
     max_pages: int,
 ) -> Iterator[ListPage]:
     """The stop rules and checks of ``OkkiClient.iter_list_pages`` over pages 1, 2, ... in
@@ -106,12 +110,6 @@ def checked_pages(
             page.total_item,
         )
         yield page
-        # A short page ends the list only when the count agrees with what was seen: a server
-        # that serves fewer rows than asked makes every page short, and a capped count is
-        # passed long before the end; then only an empty page ends the list.
-        if len(ids) < page_size and page.total_item == len(seen):
-            log.debug("list page %d is short: done", page_no)
-            break
         previous = ids
     else:
         raise PaginationError(
@@ -131,14 +129,15 @@ def pages_in_order(
     concurrency: int,
 ) -> Generator[ListPage, None, None]:
     """Pages 1, 2, 3, ... in order, fetched one at a time, or (``prefetch``) the pages that
-    page 1's ``totalItem`` implies ``concurrency`` at a time, at most ``2 * concurrency``
-    ahead of the consumer; queued requests are cancelled when the consumer stops."""
+    page 1's ``totalItem`` implies, and the empty one after them, ``concurrency`` at a time, at
+    most ``2 * concurrency`` ahead of the consumer; queued requests are cancelled when the
+    consumer stops."""
     first = fetch(1)
     yield first
     planned = 1
     size = len(first.records)
     if prefetch and size and first.total_item > size:
-        planned = min(max_pages, -(-first.total_item // size))
+        planned = min(max_pages, -(-first.total_item // size) + 1)
     next_no = 2
     if planned >= next_no:
         ahead: deque[Future[ListPage]] = deque()

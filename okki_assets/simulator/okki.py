@@ -18,9 +18,10 @@ variant the client must survive, each switched on by ``OkkiSimConfig``:
 - drift, the 漏单 trap: on the first pass over a window, companies leave it, enter it or jump to
   its front while the client pages, so rows repeat across pages and others are skipped;
 - how a list may end or lie [GAP]: page 1 answered empty (``list: []`` or ``null``) while
-  ``totalItem`` is positive, ``totalItem`` capped below the real count, sent as a string, missing
-  or not a number, and a page answered with the previous page's rows (what a bulk edit shifting
-  the list by exactly one page looks like);
+  ``totalItem`` is positive, or empty with ``totalItem`` 0; a page in the middle answered empty
+  once; pages smaller than the ``count`` asked for (``max_page_size``); ``totalItem`` capped
+  below the real count, sent as a string, missing or not a number, and a page answered with the
+  previous page's rows (what a bulk edit shifting the list by exactly one page looks like);
 - info answering another business code (403, say) for chosen companies, or an ``update_time``
   ahead of the list's (the company was edited between the two calls).
 
@@ -125,6 +126,7 @@ class OkkiSimulator:
         self._latency_rng = random.Random(seed + 1)
         self._drifter = Drifter(random.Random(seed + 2))
         self._empty_first_served = 0
+        self._empty_middle_served = 0
         self._first_pages_asked = 0
         self._shifts_served = 0
         self._store = CompanyStore(companies or (), copy_records=copy_records)
@@ -230,20 +232,12 @@ class OkkiSimulator:
             served = q.page - 1  # a bulk edit moved the list down by exactly one page
         page = entries[(served - 1) * q.count : served * q.count]
         rows: list[dict[str, Any]] | None = [list_view(entry.record) for entry in page]
-        if q.page == 1 and entries:
-            self._first_pages_asked += 1
-        if (
-            q.page == 1
-            and entries
-            and self._empty_first_served < cfg.empty_first_pages
-            and self._first_pages_asked % cfg.empty_first_page_every == 0
-        ):
-            self._empty_first_served += 1
-            self._count_fault("empty_first_page")
-            rows = [] if cfg.empty_page_shape == "empty" else None
+        total = len(entries)
+        if self._serves_empty(q.page, bool(page)):
+            rows = [] if cfg.empty_page_shape != "null" else None
+            total = 0 if cfg.empty_page_shape == "zero_total" else total
         log.debug("list page %d (count %d): %d of %d", q.page, q.count, len(page), len(entries))
         data: dict[str, Any] = {"list": rows, "count": len(rows or ())}
-        total = len(entries)
         if cfg.total_item_cap is not None and total > cfg.total_item_cap:
             total = cfg.total_item_cap
             self._count_fault("total_item_capped")
@@ -251,6 +245,29 @@ class OkkiSimulator:
         if shape != "missing":
             data["totalItem"] = {"number": total, "string": str(total)}.get(shape, "about many")
         return self._envelope(data)
+
+    def _serves_empty(self, page_no: int, has_rows: bool) -> bool:
+        """Whether this page, which holds rows when ``has_rows``, is answered empty: a page 1
+        (``empty_first_pages``, every ``empty_first_page_every``-th) or a later page
+        (``empty_middle_pages``)."""
+        cfg = self.config
+        if not has_rows:
+            return False
+        if page_no > 1:
+            if self._empty_middle_served >= cfg.empty_middle_pages:
+                return False
+            self._empty_middle_served += 1
+            self._count_fault("empty_middle_page")
+            return True
+        self._first_pages_asked += 1
+        if (
+            self._empty_first_served >= cfg.empty_first_pages
+            or self._first_pages_asked % cfg.empty_first_page_every != 0
+        ):
+            return False
+        self._empty_first_served += 1
+        self._count_fault("empty_first_page")
+        return True
 
     def _info(self, query: Mapping[str, str]) -> SimResponse:
         company_id = str(query.get("company_id", "")).strip()

@@ -15,7 +15,7 @@ BOUNDARIES: tuple[str, ...] = ("inclusive", "exclusive_end", "exclusive_start", 
 THROTTLE_SHAPES: tuple[str, ...] = ("http429_retry_after", "http429", "body429", "body503")
 FAULT_KINDS: tuple[str, ...] = ("http500", "http502", "http503", "body500", "reset", "invalid_json")
 DRIFT_KINDS: tuple[str, ...] = ("leave", "enter", "bump")
-EMPTY_PAGE_SHAPES: tuple[str, ...] = ("empty", "null")
+EMPTY_PAGE_SHAPES: tuple[str, ...] = ("empty", "null", "zero_total")
 TOTAL_ITEM_SHAPES: tuple[str, ...] = ("number", "string", "missing", "not_a_number")
 DEFAULT_TOKEN_LIFETIME = 28800
 
@@ -37,7 +37,7 @@ class OkkiSimConfig:
     scopes: tuple[str, ...] = ("company",)  # the modules this client may ask for
     token_expires_in: int | None = DEFAULT_TOKEN_LIFETIME  # None: omit expires_in (8 h still)
     success_code: int = 200  # 200 or 0 in the envelope
-    max_page_size: int = 100  # count above this is clamped
+    max_page_size: int = 100  # count above this is clamped: pages smaller than asked
     default_page_size: int = 10  # when count is absent
     latency: float = 0.0  # seconds added to every answer (SimResponse.delay)
     latency_spike_rate: float = 0.0  # business answers delayed by latency_spike on top
@@ -62,7 +62,11 @@ class OkkiSimConfig:
     # them at any time (they are read on every request).
     empty_first_pages: int = 0  # page-1 answers with no rows while totalItem > 0, N times
     empty_first_page_every: int = 1  # ... on every k-th page-1 request (1: the first N in a row)
-    empty_page_shape: str = "empty"  # such a page's list: "empty" ([]) or "null"
+    # Page 2+ requests that hold rows answered with no rows (totalItem unchanged), N times: an
+    # empty page once in the middle of a list.
+    empty_middle_pages: int = 0
+    # such a page's list: "empty" ([]), "null", or "zero_total" ([] with totalItem 0)
+    empty_page_shape: str = "empty"
     total_item_cap: int | None = None  # totalItem reported as at most this
     total_item_shape: str = "number"  # number | string | missing | not_a_number
     page_shift_times: int = 0  # requests for page 2+ answered with the page before's rows
@@ -97,6 +101,8 @@ class OkkiSimConfig:
             raise ValueError(f"empty_page_shape must be one of {EMPTY_PAGE_SHAPES}")
         if self.total_item_shape not in TOTAL_ITEM_SHAPES:
             raise ValueError(f"total_item_shape must be one of {TOTAL_ITEM_SHAPES}")
+        if self.empty_middle_pages < 0:
+            raise ValueError("empty_middle_pages must not be negative")
         if self.empty_first_page_every < 1:
             raise ValueError("empty_first_page_every must be at least 1")
         if self.total_item_cap is not None and self.total_item_cap < 0:

@@ -159,7 +159,8 @@ def test_a_prefetched_list_pass_matches_the_sequential_one(prefetch: bool) -> No
     truth = [c["company_id"] for c in sim.companies_in_window(start, start + timedelta(days=1))]
     assert [r["company_id"] for p in pages for r in p.records] == truth  # newest first, in order
     assert [p.page for p in pages] == list(range(1, 10))
-    assert sim.stats.calls["/v1/company/list"] == 9  # ceil(430 / 50): no page wasted
+    # ceil(430 / 50) pages and the empty one that ends the list: no page wasted
+    assert sim.stats.calls["/v1/company/list"] == 10
     assert (counter.most > 1) is prefetch
 
 

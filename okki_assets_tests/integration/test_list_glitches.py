@@ -3,11 +3,11 @@
 Covers (docs/okki-api.md, "Listing companies": a count never ends paging alone): an empty page 1
 while ``totalItem`` > 0 is retried and never replaces a stored window with nothing, and when it
 persists the run fails leaving the stored copy as it was; a capped ``totalItem`` truncates
-nothing; one company whose info answers another business code (403) is quarantined with the code
-and the window goes on; a company whose info time is past the window (edited between list and
-info) still reaches DuckDB and the target; ``raw_complete`` compares what the list said with what
-DuckDB holds, so a published copy that lost a company fails it. Judged from DuckDB rows, target
-records and checks.
+nothing, not even with server pages smaller than asked; one company whose info answers another
+business code (403) is quarantined with the code and the window goes on; a company whose info
+time is past the window (edited between list and info) still reaches DuckDB and the target;
+``raw_complete`` compares what the list said with what DuckDB holds, so a published copy that
+lost a company fails it. Judged from DuckDB rows, target records and checks.
 """
 
 from __future__ import annotations
@@ -83,6 +83,20 @@ def test_a_capped_total_item_stores_and_loads_every_company(
     tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     overrides = {"total_item_cap": 60}  # totalItem says 60 for the 80 companies of the day
+    with pipeline_for(tmp_path, instance, companies=80, days=1, okki_overrides=overrides) as p:
+        key = day_keys(1)[0]
+        expected = sorted(truth(p, key))
+        assert len(expected) == 80
+        sync(p, key, fast_okki(p))
+        assert raw_ids(p, key) == expected
+        assert sorted(p.sims.target.records) == expected
+
+
+def test_a_small_server_page_with_a_capped_count_stores_and_loads_every_company(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # OKKI serves 10 rows a page where 20 are asked, and says totalItem 40 for 80 companies.
+    overrides = {"max_page_size": 10, "total_item_cap": 40}
     with pipeline_for(tmp_path, instance, companies=80, days=1, okki_overrides=overrides) as p:
         key = day_keys(1)[0]
         expected = sorted(truth(p, key))

@@ -213,8 +213,9 @@ def test_a_second_reconcile_sends_nothing_and_reads_only_its_refresh_slice(
     run = figures(result)
     assert run["info_requests"] == len(slice_) == run["refreshed"]
     live = len(account.sims.okki.companies_in_window(*EVERYTHING))
-    # the live list and the (empty) deleted list, the list itself ending each pass
-    assert run["list_requests"] <= math.ceil(live / 100) + 1 + 1
+    # two agreeing passes over the live list and the (empty) deleted list, each pass ending
+    # at an empty page
+    assert run["list_requests"] <= 2 * (math.ceil(live / 100) + 1) + 2 * 1
 
 
 def _dg_launch(
@@ -284,3 +285,29 @@ def test_companies_jumping_to_the_front_while_the_account_is_paged_are_not_lost(
         assert set(target) == set(truth)
         for cid, record in truth.items():
             assert target[cid]["updatedAt"][:19].replace("T", " ") == record["update_time"]
+
+
+ACCOUNT_LIST_GLITCHES = {
+    "an empty page 2 once": {"empty_middle_pages": 1},
+    "an empty page 1 with totalItem 0 once": {
+        "empty_first_pages": 1,
+        "empty_page_shape": "zero_total",
+    },
+    "a small server page with a capped count": {"max_page_size": 10, "total_item_cap": 40},
+}
+
+
+@pytest.mark.parametrize("glitch", list(ACCOUNT_LIST_GLITCHES))
+def test_an_account_list_that_lies_about_its_end_still_brings_every_company(
+    tmp_path: Path, instance: dg.DagsterInstance, glitch: str
+) -> None:
+    overrides = {**HISTORY, **ACCOUNT_LIST_GLITCHES[glitch]}
+    for pipeline in make_pipeline(tmp_path, instance, companies=300, okki_overrides=overrides):
+        result = reconcile(pipeline)
+        assert result.success
+        assert set(pipeline.sims.target.records) == set(okki_truth(pipeline))
+        evaluation = check_of(result)
+        assert evaluation.passed
+        meta = {k: v.value for k, v in evaluation.metadata.items()}
+        everything = pipeline.sims.okki.companies_in_window(*EVERYTHING)
+        assert meta["companies_in_okki"] == len(everything)

@@ -588,13 +588,14 @@ def test_format_okki_time() -> None:
     assert format_okki_time(datetime(2025, 1, 1, 16, 30)) == "2025-01-01 16:30:00"
 
 
-def test_paging_stops_when_distinct_ids_reach_total_item() -> None:
+def test_paging_stops_at_the_empty_page_after_the_last() -> None:
     ids = list(range(1, 251))
     fake = FakeOkki({LIST: [Pager(ids)]})
     with make_client(fake, page_size=100) as client:
         rows = all_rows(client)
     assert [r["company_id"] for r in rows] == ids
-    assert [p["start_index"] for p in fake.params(LIST)] == ["1", "2", "3"]
+    # page 3 is short and the ids reached totalItem: still only the empty page 4 ends the list
+    assert [p["start_index"] for p in fake.params(LIST)] == ["1", "2", "3", "4"]
     assert {p["count"] for p in fake.params(LIST)} == {"100"}
 
 
@@ -604,7 +605,7 @@ def test_total_item_as_a_string() -> None:
         pages = list(client.iter_list_pages())
     assert [p.total_item for p in pages] == [150, 150]
     assert sum(len(p.records) for p in pages) == 150
-    assert len(fake.calls(LIST)) == 2
+    assert len(fake.calls(LIST)) == 3
 
 
 def test_paging_stops_on_an_empty_page() -> None:
@@ -627,7 +628,7 @@ def test_rows_repeated_across_pages_do_not_count_twice() -> None:
 
 
 def test_a_capped_total_item_does_not_end_the_list() -> None:
-    """totalItem capped at 60 for 80 companies: the pages go on until one is short."""
+    """totalItem capped at 60 for 80 companies: the pages go on until one is empty."""
     fake = FakeOkki({LIST: [Pager(list(range(1, 81)), total=60)]})
     with make_client(fake, page_size=20) as client:
         rows = all_rows(client, prefetch=True)
@@ -642,6 +643,28 @@ def test_a_capped_total_item_and_a_capped_page_size_do_not_end_the_list() -> Non
     with make_client(fake, page_size=20) as client:
         rows = all_rows(client, prefetch=True)
     assert [r["company_id"] for r in rows] == list(range(1, 81))
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_a_small_server_page_with_a_capped_total_item_lists_every_row(prefetch: bool) -> None:
+    """OKKI serves 10 rows a page when asked for 20 and caps totalItem at 40 for 80 companies:
+    every page is short of count and the distinct rows reach the count at page 4; only the
+    empty page 9 ends the list."""
+    fake = FakeOkki({LIST: [Pager(list(range(1, 81)), total=40, max_count=10)]})
+    with make_client(fake, page_size=20) as client:
+        rows = all_rows(client, prefetch=prefetch)
+    assert [r["company_id"] for r in rows] == list(range(1, 81))
+    assert max(int(p["start_index"]) for p in fake.params(LIST)) == 9
+
+
+def test_a_short_page_in_the_middle_does_not_end_the_list() -> None:
+    """A page shorter than the ones before, with the distinct rows at totalItem (capped): the
+    list goes on to the empty page."""
+    steps = [list_ok([1, 2, 3], 5), list_ok([4, 5], 5), list_ok([6, 7, 8], 5), list_ok([], 5)]
+    fake = FakeOkki({LIST: steps})
+    with make_client(fake, page_size=3) as client:
+        rows = all_rows(client)
+    assert [r["company_id"] for r in rows] == list(range(1, 9))
 
 
 def test_a_short_page_before_total_item_is_reached_asks_for_one_more() -> None:
@@ -673,12 +696,12 @@ def test_a_missing_or_non_numeric_total_item_is_a_permanent_error(total: object)
 @pytest.mark.parametrize("empty", [[], None])  # list: [] and list: null
 def test_an_empty_first_page_while_total_item_is_positive_is_retried(empty: object) -> None:
     glitch = ok({"list": empty, "totalItem": 3, "count": 0})
-    fake = FakeOkki({LIST: [glitch, glitch, list_ok([1, 2, 3], 3)]})
+    fake = FakeOkki({LIST: [glitch, glitch, list_ok([1, 2, 3], 3), list_ok([], 3)]})
     with make_client(fake, page_size=10) as client:
         rows = all_rows(client)
         retries = client.stats.as_metadata()
     assert [r["company_id"] for r in rows] == [1, 2, 3]
-    assert len(fake.calls(LIST)) == 3
+    assert len(fake.calls(LIST)) == 4
     assert retries["retries_empty_first_page"] == 2
 
 
@@ -704,11 +727,12 @@ def test_ids_as_strings_and_ints_are_one_company() -> None:
 
 def test_records_without_company_id_still_count_as_rows() -> None:
     odd: list[dict[str, Any]] = [{"name": "no id A"}, {"name": "no id B", "company_id": None}]
-    fake = FakeOkki({LIST: [ok(okki_list_data(odd, total_item=3)), list_ok([9], 3)]})
+    page1 = ok(okki_list_data(odd, total_item=3))
+    fake = FakeOkki({LIST: [page1, list_ok([9], 3), list_ok([], 3)]})
     with make_client(fake, page_size=2) as client:
         rows = all_rows(client)
     assert rows[:2] == odd and rows[2]["company_id"] == 9
-    assert len(fake.calls(LIST)) == 2
+    assert len(fake.calls(LIST)) == 3
 
 
 def test_a_repeated_page_is_a_pagination_error() -> None:
@@ -897,10 +921,10 @@ def test_stats_metadata_after_a_sync() -> None:
         all_rows(client)
         list(client.company_infos([1, 2]))
         meta = client.stats.as_metadata()
-    assert meta["requests_list"] == 3  # 429, page 1, page 2
+    assert meta["requests_list"] == 4  # 429, page 1, page 2, the empty page 3
     assert meta["requests_info"] == 2
     assert meta["requests_token"] == 1
-    assert meta["requests_total"] == 6
+    assert meta["requests_total"] == 7
     assert meta["retries_http429"] == 1 and meta["retries_total"] == 1
     assert meta["info_not_found_for_listed"] == 2
     assert {"seconds_throttled", "seconds_backoff", "retries_token_renewed"} <= set(meta)

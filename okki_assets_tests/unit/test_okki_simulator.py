@@ -1013,6 +1013,46 @@ def test_empty_first_pages_can_be_spread_out(companies) -> None:
     assert sim.stats.faults == {"empty_first_page": 2}
 
 
+def test_an_empty_first_page_with_total_item_zero(companies) -> None:
+    sim, client = make(companies, empty_first_pages=1, empty_page_shape="zero_total")
+    token = get_token(client)
+    glitch = list_page(client, token, **day_window()).json()["data"]
+    assert glitch == {"list": [], "count": 0, "totalItem": 0}
+    assert list_page(client, token, **day_window()).json()["data"]["totalItem"] > 0
+    assert sim.stats.faults == {"empty_first_page": 1}
+
+
+def test_an_empty_page_once_in_the_middle_of_a_list(companies) -> None:
+    sim, client = make(companies, empty_middle_pages=1)
+    token = get_token(client)
+    want = expected_ids(companies, f"{DAY} 00:00:00", f"{DAY} 23:59:59")
+    assert len(want) > 40
+
+    def page(n: int) -> dict[str, Any]:
+        return list_page(client, token, start_index=n, count=20, **day_window()).json()["data"]
+
+    assert [r["company_id"] for r in page(1)["list"]] == want[:20]
+    glitch = page(2)
+    assert glitch["list"] == [] and glitch["totalItem"] == len(want)
+    assert [r["company_id"] for r in page(2)["list"]] == want[20:40]  # once only
+    assert sim.stats.faults == {"empty_middle_page": 1}
+
+
+def test_pages_smaller_than_asked_with_a_capped_total_item(companies) -> None:
+    sim, client = make(companies, max_page_size=10, total_item_cap=40)
+    token = get_token(client)
+    want = expected_ids(companies, f"{DAY} 00:00:00", f"{DAY} 23:59:59")
+    assert len(want) > 40
+    seen: list[Any] = []
+    for n in range(1, 100):
+        data = list_page(client, token, start_index=n, count=20, **day_window()).json()["data"]
+        assert data["totalItem"] == 40 and len(data["list"]) <= 10
+        if not data["list"]:
+            break
+        seen += [row["company_id"] for row in data["list"]]
+    assert seen == want
+
+
 def test_total_item_cap_understates_the_list_but_the_pages_hold_everything(companies) -> None:
     sim, client = make(companies, total_item_cap=60)
     token = get_token(client)

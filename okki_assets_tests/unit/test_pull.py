@@ -26,6 +26,7 @@ from okki_assets.clients.okki import OkkiClient, RetrySettings
 from okki_assets.errors import IncompleteWindowError, OkkiPermanentError, PaginationError
 from okki_assets.okki_time import CHINA_TZ
 from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
+from okki_assets.reconcile import list_account
 from okki_assets.resources import WarehouseResource
 from okki_assets.simulator.data import generate_companies
 from okki_assets.simulator.http import mock_transport
@@ -139,7 +140,8 @@ def test_reusable_companies_make_no_info_call() -> None:
     assert report.reused == 50 and all(p.info_reused for p in pulled)
 
 
-def test_a_list_that_never_settles_fails_loudly() -> None:
+def _never_settles() -> httpx.MockTransport:
+    """A list whose page 1 shows a new company every time, under a count that flips."""
     counter = itertools.count()
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -156,7 +158,11 @@ def test_a_list_that_never_settles_fails_loudly() -> None:
         }
         return httpx.Response(200, content=json.dumps(body))
 
-    with _client(httpx.MockTransport(handler)) as client, pytest.raises(IncompleteWindowError) as e:
+    return httpx.MockTransport(handler)
+
+
+def test_a_list_that_never_settles_fails_loudly() -> None:
+    with _client(_never_settles()) as client, pytest.raises(IncompleteWindowError) as e:
         list_window(client, START, END)
     assert "did not settle" in str(e.value)
     assert "/v1/company/list" in str(e.value)
@@ -187,6 +193,44 @@ def test_a_capped_total_item_does_not_truncate_the_window() -> None:
     assert len(listed) == 80
     assert {k: r["update_time"] for k, r in listed.items()} == _truth(sim)
     assert report.passes == 2 and report.bisections == 0
+
+
+def test_a_small_server_page_with_a_capped_count_does_not_truncate_the_window() -> None:
+    """Pages of 10 where 20 are asked and totalItem capped at 40: all 80 are listed."""
+    sim = OkkiSimulator(_day(80), OkkiSimConfig(max_page_size=10, total_item_cap=40))
+    with _client(mock_transport(sim, sleep=False)) as client:
+        listed, report = list_window(client, START, END)
+    assert {k: r["update_time"] for k, r in listed.items()} == _truth(sim)
+    assert len(listed) == 80 and report.bisections == 0
+
+
+def test_an_account_list_that_never_settles_fails_loudly() -> None:
+    with _client(_never_settles()) as client, pytest.raises(IncompleteWindowError) as e:
+        list_account(client, removed=0)
+    assert "account list (removed=0) did not settle after 4 passes" in str(e.value)
+
+
+ACCOUNT_GLITCHES = {
+    "an empty page 2 once": {"empty_middle_pages": 1},
+    "an empty page 1 with totalItem 0 once": {
+        "empty_first_pages": 1,
+        "empty_page_shape": "zero_total",
+    },
+    "a small server page with a capped count": {"max_page_size": 10, "total_item_cap": 40},
+}
+
+
+@pytest.mark.parametrize("glitch", list(ACCOUNT_GLITCHES))
+def test_the_account_list_ends_only_where_the_list_does(glitch: str) -> None:
+    companies = generate_companies(120, DAY - timedelta(days=400), DAY, seed=5)
+    sim = OkkiSimulator(companies, OkkiSimConfig(**ACCOUNT_GLITCHES[glitch]))
+    truth = sim.companies_in_window(datetime(1970, 1, 2), datetime(2200, 1, 1))
+    with _client(mock_transport(sim, sleep=False)) as client:
+        listed = list_account(client, removed=0)
+    assert {k: r["update_time"] for k, r in listed.items()} == {
+        str(c["company_id"]): c["update_time"] for c in truth
+    }
+    assert len(listed) == 120
 
 
 @pytest.mark.parametrize("shape", ["missing", "not_a_number"])
