@@ -10,11 +10,12 @@ a free port instead of 3000). The test then:
 
 - turns ``okki_intraday_sync`` on through the webserver's GraphQL API (``startSchedule``), as
   the UI's toggle does;
-- sees a tick of the daemon's scheduler launch a run through the run queue and its pools, and
+- sets the two pools' limits with ``dagster instance concurrency set`` as the docs do, then
+  sees a tick of the daemon's scheduler launch a run through the run queue and the pools, and
   the run succeed: today's companies of the OKKI simulator reach the target simulator;
 - stops both processes (SIGTERM, as systemd does), starts them again, and finds the run, its
   tick and the schedule's RUNNING state through the restarted webserver and in PostgreSQL's own
-  tables, the pool limits of dagster.yaml applied, and no SQLite storage under DAGSTER_HOME.
+  tables, and no SQLite storage under DAGSTER_HOME.
 
 The schedule ticks every 15 minutes. So that the test neither waits for the next quarter-hour
 nor needs a test-only cron, the schedule is turned on while the daemon is still down and its
@@ -121,6 +122,19 @@ class Deployment:
             self.procs[unit] = start_process_group(
                 unit_command(unit, port), env=self.env, cwd=self.folder, stdout=log, stderr=log
             )
+
+    def dagster(self, *args: str) -> str:
+        """A ``dagster`` command of docs/deploy.md, in the units' environment."""
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "dagster"), *args],
+            env=self.env,
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=BOOT_TIMEOUT,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
 
     def wait_loaded(self) -> None:
         wait_for_webserver(self.url, self.procs["dagster-webserver"], timeout=BOOT_TIMEOUT)
@@ -252,6 +266,10 @@ def test_schedule_run_and_its_history_survive_a_restart(
             monkeypatch.setenv(f"DAGSTER_PG_{name}", env[f"DAGSTER_PG_{name}"])
         deployment = Deployment(tmp_path, env, free_port())
         try:
+            # The pools' limits, as docs/deploy.md writes them before anything starts.
+            for pool in POOLS:
+                said = deployment.dagster("instance", "concurrency", "set", pool, "1")
+                assert f"Set concurrency limit for {pool} to 1." in said
             # Webserver first; the schedule is turned on through its API before the daemon runs.
             deployment.start("dagster-webserver")
             deployment.wait_loaded()
@@ -272,7 +290,7 @@ def test_schedule_run_and_its_history_survive_a_restart(
             in_window = {str(c["company_id"]) for c in sims.okki.companies_in_window(start, end)}
             assert in_window
             assert set(sims.target.records) == in_window
-            # The pools of dagster.yaml (default_limit 1) were applied when the run claimed them.
+            # The run went through both pools, each one slot across all runs.
             assert {p: info.slot_count for p, info in slots.items()} == dict.fromkeys(POOLS, 1)
 
             codes = deployment.stop()
