@@ -1,193 +1,228 @@
-"""Throwaway database servers for integration tests: Debian's PostgreSQL on a free loopback port.
+"""Throwaway database servers for the SQL target's tests: PostgreSQL and MariaDB, real ones.
 
-``postgres_server`` (one per test session, so one per pytest-xdist worker) runs ``initdb`` into
-a new folder and starts ``postgres`` in the foreground on 127.0.0.1 only (no Unix socket), with
-a random superuser password and password authentication (scram-sha-256) for every connection,
-as a production server has. PostgreSQL refuses to run as root: when the tests run as root, both
-run as the ``postgres`` system user. The server is stopped (fast shutdown) and its folder
-removed at the end of the session.
-
-``postgres_url`` gives each test a database of its own on that server (a superuser URL), and
-``PostgresServer.create_role`` / ``create_database`` make an owner that is not a superuser, as a
-deployment would.
-
-Needs the distribution's server binaries (``apt-get install postgresql``: initdb and postgres
-under /usr/lib/postgresql/<version>/bin); without them the tests that use these fixtures skip.
+Each is Debian's server (``postgresql``, ``mariadb-server``) started in a temporary directory on
+a free port of 127.0.0.1, with a password login (so a wrong password is refused as in
+production), and stopped at the end of the pytest session. Under pytest-xdist each worker starts
+its own. When the suite runs as root, the servers run as their system users (``postgres``,
+``mysql``): initdb refuses root. A test asks for a fresh database (``new_database``), so tests
+never see each other's tables. Missing binaries skip the tests that need them, naming the
+package.
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
-import psycopg2
 import pytest
-from psycopg2 import sql
+import sqlalchemy as sa
 
-HOST = "127.0.0.1"
-SUPERUSER = "postgres"
-START_TIMEOUT_SECONDS = 60.0
-STOP_TIMEOUT_SECONDS = 30.0
+PASSWORD = "s3cret-pw"
+START_TIMEOUT = 60.0
 
 
-@dataclass(frozen=True)
-class PostgresServer:
-    """A running PostgreSQL server on loopback, and its superuser's credentials."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
-    host: str
+
+def _as_user(user: str, argv: list[str]) -> list[str]:
+    return ["runuser", "-u", user, "--", *argv] if os.geteuid() == 0 else argv
+
+
+def _own(path: Path, user: str) -> None:
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(user)
+        for root, dirs, files in os.walk(path):
+            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                os.chown(name, entry.pw_uid, entry.pw_gid)
+
+
+@dataclass
+class DbServer:
+    """A running server: its admin URL and the databases made for tests."""
+
+    kind: str  # "postgresql" or "mariadb"
     port: int
-    user: str
-    password: str
+    home: Path
+    admin_url: str
+    process: subprocess.Popen[bytes] | None = None
+    databases: list[str] = field(default_factory=list)
 
-    def url(self, database: str = "postgres", user: str = "", password: str = "") -> str:
-        user, password = (user, password) if user else (self.user, self.password)
-        userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
-        return f"postgresql://{userinfo}@{self.host}:{self.port}/{database}"
+    def url(self, database: str, password: str = PASSWORD) -> str:
+        scheme = "postgresql" if self.kind == "postgresql" else "mariadb"
+        user = "postgres" if self.kind == "postgresql" else "okki"
+        return f"{scheme}://{user}:{password}@127.0.0.1:{self.port}/{database}"
 
-    def execute(self, statement: sql.Composable | str, params: tuple[object, ...] = ()) -> None:
-        """One statement as the superuser, outside a transaction (CREATE DATABASE needs that)."""
-        conn = psycopg2.connect(self.url())
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(statement, params or None)
-        finally:
-            conn.close()
-
-    def create_role(self, name: str, password: str) -> None:
-        """A login role that is not a superuser."""
-        self.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(name)), (password,)
-        )
-
-    def create_database(self, name: str, owner: str = "") -> str:
-        """A new database (owned by ``owner`` when given); returns the superuser's URL to it."""
-        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if owner:
-            statement = sql.SQL("{} OWNER {}").format(statement, sql.Identifier(owner))
-        self.execute(statement)
+    def new_database(self) -> str:
+        """A fresh, empty database; its URL (with the password)."""
+        name = "t_" + uuid.uuid4().hex[:12]
+        engine = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        engine.dispose()
+        self.databases.append(name)
         return self.url(name)
 
 
-def server_binaries() -> Path | None:
-    """The newest installed PostgreSQL server's bin folder, or None."""
-    found = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: (
-            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
-        ),
-    )
+def _wait(url: str, what: str, log: Path, port: int) -> None:
+    """Until the server answers SQL; the port is polled with a plain socket first (a driver
+    that fails half-way through its handshake leaves its socket for the garbage collector)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            engine = sa.create_engine(url)
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            engine.dispose()
+            return
+        except (OSError, sa.exc.OperationalError):
+            if time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise RuntimeError(f"{what} did not start: {tail}") from None
+            time.sleep(0.2)
+
+
+def postgres_binaries() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return Path(found[-1]).parent if found else None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _as_user() -> str | None:
-    """The system user to run the server as: ``postgres`` when we are root, else ourselves."""
-    return SUPERUSER if os.geteuid() == 0 else None
-
-
-def _chown(path: Path, user: str | None) -> None:
-    if user is not None:
-        entry = pwd.getpwnam(user)
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-
-
-def _ready(server: PostgresServer) -> bool:
+def start_postgres() -> DbServer:
+    bin_dir = postgres_binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
+    home = Path(tempfile.mkdtemp(prefix="okki-pg-"))
+    (home / "pw").write_text(PASSWORD)
+    (home / "sock").mkdir()
+    _own(home, "postgres")
+    os.chmod(home, 0o700)
+    data, log = home / "data", home / "log"
+    subprocess.run(
+        _as_user("postgres", [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
+                              "-A", "scram-sha-256", f"--pwfile={home / 'pw'}", "--no-sync",
+                              "-E", "UTF8", "--locale=C"]),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    options = (
+        f"-p {port} -k {home / 'sock'} -c listen_addresses=127.0.0.1 -c fsync=off"
+        " -c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
+    )
+    subprocess.run(
+        _as_user("postgres", [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options,
+                              "-l", str(log), "-w", "-t", "60", "start"]),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    admin = f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:{port}/postgres"
+    server = DbServer("postgresql", port, home, admin)
     try:
-        psycopg2.connect(server.url(), connect_timeout=2).close()
-    except psycopg2.OperationalError:
-        return False
-    return True
+        _wait(admin, "PostgreSQL", log, port)
+    except BaseException:
+        stop_postgres(server)
+        raise
+    return server
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)  # fast shutdown: disconnect clients, then exit
+def stop_postgres(server: DbServer) -> None:
+    bin_dir = postgres_binaries()
+    assert bin_dir is not None
+    subprocess.run(
+        _as_user("postgres", [str(bin_dir / "pg_ctl"), "-D", str(server.home / "data"),
+                              "-m", "immediate", "-w", "stop"]),
+        check=False, capture_output=True,
+    )  # fmt: skip
+    shutil.rmtree(server.home, ignore_errors=True)
+
+
+def start_mariadb() -> DbServer:
+    mariadbd = shutil.which("mariadbd") or (
+        "/usr/sbin/mariadbd" if Path("/usr/sbin/mariadbd").exists() else None
+    )
+    install = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
+    if mariadbd is None or not Path(install).exists():
+        pytest.skip("MariaDB is not installed (Debian package mariadb-server)")
+    home = Path(tempfile.mkdtemp(prefix="okki-maria-"))
+    data, log, sock = home / "data", home / "log", home / "mysqld.sock"
+    data.mkdir()
+    _own(home, "mysql")
+    user = ["--user=mysql"] if os.geteuid() == 0 else []
+    subprocess.run(
+        [install, "--no-defaults", *user, f"--datadir={data}", "--skip-test-db",
+         "--auth-root-authentication-method=normal"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    process = subprocess.Popen(
+        [mariadbd, "--no-defaults", *user, f"--datadir={data}", f"--port={port}",
+         "--bind-address=127.0.0.1", f"--socket={sock}", f"--pid-file={home / 'pid'}",
+         f"--log-error={log}", "--innodb-flush-log-at-trx-commit=0", "--skip-log-bin",
+         "--innodb-buffer-pool-size=64M", "--performance-schema=off",
+         "--sql-mode=STRICT_ALL_TABLES"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    root = f"mariadb+pymysql://root@localhost/mysql?unix_socket={sock}"
+    server = DbServer("mariadb", port, home, root, process)
+    try:
+        _wait(root, "MariaDB", log, port)
+        engine = sa.create_engine(root, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"CREATE USER 'okki'@'%%' IDENTIFIED BY '{PASSWORD}'")
+            conn.exec_driver_sql("GRANT ALL PRIVILEGES ON *.* TO 'okki'@'%%'")
+        engine.dispose()
+    except BaseException:
+        stop_mariadb(server)
+        raise
+    server.admin_url = server.url("mysql").replace("mariadb://", "mariadb+pymysql://")
+    return server
+
+
+def stop_mariadb(server: DbServer) -> None:
+    if server.process is not None:
+        server.process.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=STOP_TIMEOUT_SECONDS)
+            server.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def running_postgres(bin_dir: Path) -> Iterator[PostgresServer]:
-    """initdb into a new folder and run ``postgres`` on a free loopback port until exit."""
-    user = _as_user()
-    folder = Path(tempfile.mkdtemp(prefix="okki-pg-"))
-    try:
-        _chown(folder, user)
-        password = secrets.token_urlsafe(16)
-        pwfile = folder / "pwfile"
-        pwfile.write_text(password + "\n", encoding="utf-8")
-        _chown(pwfile, user)
-        data = folder / "data"
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
-        subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, f"--pwfile={pwfile}"]
-            + ["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8"],
-            user=user,
-            env=env,
-            cwd=folder,
-            check=True,
-            capture_output=True,
-        )
-        port = _free_port()
-        log = (folder / "postgres.log").open("wb")
-        proc = subprocess.Popen(
-            [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port)]
-            + ["-c", f"listen_addresses={HOST}", "-c", "unix_socket_directories="]
-            + ["-c", "fsync=off", "-c", "full_page_writes=off"],
-            user=user,
-            env=env,
-            cwd=folder,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        server = PostgresServer(HOST, port, SUPERUSER, password)
-        try:
-            deadline = time.monotonic() + START_TIMEOUT_SECONDS
-            while not _ready(server):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    tail = (folder / "postgres.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"PostgreSQL did not start on {HOST}:{port}:\n{tail}")
-                time.sleep(0.2)
-            yield server
-        finally:
-            _stop(proc)
-            log.close()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+            server.process.kill()
+            server.process.wait()
+    shutil.rmtree(server.home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    bin_dir = server_binaries()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    with running_postgres(bin_dir) as server:
+def postgresql_server() -> Iterator[DbServer]:
+    server = start_postgres()
+    try:
         yield server
+    finally:
+        stop_postgres(server)
 
 
-@pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> str:
-    """A new, empty database for this test (superuser URL)."""
-    return postgres_server.create_database(f"test_{secrets.token_hex(6)}")
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[DbServer]:
+    server = start_mariadb()
+    try:
+        yield server
+    finally:
+        stop_mariadb(server)
+
+
+@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
+def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database of each kind: a new database on the session's server, or a new file."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'target.sqlite'}"
+    server: DbServer = request.getfixturevalue(f"{request.param}_server")
+    return server.new_database()
