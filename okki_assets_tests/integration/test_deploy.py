@@ -1,9 +1,9 @@
 """The production deployment of deploy/: its history outlives a restart of webserver and daemon.
 
-A throwaway PostgreSQL server (``okki_assets_tests.dbservers``) gets a login role and a database
-of its own, as docs/deploy.md sets them up; ``DAGSTER_HOME`` is a temporary folder holding an
-unchanged copy of ``deploy/dagster.yaml``, and the environment carries the ``DAGSTER_PG_*``
-settings plus the simulators' OKKI and target settings. ``dagster-webserver`` and
+The session's throwaway PostgreSQL server (``okki_assets_tests.dbservers``) gets a login role
+and a database of its own, as docs/deploy.md sets them up; ``DAGSTER_HOME`` is a temporary
+folder holding an unchanged copy of ``deploy/dagster.yaml``, and the environment carries the
+``DAGSTER_PG_*`` settings plus the simulators' OKKI and target settings. ``dagster-webserver`` and
 ``dagster-daemon`` start with the command lines of the ``ExecStart`` of
 ``deploy/systemd/*.service`` (this virtualenv's executables instead of /opt/okki-assets/.venv's,
 a free port instead of 3000). The test then:
@@ -43,6 +43,7 @@ from typing import Any
 import dagster as dg
 import psycopg2
 import pytest
+import sqlalchemy as sa
 from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.scheduler.instigation import ScheduleInstigatorData
 
@@ -58,7 +59,7 @@ from okki_assets.cli.dev import (
 from okki_assets.partitions import window_for_key
 from okki_assets.simulator.harness import RunningSimulators, running_simulators
 from okki_assets_tests.conftest import day_keys
-from okki_assets_tests.dbservers import PostgresServer, postgres_server  # noqa: F401
+from okki_assets_tests.dbservers import DbServer
 from okki_assets_tests.integration.test_webserver import graphql
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,9 +203,19 @@ def wait_for_schedule_run(deployment: Deployment, instance: dg.DagsterInstance) 
         time.sleep(1.0)
 
 
-def pg_rows(url: str, query: str, *params: object) -> list[Any]:
+def create_owned_database(server: DbServer, user: str, password: str, db: str) -> None:
+    """A login role that is not a superuser and a database it owns, as docs/deploy.md makes."""
+    assert "'" not in password and "%" not in password
+    engine = sa.create_engine(server.admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
+        conn.exec_driver_sql(f"CREATE DATABASE {db} OWNER {user}")
+    engine.dispose()
+
+
+def pg_rows(pg: dict[str, Any], query: str, *params: object) -> list[Any]:
     """Rows of Dagster's own tables, read with the deployment's role."""
-    conn = psycopg2.connect(url)
+    conn = psycopg2.connect(**pg)
     try:
         with conn.cursor() as cur:
             cur.execute(query, params)
@@ -216,7 +227,7 @@ def pg_rows(url: str, query: str, *params: object) -> list[Any]:
 def deployment_env(
     base: dict[str, str],
     sims: RunningSimulators,
-    server: PostgresServer,
+    server: DbServer,
     *,
     home: Path,
     database: Path,
@@ -227,7 +238,7 @@ def deployment_env(
     clean = {k: v for k, v in base.items() if not k.startswith("DAGSTER_")}
     env = dev_environment(clean, sims, database=database, home=home, sync_start=sync_start)
     env.update(
-        DAGSTER_PG_HOST=server.host,
+        DAGSTER_PG_HOST="127.0.0.1",
         DAGSTER_PG_PORT=str(server.port),
         DAGSTER_PG_USER=user,
         DAGSTER_PG_PASSWORD=password,
@@ -238,14 +249,13 @@ def deployment_env(
 
 @pytest.mark.slow
 def test_schedule_run_and_its_history_survive_a_restart(
-    postgres_server: PostgresServer,  # noqa: F811
+    postgresql_server: DbServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The role and database of docs/deploy.md; a password that must be quoted in a URL.
     user, password, db = "okki", f"p@ss:w/rd {secrets.token_hex(4)}", f"okki_{secrets.token_hex(4)}"
-    postgres_server.create_role(user, password)
-    postgres_server.create_database(db, owner=user)
+    create_owned_database(postgresql_server, user, password, db)
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
@@ -256,7 +266,7 @@ def test_schedule_run_and_its_history_survive_a_restart(
         env = deployment_env(
             dict(os.environ),
             sims,
-            postgres_server,
+            postgresql_server,
             home=home,
             database=tmp_path / "okki.duckdb",
             sync_start=keys[0],
@@ -313,12 +323,13 @@ def test_schedule_run_and_its_history_survive_a_restart(
             assert found.get(run.run_id) == "SUCCESS", found
 
             # ... and in PostgreSQL's own tables, with the deployment's role.
-            url = postgres_server.url(db, user, password)
-            assert pg_rows(url, "SELECT status FROM runs WHERE run_id = %s", run.run_id) == [
+            pg = {"host": "127.0.0.1", "port": postgresql_server.port, "dbname": db}
+            pg |= {"user": user, "password": password}
+            assert pg_rows(pg, "SELECT status FROM runs WHERE run_id = %s", run.run_id) == [
                 ("SUCCESS",)
             ]
             materialized = pg_rows(
-                url,
+                pg,
                 "SELECT DISTINCT asset_key FROM event_logs"
                 " WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND run_id = %s",
                 run.run_id,

@@ -71,7 +71,7 @@ def test_deploy_env_leaves_secrets_empty() -> None:
         for line in DEPLOY_ENV.read_text(encoding="utf-8").splitlines()
         if line and not line.startswith("#")
     )
-    for secret in ("DAGSTER_PG_PASSWORD", "OKKI_CLIENT_SECRET", "TARGET_TOKEN"):
+    for secret in ("DAGSTER_PG_PASSWORD", "OKKI_CLIENT_SECRET", "TARGET_URL", "TARGET_TOKEN"):
         assert values[secret] == ""
 
 
