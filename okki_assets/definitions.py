@@ -10,8 +10,10 @@ Environment (see README and .env.example):
   OKKI_REFRESH_INFO    1 = call info for every company on every sync (default 0)
   OKKI_INFO_REFRESH_DAYS  okki_reconcile re-reads every company's info at least once in this
                        many days, a slice per run (default 7; 1 = every company every run)
-  TARGET_URL           target API root; unset = land-only mode (nothing sent)
-  TARGET_TOKEN         target bearer token                   (required when TARGET_URL is set)
+  TARGET_URL           the target, by scheme: http(s):// batch API, postgresql://, mysql://,
+                       mariadb://, sqlite:///path, k3cloud+http(s)://; unset = land-only mode
+  TARGET_TOKEN         target bearer token                   (required for an http(s) TARGET_URL)
+  TARGET_TABLE         SQL targets: the table, may be schema.table (default okki_companies)
   TARGET_BATCH_SIZE    records per batch (default 500)
   OKKI_MAPPING_FILE    YAML/JSON mapping file (default: built-in mapping)
   OKKI_ASSETS_DUCKDB   the DuckDB file (default data/okki_assets.duckdb)
@@ -134,8 +136,10 @@ def defs_from_env() -> dg.Definitions:
             refresh_info=_env("OKKI_REFRESH_INFO", "0") in ("1", "true", "yes"),
         ),
         target=TargetResource(
-            url=target_url,
+            # An EnvVar: a password in a database URL is never shown in the UI.
+            url=_secret("TARGET_URL"),
             token=_secret("TARGET_TOKEN") if target_url else "",
+            table=_env("TARGET_TABLE", "okki_companies"),
             batch_size=_count("TARGET_BATCH_SIZE", 500),
             mapping_file=_env("OKKI_MAPPING_FILE", ""),
         ),

@@ -15,16 +15,17 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import httpx
 from pydantic import Field
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from okki_assets import storage
+from okki_assets.clients.http import checked_url as _checked_url
+from okki_assets.clients.http import credential as _credential
 from okki_assets.clients.okki import OkkiClient, RetrySettings, Timeouts
 from okki_assets.clients.ratecontrol import AutoRate, LearnedRate
-from okki_assets.clients.target import LandOnlyTarget, TargetClient
 from okki_assets.errors import ConfigError, StorageError
 from okki_assets.mapping import TargetMapping, load_mapping
+from okki_assets.targets import Target, TargetSettings, open_target
 
 try:
     import fcntl
@@ -33,29 +34,6 @@ except ImportError:  # Windows: loads are not serialised across processes there
 
 REAL_OKKI_BASE_URL = "https://api-sandbox.xiaoman.cn"
 log = logging.getLogger(__name__)
-
-
-def _checked_url(name: str, value: str) -> str:
-    try:
-        url = httpx.URL(value)
-    except Exception as e:  # httpx raises several types for malformed URLs
-        raise ConfigError(f"{name} is not a valid URL: {value!r}") from e
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(f"{name} must be an http(s) URL with a host, got {value!r}")
-    return str(url).rstrip("/")
-
-
-def _credential(name: str, value: str) -> str:
-    """A credential as it is sent: surrounding whitespace stripped (a mounted secret's file often
-    ends in a newline). One that still holds a character no HTTP header or form can carry as
-    typed (a control or non-ASCII character) fails at once, naming the variable, never the
-    value."""
-    value = value.strip()
-    if not all(" " <= ch <= "~" for ch in value):
-        raise ConfigError(
-            f"{name} contains a control or non-ASCII character: check how the secret is stored"
-        )
-    return value
 
 
 # Dagster's type parameter is the resource's own class; subscribing it would build a new model
@@ -164,10 +142,19 @@ class OkkiResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The target platform. An empty ``url`` is land-only mode: nothing is sent."""
+    """The target, chosen by the scheme of ``url`` (okki_assets/targets). An empty ``url`` is
+    land-only mode: nothing is sent."""
 
-    url: str = Field(default="", description="Target API root (TARGET_URL); empty = land-only.")
+    url: str = Field(
+        default="",
+        description="Target (TARGET_URL): http(s):// batch API, postgresql://, mysql://,"
+        " mariadb://, sqlite:///path, k3cloud+http(s)://; empty = land-only.",
+    )
     token: str = Field(default="", description="Bearer token for the target (TARGET_TOKEN).")
+    table: str = Field(
+        default="okki_companies",
+        description="SQL targets: the table, may be schema.table (TARGET_TABLE).",
+    )
     batch_size: int = Field(default=500, description="Records per batch (the target's max_batch).")
     read_timeout: float = Field(default=30.0, description="Seconds to wait for an answer.")
     retry_base_delay: float = Field(
@@ -180,25 +167,24 @@ class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     def land_only(self) -> bool:
         return not self.url.strip()
 
-    def open(self) -> TargetClient | LandOnlyTarget:
-        """A client to use in a ``with`` block; the null client in land-only mode."""
-        if self.land_only:
-            return LandOnlyTarget()
-        if not self.token.strip():
-            raise ConfigError("TARGET_TOKEN is empty or not set while TARGET_URL is set")
-        return TargetClient(
-            _checked_url("TARGET_URL", self.url),
-            _credential("TARGET_TOKEN", self.token),
-            max_batch=self.batch_size,
-            timeouts=Timeouts(read=self.read_timeout),
-            retry=RetrySettings(base_delay=self.retry_base_delay),
+    def settings(self) -> TargetSettings:
+        return TargetSettings(
+            token=self.token,
+            batch_size=self.batch_size,
+            read_timeout=self.read_timeout,
+            retry_base_delay=self.retry_base_delay,
+            table=self.table.strip() or TargetSettings.table,
         )
+
+    def open(self) -> Target:
+        """The target's adapter (close it after use); the null target in land-only mode."""
+        return open_target(self.url.strip() or None, self.settings())
 
     def mapping(self) -> TargetMapping:
         return load_mapping(self.mapping_file or None)
 
     def check(self) -> None:
-        """Fail fast on a bad TARGET_URL, TARGET_TOKEN or mapping file; sends nothing."""
+        """Fail fast on a bad TARGET_URL, TARGET_TOKEN or mapping file; writes nothing."""
         self.open().close()
         self.mapping()
 
