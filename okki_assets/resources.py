@@ -223,9 +223,22 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         " large window keeps the run's memory flat; empty = DuckDB's default, 80% of the RAM"
         " (OKKI_ASSETS_DUCKDB_MEMORY).",
     )
+    setting_problems: list[str] = Field(
+        default_factory=list,
+        description="Settings of the environment that could not be read (each names its"
+        " variable and what it expects; the definitions use the default meanwhile). Every step"
+        " opens this file first, so while any is left, every step fails with them, before OKKI"
+        " or the target is called or a row is written.",
+    )
+
+    def check_settings(self) -> None:
+        """Fail with the settings that could not be read, in one line."""
+        if self.setting_problems:
+            raise ConfigError("; ".join(self.setting_problems))
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.check_settings()
         path = Path(self.database)
         if self.database != ":memory:":
             try:
