@@ -45,6 +45,17 @@ def _checked_url(name: str, value: str) -> str:
     return str(url).rstrip("/")
 
 
+def shown_url(value: str) -> str:
+    """A URL as run metadata may show it: scheme, host, port and path, never a user, a password,
+    a query or a fragment (any of which may hold a secret); "" if it is not a URL."""
+    try:
+        url = httpx.URL(value.strip())
+    except Exception:  # httpx raises several types for malformed URLs
+        return ""
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.host}{port}{url.path}".rstrip("/") if url.host else ""
+
+
 def _credential(name: str, value: str) -> str:
     """A credential as it is sent: surrounding whitespace stripped (a mounted secret's file often
     ends in a newline). One that still holds a character no HTTP header or form can carry as
@@ -87,6 +98,11 @@ class OkkiResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         description="Call info for every company even when the stored copy has the same"
         " update_time (costs one request per company; catches edits OKKI does not date).",
     )
+
+    def settings_used(self) -> dict[str, str]:
+        """What a run shows of the OKKI it called (never a secret): its host, since a ``.env``
+        in the working folder wins over the shell for ``dg dev`` and ``dg launch``."""
+        return {"okki_base_url": shown_url(self.base_url) or "(not a URL)"}
 
     def check(self) -> None:
         """Fail fast on missing credentials or a bad rate setting; calls nothing."""
@@ -193,6 +209,12 @@ class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             timeouts=Timeouts(read=self.read_timeout),
             retry=RetrySettings(base_delay=self.retry_base_delay),
         )
+
+    def settings_used(self) -> dict[str, str]:
+        """What a run shows of the target it wrote to (never a secret): its kind and host."""
+        if self.land_only:
+            return {"target": "land-only: nothing sent (TARGET_URL unset)"}
+        return {"target": f"batch API at {shown_url(self.url) or '(not a URL)'}"}
 
     def mapping(self) -> TargetMapping:
         return load_mapping(self.mapping_file or None)

@@ -94,7 +94,9 @@ def build_account(
                     batch_size=target.batch_size,
                 )
         _log(context, summary)
-        return dg.MaterializeResult(metadata=summary.metadata())
+        return dg.MaterializeResult(
+            metadata={**summary.metadata(), **okki.settings_used(), **target.settings_used()}
+        )
 
     @dg.asset_check(
         asset=okki_account,
