@@ -293,6 +293,7 @@ def test_a_port_in_use_is_refused_in_one_line_and_nothing_is_emptied(
             out, err = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             stop_process_group(proc, grace=20)
+            proc.communicate()  # closes the pipes
             pytest.fail(f"okki-assets {command} {option} {taken} was still running after 120 s")
     assert proc.returncode == 2, (out, err)
     assert out == b""
@@ -332,7 +333,7 @@ def test_simulate_started_in_the_background_stops_on_sigint() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.communicate()  # closes the pipes
     assert proc.returncode == 0, err.decode()[-2000:]
     assert b"Traceback" not in err
     with pytest.raises(httpx.TransportError):
