@@ -51,6 +51,7 @@ import yaml
 import okki_assets
 from okki_assets.cli.demo import (
     UI_HINT,
+    World,
     demo_overrides,
     fresh_world,
     recent_keys,
@@ -367,6 +368,27 @@ def _delete_some(sims: RunningSimulators, count: int, keys: list[str]) -> list[s
     return deleted
 
 
+def _banner(
+    args: argparse.Namespace,
+    profile: str,
+    deleted: int,
+    sims: RunningSimulators,
+    world: World,
+    keys: list[str],
+    env: Mapping[str, str],
+) -> str:
+    """What dev serves, and the environment it gives dg dev (also written for ``source``)."""
+    return (
+        f"okki-assets dev: {args.companies} companies over {args.days} days,"
+        f" fault profile '{profile}', {deleted} deleted today\n"
+        f"  OKKI simulator   {sims.okki_url}  (client_id {DEMO_CLIENT_ID})\n"
+        f"  target simulator {sims.target_url}\n"
+        f"  DuckDB file      {world.database} (new)\n"
+        f"  DAGSTER_HOME     {world.home} (emptied)\n"
+        f"  partitions       {keys[0]} ... {keys[-1]} (today)\n"
+    ) + environment_lines(env, write_environment(world.home, env))
+
+
 def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     project = Path(args.project_dir).resolve()
@@ -392,16 +414,7 @@ def run(args: argparse.Namespace) -> int:
             env = dev_environment(
                 os.environ, sims, database=database, home=home, sync_start=keys[0]
             )
-            out.write(
-                f"okki-assets dev: {args.companies} companies over {args.days} days,"
-                f" fault profile '{profile.name}', {len(deleted)} deleted today\n"
-                f"  OKKI simulator   {sims.okki_url}  (client_id {DEMO_CLIENT_ID})\n"
-                f"  target simulator {sims.target_url}\n"
-                f"  DuckDB file      {database} (new)\n"
-                f"  DAGSTER_HOME     {home} (emptied)\n"
-                f"  partitions       {keys[0]} ... {keys[-1]} (today)\n"
-            )
-            out.write(environment_lines(env, write_environment(home, env)))
+            out.write(_banner(args, profile.name, len(deleted), sims, world, keys, env))
             if (project / ".env").exists():
                 out.write(
                     "  (.env is not read by okki-assets dev: the simulators' settings win; but"
