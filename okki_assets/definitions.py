@@ -21,11 +21,17 @@ Environment (see README and .env.example):
   OKKI_SYNC_START      first partition, YYYY-MM-DD (default 2026-01-01)
   OKKI_QUARANTINE_THRESHOLD  WARN above this quarantined share (default 0.05)
   OKKI_ALERT_WEBHOOK   robot webhook for run-failure messages; unset = no alerts
+
+A value that cannot be read never stops the code location from loading: its default is used
+for the definitions, and every step of a run fails first, in one line naming the variable and
+what it expects (``_Reader``).
 """
 
 from __future__ import annotations
 
 import os
+from datetime import date
+from typing import TypeVar
 
 import dagster as dg
 
@@ -43,6 +49,7 @@ from okki_assets.resources import (
 
 DEFAULT_DUCKDB = "data/okki_assets.duckdb"
 DEFAULT_DUCKDB_MEMORY = "256MB"
+T = TypeVar("T")
 
 
 def build_defs(
@@ -76,36 +83,60 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
 
-def _number(name: str, default: float) -> float:
-    raw = _env(name, str(default))
-    try:
-        return float(raw)
-    except ValueError as e:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from e
+class _Reader:
+    """Reads typed settings from the environment without ever failing.
 
+    A value that cannot be read (``OKKI_RATE_LIMIT=fast``, ``OKKI_SYNC_START=2026-13-01``) is
+    replaced by its default and kept in ``problems`` as one line naming the variable and what it
+    expects. The definitions then always load (the UI shows the assets), and every step fails
+    first with that line (``WarehouseResource.setting_problems``), before OKKI or the target is
+    called or a row is written.
+    """
 
-def _count(name: str, default: int) -> int:
-    """A whole number of at least 1 (a concurrency, a batch size, a number of days)."""
-    raw = _env(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError as e:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from e
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value
+    def __init__(self) -> None:
+        self.problems: list[str] = []
 
+    def _refused(self, problem: str, default: T) -> T:
+        self.problems.append(problem)
+        return default
 
-def _optional_number(name: str, *, auto: str = "") -> float | None:
-    """A number, or None when unset (or set to ``auto``, if given)."""
-    raw = _env(name, "")
-    if not raw or (auto and raw.lower() == auto):
-        return None
-    try:
-        return float(raw)
-    except ValueError as e:
-        also = f" or {auto}" if auto else ""
-        raise ValueError(f"{name} must be a number{also}, got {raw!r}") from e
+    def number(self, name: str, default: float) -> float:
+        raw = _env(name, str(default))
+        try:
+            return float(raw)
+        except ValueError:
+            return self._refused(f"{name} must be a number, got {raw!r}", default)
+
+    def count(self, name: str, default: int) -> int:
+        """A whole number of at least 1 (a concurrency, a batch size, a number of days)."""
+        raw = _env(name, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            return self._refused(f"{name} must be a whole number, got {raw!r}", default)
+        if value < 1:
+            return self._refused(f"{name} must be at least 1, got {value}", default)
+        return value
+
+    def optional_number(self, name: str, *, auto: str = "") -> float | None:
+        """A number, or None when unset (or set to ``auto``, if given)."""
+        raw = _env(name, "")
+        if not raw or (auto and raw.lower() == auto):
+            return None
+        try:
+            return float(raw)
+        except ValueError:
+            also = f" or {auto}" if auto else ""
+            return self._refused(f"{name} must be a number{also}, got {raw!r}", None)
+
+    def day(self, name: str, default: str) -> str:
+        """A date YYYY-MM-DD."""
+        raw = _env(name, default)
+        try:
+            date.fromisoformat(raw)
+        except ValueError:
+            return self._refused(f"{name} must be a date YYYY-MM-DD, got {raw!r}", default)
+        return raw
 
 
 def _secret(name: str) -> str:
@@ -124,33 +155,40 @@ def _memory_limit() -> str:
 
 
 def defs_from_env() -> dg.Definitions:
+    env = _Reader()
     target_url = _env("TARGET_URL", "")
+    okki = OkkiResource(
+        base_url=_env("OKKI_BASE_URL", REAL_OKKI_BASE_URL),
+        client_id=_secret("OKKI_CLIENT_ID"),
+        client_secret=_secret("OKKI_CLIENT_SECRET"),
+        rate_limit=env.optional_number("OKKI_RATE_LIMIT", auto="auto"),
+        rate_limit_max=env.optional_number("OKKI_RATE_LIMIT_MAX"),
+        concurrency=env.count("OKKI_CONCURRENCY", 8),
+        refresh_info=_env("OKKI_REFRESH_INFO", "0") in ("1", "true", "yes"),
+    )
+    target = TargetResource(
+        # An EnvVar: a password in a database URL is never shown in the UI.
+        url=_secret("TARGET_URL"),
+        token=_secret("TARGET_TOKEN") if target_url else "",
+        table=_env("TARGET_TABLE", "okki_companies"),
+        batch_size=env.count("TARGET_BATCH_SIZE", 500),
+        mapping_file=_env("OKKI_MAPPING_FILE", ""),
+    )
+    sync_start = env.day("OKKI_SYNC_START", DEFAULT_SYNC_START)
+    quarantine_threshold = env.number("OKKI_QUARANTINE_THRESHOLD", DEFAULT_QUARANTINE_THRESHOLD)
+    info_refresh_days = env.count("OKKI_INFO_REFRESH_DAYS", DEFAULT_REFRESH_DAYS)
     return build_defs(
-        okki=OkkiResource(
-            base_url=_env("OKKI_BASE_URL", REAL_OKKI_BASE_URL),
-            client_id=_secret("OKKI_CLIENT_ID"),
-            client_secret=_secret("OKKI_CLIENT_SECRET"),
-            rate_limit=_optional_number("OKKI_RATE_LIMIT", auto="auto"),
-            rate_limit_max=_optional_number("OKKI_RATE_LIMIT_MAX"),
-            concurrency=_count("OKKI_CONCURRENCY", 8),
-            refresh_info=_env("OKKI_REFRESH_INFO", "0") in ("1", "true", "yes"),
-        ),
-        target=TargetResource(
-            # An EnvVar: a password in a database URL is never shown in the UI.
-            url=_secret("TARGET_URL"),
-            token=_secret("TARGET_TOKEN") if target_url else "",
-            table=_env("TARGET_TABLE", "okki_companies"),
-            batch_size=_count("TARGET_BATCH_SIZE", 500),
-            mapping_file=_env("OKKI_MAPPING_FILE", ""),
-        ),
+        okki=okki,
+        target=target,
         warehouse=WarehouseResource(
             database=_env("OKKI_ASSETS_DUCKDB", DEFAULT_DUCKDB),
             memory_limit=_memory_limit(),
+            setting_problems=env.problems,
         ),
-        sync_start=_env("OKKI_SYNC_START", DEFAULT_SYNC_START),
-        quarantine_threshold=_number("OKKI_QUARANTINE_THRESHOLD", DEFAULT_QUARANTINE_THRESHOLD),
+        sync_start=sync_start,
+        quarantine_threshold=quarantine_threshold,
         alert_webhook=_env("OKKI_ALERT_WEBHOOK", ""),
-        info_refresh_days=_count("OKKI_INFO_REFRESH_DAYS", DEFAULT_REFRESH_DAYS),
+        info_refresh_days=info_refresh_days,
     )
 
 

@@ -33,6 +33,7 @@ Timestamps are written at second resolution in China Standard Time (OKKI's resol
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -179,11 +180,23 @@ def _parse_field(source: str, key: object, spec: object) -> FieldSpec:
         return FieldSpec(key=key, path=path, const=spec["const"], default=default)
     column = spec["column"]
     if column not in CLEANED_COLUMNS:
-        hint = " (use {const: ...} for a fixed value)" if isinstance(column, str) else ""
-        raise _fail(source, f"{where}.column", f"unknown column {column!r}{hint}")
+        hint = "; {const: ...} gives a fixed value" if isinstance(column, str) else ""
+        raise _fail(
+            source,
+            f"{where}.column",
+            f"unknown column {column!r}; the cleaned columns (docs/mapping.md), closest first:"
+            f" {', '.join(columns_closest_first(column))}{hint}",
+        )
     if column not in _ALLOWED_TYPES[ftype]:
         raise _fail(source, f"{where}.type", f"type {ftype!r} does not apply to column {column!r}")
     return FieldSpec(key=key, path=path, column=column, type=ftype, default=default)
+
+
+def columns_closest_first(name: object) -> list[str]:
+    """Every cleaned column, those most like ``name`` (a typo, say) first, the rest in the
+    schema's order."""
+    close = difflib.get_close_matches(str(name), CLEANED_COLUMNS, n=len(CLEANED_COLUMNS))
+    return close + [c for c in CLEANED_COLUMNS if c not in close]
 
 
 def parse_mapping(spec: object, source: str = "<dict>") -> TargetMapping:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import httpx
 from pydantic import Field
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
@@ -34,6 +35,19 @@ except ImportError:  # Windows: loads are not serialised across processes there
 
 REAL_OKKI_BASE_URL = "https://api-sandbox.xiaoman.cn"
 log = logging.getLogger(__name__)
+
+
+def shown_url(value: str) -> str:
+    """A URL as run metadata may show it: scheme, host, port and path, never a user, a password,
+    a query or a fragment (any of which may hold a secret); "" if it is not a URL."""
+    try:
+        url = httpx.URL(value.strip())
+    except Exception:  # httpx raises several types for malformed URLs
+        return ""
+    port = f":{url.port}" if url.port else ""
+    if url.host:
+        return f"{url.scheme}://{url.host}{port}{url.path}".rstrip("/")
+    return f"{url.scheme}://{url.path}" if url.scheme and url.path else ""  # sqlite:///a/file
 
 
 # Dagster's type parameter is the resource's own class; subscribing it would build a new model
@@ -65,6 +79,11 @@ class OkkiResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         description="Call info for every company even when the stored copy has the same"
         " update_time (costs one request per company; catches edits OKKI does not date).",
     )
+
+    def settings_used(self) -> dict[str, str]:
+        """What a run shows of the OKKI it called (never a secret): its host, since a ``.env``
+        in the working folder wins over the shell for ``dg dev`` and ``dg launch``."""
+        return {"okki_base_url": shown_url(self.base_url) or "(not a URL)"}
 
     def check(self) -> None:
         """Fail fast on missing credentials or a bad rate setting; calls nothing."""
@@ -180,6 +199,20 @@ class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         """The target's adapter (close it after use); the null target in land-only mode."""
         return open_target(self.url.strip() or None, self.settings())
 
+    def settings_used(self) -> dict[str, str]:
+        """What a run shows of the target it wrote to (never a secret): its kind and host."""
+        if self.land_only:
+            return {"target": "land-only: nothing sent (TARGET_URL unset)"}
+        url = self.url.strip()
+        scheme = url.split(":", 1)[0].lower()
+        if scheme in ("http", "https"):
+            kind = "batch API"
+        elif scheme.startswith("k3cloud"):
+            kind = "Kingdee K/3 Cloud"
+        else:
+            kind = f"SQL table {self.table.strip() or TargetSettings.table}"
+        return {"target": f"{kind} at {shown_url(url) or '(not a URL)'}"}
+
     def mapping(self) -> TargetMapping:
         return load_mapping(self.mapping_file or None)
 
@@ -209,9 +242,22 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         " large window keeps the run's memory flat; empty = DuckDB's default, 80% of the RAM"
         " (OKKI_ASSETS_DUCKDB_MEMORY).",
     )
+    setting_problems: list[str] = Field(
+        default_factory=list,
+        description="Settings of the environment that could not be read (each names its"
+        " variable and what it expects; the definitions use the default meanwhile). Every step"
+        " opens this file first, so while any is left, every step fails with them, before OKKI"
+        " or the target is called or a row is written.",
+    )
+
+    def check_settings(self) -> None:
+        """Fail with the settings that could not be read, in one line."""
+        if self.setting_problems:
+            raise ConfigError("; ".join(self.setting_problems))
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.check_settings()
         path = Path(self.database)
         if self.database != ":memory:":
             try:

@@ -109,7 +109,10 @@ def build_loaded_companies(
                                 batch_size=target.batch_size,
                             )
                         log_load(context, summary)
-                        context.add_asset_metadata(load_metadata(summary), partition_key=key)
+                        context.add_asset_metadata(
+                            {**load_metadata(summary), **target.settings_used()},
+                            partition_key=key,
+                        )
                         outcomes.append(load_reconciled(summary))
             yield dg.MaterializeResult()
             yield from emit(context, ASSET, outcomes)

@@ -99,6 +99,7 @@ def build_raw_companies(
                 okki.check()
                 target.check()
                 warehouse.check()
+            used = {**okki.settings_used(), **target.settings_used()}  # which OKKI, which target
             with failure_on_error(), okki.session(warehouse.get_connection) as client:
                 for key in context.partition_keys:
                     summary = pull_partition(
@@ -119,7 +120,9 @@ def build_raw_companies(
                         len(summary.deleted_while_syncing),
                         summary.seconds,
                     )
-                    context.add_asset_metadata(pull_metadata(summary), partition_key=key)
+                    context.add_asset_metadata(
+                        {**pull_metadata(summary), **used}, partition_key=key
+                    )
                     outcomes.append(raw_complete(summary))
             yield dg.MaterializeResult()
             yield from emit(context, ASSET, outcomes)
@@ -140,7 +143,7 @@ def raw_complete(summary: "PullSummary") -> CheckOutcome:
         summary.partition_key,
         RAW_COMPLETE,
         summary.accounted,
-        description=f"{summary.distinct} listed, {summary.stored_in_duckdb} in DuckDB",
+        description=raw_complete_description(summary),
         metadata={
             "okki_total_item_reported": summary.total_item,
             "distinct_companies": summary.distinct,
@@ -153,6 +156,20 @@ def raw_complete(summary: "PullSummary") -> CheckOutcome:
             "list_passes_until_stable": summary.passes,
         },
     )
+
+
+def raw_complete_description(summary: "PullSummary") -> str:
+    """Listed against stored, and why OKKI's own total may be higher: the list is asked for the
+    window widened by a second on each edge, and rows on the edges belong to the neighbour days
+    (synced there)."""
+    text = f"{summary.distinct} listed, {summary.stored_in_duckdb} in DuckDB"
+    edge = summary.edge_rows_left_to_neighbour
+    if edge:
+        text += (
+            f"; OKKI's total of {summary.total_item} also counts {edge} rows of the neighbour"
+            " days (on the window's edges, synced with their own day)"
+        )
+    return text
 
 
 # --- the stage: one partition's pull ------------------------------------------------------

@@ -22,6 +22,8 @@ from okki_assets.cli.options import (
     add_project_dir_argument,
     add_world_arguments,
     check_partitions,
+    check_ports_free,
+    port,
 )
 from okki_assets.cli.replay import run_replay
 from okki_assets.simulator.harness import fault_profile
@@ -61,6 +63,16 @@ def _replay(args: argparse.Namespace) -> int:
     return run_replay(args.partition, out=sys.stdout, err=sys.stderr)
 
 
+def _simulate_ports_free(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    check_ports_free(
+        parser,
+        [
+            ("--okki-port", "127.0.0.1", args.okki_port),
+            ("--target-port", "127.0.0.1", args.target_port),
+        ],
+    )
+
+
 def _no_rules(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Commands whose options have no rule across them."""
 
@@ -70,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="okki-assets",
         description="Sync OKKI CRM companies through Dagster into DuckDB and a target platform.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    # Not required=True: argparse would then answer "okki-assets --bogus" with "the following
+    # arguments are required: command" instead of naming --bogus (see main).
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
         "demo",
@@ -88,9 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HELP_FORMAT,
     )
     add_world_arguments(sim, faults="none")
-    sim.add_argument("--okki-port", type=int, default=8801, help="port of the OKKI simulator")
-    sim.add_argument("--target-port", type=int, default=8802, help="port of the target simulator")
-    sim.set_defaults(func=_simulate, check=_no_rules, parser=sim)
+    sim.add_argument("--okki-port", type=port(), default=8801, help="port of the OKKI simulator")
+    sim.add_argument(
+        "--target-port", type=port(), default=8802, help="port of the target simulator"
+    )
+    sim.set_defaults(func=_simulate, check=_simulate_ports_free, parser=sim)
 
     replay = sub.add_parser(
         "replay", help="re-send a partition's failed and rejected records (uses the environment)"
@@ -106,9 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("OKKI_ASSETS_LOG", "WARNING"), format="%(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command is None:
+        commands = ", ".join(_commands(parser))
+        parser.error(f"name a command: {commands} (okki-assets COMMAND --help for its options)")
     args.check(args.parser, args)
     return int(args.func(args) or 0)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -25,10 +26,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import dagster as dg
+import yaml
 
 from okki_assets.cli.runs import QUIET, partition_row
 from okki_assets.definitions import build_defs
-from okki_assets.partitions import today_key
+from okki_assets.partitions import ACCOUNT_WINDOW, today_key, window_for_key
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
 from okki_assets.simulator.harness import (
     DEMO_CLIENT_ID,
@@ -44,6 +46,8 @@ from okki_assets.simulator.okki import OkkiSimulator
 from okki_assets.simulator.target import TargetSimConfig, TargetSimulator
 
 DEMO_DUCKDB = "data/demo.duckdb"
+#: Where the UI materializes the windows (Dagster 1.13's menu says "Catalog").
+UI_HINT = "Catalog -> select raw_companies, cleaned_companies, loaded_companies -> Materialize..."
 DEMO_MALFORMED_RATE = 0.01  # real exports carry a few broken records; the demo shows quarantine
 # Real accounts are mostly quiet customers last touched long ago: this share of the demo's
 # companies was last updated a year or more before the first window, for okki_reconcile to bring.
@@ -78,13 +82,23 @@ class World:
     database: Path
 
 
+#: The instance settings of the demo's world: no telemetry, and no "join the community" pop-up
+#: (Dagster's "nux") over the UI's first view. Added to a dagster.yaml that lacks them.
+INSTANCE_SETTINGS = {"telemetry": {"enabled": False}, "nux": {"enabled": False}}
+
+
 def dagster_home(project_dir: Path) -> Path:
-    """A persistent instance folder inside the project (``okki-assets dev`` serves it)."""
+    """A persistent instance folder inside the project (``okki-assets dev`` serves it), its
+    ``dagster.yaml`` holding ``INSTANCE_SETTINGS`` (a user's own settings there are kept)."""
     home = project_dir / ".dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+    text = config.read_text(encoding="utf-8") if config.exists() else ""
+    present = yaml.safe_load(text) or {}
+    missing = {k: v for k, v in INSTANCE_SETTINGS.items() if k not in present}
+    if missing:
+        glue = "" if not text or text.endswith("\n") else "\n"
+        config.write_text(text + glue + yaml.safe_dump(missing), encoding="utf-8")
     return home
 
 
@@ -143,11 +157,16 @@ def sync_partitions(
             )
             row = partition_row(key, result)
             rows.append(row)
-            out.write(
-                f"{row['fetched']} fetched, {row['sent']} sent, {row['status']}"
-                f" ({time.monotonic() - t0:.1f}s)\n"
-            )
+            out.write(f"{progress(row)} ({time.monotonic() - t0:.1f}s)\n")
     return rows
+
+
+def progress(row: dict[str, Any]) -> str:
+    """One partition's line: fetched, sent (and how many of those were deletions, which OKKI
+    lists apart: "148 fetched, 152 sent" alone reads like four records too many), status."""
+    deletions = row.get("deletions_sent") or 0
+    of_them = f" ({deletions} of them deletions)" if deletions else ""
+    return f"{row['fetched']} fetched, {row['sent']} sent{of_them}, {row['status']}"
 
 
 def demo_overrides(first_key: str) -> dict[str, Any]:
@@ -166,6 +185,7 @@ def reconcile_account(sims: RunningSimulators, world: World, sync_start: str, ou
     out.write("reconciling the whole account (okki_reconcile) ... ")
     out.flush()
     t0 = time.monotonic()
+    history = len(sims.okki.companies_in_window(ACCOUNT_WINDOW[0], window_for_key(sync_start)[0]))
     with dg.DagsterInstance.from_config(str(world.home)) as instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
     figures: dict[str, Any] = {}
@@ -176,16 +196,25 @@ def reconcile_account(sims: RunningSimulators, world: World, sync_start: str, ou
     in_sync = result.success and bool(checks) and all(c.passed for c in checks)
     out.write(f"{'in sync' if in_sync else 'NOT in sync'} ({time.monotonic() - t0:.1f}s)\n")
     if figures:
-        out.write(
-            f"  {figures['companies_in_okki']} companies in OKKI, {figures['deleted_in_okki']}"
-            f" deleted; the windows had left {figures['found_missing']} missing and"
-            f" {figures['found_stale']} stale, {figures['found_deleted_but_present']} deleted"
-            f" but present\n  sent {figures.get('sent', 0)}"
-            f" ({figures.get('tombstones_sent', 0)} tombstones), {figures['refreshed']} infos"
-            f" refreshed, {figures['quarantined']} quarantined;"
-            f" {figures['list_requests']} list and {figures['info_requests']} info requests\n"
-        )
+        out.write(account_lines(figures, sync_start, history))
     return in_sync
+
+
+def account_lines(figures: dict[str, Any], sync_start: str, history: int) -> str:
+    """What okki_reconcile brought in, in words that say why: the synced days list only the
+    companies updated on them, so the account's older history (``history`` companies last
+    updated before ``sync_start``, as OKKI holds them) reaches the target now."""
+    return (
+        f"  {figures['companies_in_okki']} companies in OKKI, {figures['deleted_in_okki']}"
+        f" deleted. Brought in now: {figures['found_missing']} companies no synced day listed"
+        f" (history older than the synced days: OKKI holds {history} last updated before"
+        f" {sync_start}, which no daily window lists), {figures['found_stale']} updated since"
+        f" their day was synced, {figures['found_deleted_but_present']} deleted in OKKI but"
+        " still at the target\n"
+        f"  sent {figures.get('sent', 0)} ({figures.get('tombstones_sent', 0)} deletions),"
+        f" {figures['refreshed']} infos refreshed, {figures['quarantined']} quarantined;"
+        f" {figures['list_requests']} list and {figures['info_requests']} info requests\n"
+    )
 
 
 def demo_defs(sims: RunningSimulators, world: World, sync_start: str) -> dg.Definitions:
@@ -260,9 +289,21 @@ def run_demo(settings: DemoSettings, out: TextIO) -> int:
         " materialize more, run\n"
         f"  {dev_hint(settings)}\n"
         "(the same simulated data, synced again, then the UI with live simulators on"
-        " http://127.0.0.1:3000 -> Assets -> okki; Ctrl-C stops it).\n"
+        f" http://127.0.0.1:3000 -> {UI_HINT}; Ctrl-C stops it).\n"
     )
     return 0 if in_sync and all(r["status"] == "ok" for r in rows) else 1
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigint_and_sigterm() -> None:
+    """SIGINT and SIGTERM stop the simulators, however the command was started: one started in
+    the background by a non-interactive shell (``&``) inherits SIGINT ignored, and Python then
+    leaves it ignored, so Ctrl-C or ``kill -INT`` would do nothing."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
 
 
 def run_simulators(
@@ -277,6 +318,7 @@ def run_simulators(
 ) -> int:
     okki = OkkiSimulator.demo(n=companies, days=days, seed=seed, **profile.okki)
     target = TargetSimulator(TargetSimConfig(seed=seed, **profile.target))
+    _stop_on_sigint_and_sigterm()
     out.write(
         f"OKKI simulator   http://127.0.0.1:{okki_port}  (client_id={DEMO_CLIENT_ID},"
         f" {companies} companies over {days} days)\n"

@@ -9,7 +9,8 @@ then ``dg dev`` with the environment pointed at them: ``OKKI_BASE_URL``,
 ``DAGSTER_HOME`` (``.dagster_home``). Instance and DuckDB file are the demo's world, emptied first
 like the simulators' data, so everything the UI shows is in the DuckDB file and Materialize has
 simulators to talk to. Other variables of the shell (mapping file, quarantine threshold, alert
-webhook) pass through.
+webhook) pass through. The banner lists the variables it sets, and ``.dagster_home/dev-env.sh``
+holds them for ``source``, so ``dg launch`` from a shell reaches the same world.
 
 Process handling, which the webserver test reuses:
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -47,13 +49,22 @@ import httpx
 import yaml
 
 import okki_assets
-from okki_assets.cli.demo import demo_overrides, fresh_world, recent_keys, sync_partitions
+from okki_assets.cli.demo import (
+    UI_HINT,
+    World,
+    demo_overrides,
+    fresh_world,
+    recent_keys,
+    sync_partitions,
+)
 from okki_assets.cli.options import (
     add_partitions_argument,
     add_project_dir_argument,
     add_world_arguments,
     at_least,
     check_partitions,
+    check_ports_free,
+    port,
 )
 from okki_assets.okki_time import CHINA_TZ
 from okki_assets.partitions import window_for_key
@@ -71,6 +82,8 @@ DEFINITIONS_MODULE = "okki_assets.definitions"
 DEFAULT_PORT = 3000
 STOP_GRACE_SECONDS = 30.0
 READY_TIMEOUT_SECONDS = 180.0
+#: The file in the instance folder holding the environment given to dg dev, for ``source``.
+ENVIRONMENT_FILE = "dev-env.sh"
 #: The variables ``okki-assets dev`` sets; a value of the shell for any of them is replaced.
 SIMULATOR_VARIABLES = (
     "OKKI_BASE_URL",
@@ -167,6 +180,29 @@ def dev_environment(
         DAGSTER_HOME=str(home),
     )
     return env
+
+
+def write_environment(home: Path, env: Mapping[str, str]) -> Path:
+    """The simulator variables of ``env`` as a file a shell can ``source`` (``dev-env.sh`` in
+    the instance folder), so that ``dg launch`` from a shell reaches the same simulators,
+    DuckDB file and instance as the UI. The secrets are the simulators' demo values."""
+    path = home / ENVIRONMENT_FILE
+    lines = [
+        "# okki-assets dev: the environment given to dg dev (the simulators' demo values).",
+        "# Valid while that okki-assets dev runs; `source` it, then run dg launch.",
+        *(f"export {name}={shlex.quote(env[name])}" for name in SIMULATOR_VARIABLES),
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def environment_lines(env: Mapping[str, str], path: Path) -> str:
+    """The banner's list of the simulator variables given to dg dev, and where they are kept."""
+    shown = "".join(f"    {name}={env[name]}\n" for name in SIMULATOR_VARIABLES)
+    return (
+        "  environment given to dg dev (demo values; to run dg launch from a shell,"
+        f" first: source {shlex.quote(str(path))}):\n{shown}"
+    )
 
 
 def start_process_group(
@@ -272,14 +308,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="companies deleted in OKKI today, so that tombstones show",
     )
     parser.add_argument("--host", default="127.0.0.1", help="webserver host")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="webserver port")
-    parser.add_argument("--okki-port", type=int, default=0, help="OKKI simulator port (0: free)")
-    parser.add_argument("--target-port", type=int, default=0, help="target simulator port")
+    parser.add_argument("--port", type=port(), default=DEFAULT_PORT, help="webserver port")
+    parser.add_argument(
+        "--okki-port", type=port(free_ok=True), default=0, help="OKKI simulator port (0: free)"
+    )
+    parser.add_argument(
+        "--target-port", type=port(free_ok=True), default=0, help="target simulator port"
+    )
     add_project_dir_argument(parser)
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Rules across options, and the ports: one taken is refused before the world is emptied
+    (dg dev would otherwise log "address already in use" and wait for ever)."""
     check_partitions(parser, args)
+    check_ports_free(
+        parser,
+        [
+            ("--port", args.host, args.port),
+            ("--okki-port", "127.0.0.1", args.okki_port),
+            ("--target-port", "127.0.0.1", args.target_port),
+        ],
+    )
 
 
 class _Stop:
@@ -318,6 +368,27 @@ def _delete_some(sims: RunningSimulators, count: int, keys: list[str]) -> list[s
     return deleted
 
 
+def _banner(
+    args: argparse.Namespace,
+    profile: str,
+    deleted: int,
+    sims: RunningSimulators,
+    world: World,
+    keys: list[str],
+    env: Mapping[str, str],
+) -> str:
+    """What dev serves, and the environment it gives dg dev (also written for ``source``)."""
+    return (
+        f"okki-assets dev: {args.companies} companies over {args.days} days,"
+        f" fault profile '{profile}', {deleted} deleted today\n"
+        f"  OKKI simulator   {sims.okki_url}  (client_id {DEMO_CLIENT_ID})\n"
+        f"  target simulator {sims.target_url}\n"
+        f"  DuckDB file      {world.database} (new)\n"
+        f"  DAGSTER_HOME     {world.home} (emptied)\n"
+        f"  partitions       {keys[0]} ... {keys[-1]} (today)\n"
+    ) + environment_lines(env, write_environment(world.home, env))
+
+
 def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     project = Path(args.project_dir).resolve()
@@ -343,17 +414,12 @@ def run(args: argparse.Namespace) -> int:
             env = dev_environment(
                 os.environ, sims, database=database, home=home, sync_start=keys[0]
             )
-            out.write(
-                f"okki-assets dev: {args.companies} companies over {args.days} days,"
-                f" fault profile '{profile.name}', {len(deleted)} deleted today\n"
-                f"  OKKI simulator   {sims.okki_url}  (client_id {DEMO_CLIENT_ID})\n"
-                f"  target simulator {sims.target_url}\n"
-                f"  DuckDB file      {database} (new)\n"
-                f"  DAGSTER_HOME     {home} (emptied)\n"
-                f"  partitions       {keys[0]} ... {keys[-1]} (today)\n"
-            )
+            out.write(_banner(args, profile.name, len(deleted), sims, world, keys, env))
             if (project / ".env").exists():
-                out.write("  (.env is not read by okki-assets dev: the simulators' settings win)\n")
+                out.write(
+                    "  (.env is not read by okki-assets dev: the simulators' settings win; but"
+                    " dg launch in the project folder reads it over the shell's)\n"
+                )
             out.flush()
             if args.partitions and not stop.requested:
                 out.write(f"Syncing the {args.partitions} most recent partitions first:\n")
@@ -373,8 +439,8 @@ def run(args: argparse.Namespace) -> int:
                     if not ready and webserver_ready(url):
                         ready = True
                         out.write(
-                            f"\nDagster UI ready: {url}  (Assets -> okki -> Materialize;"
-                            " pick partitions for a backfill)\n\n"
+                            f"\nDagster UI ready: {url}  ({UI_HINT}; pick partitions for a"
+                            " backfill)\n\n"
                         )
                         out.flush()
                     time.sleep(0.25)

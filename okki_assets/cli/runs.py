@@ -37,6 +37,7 @@ def partition_row(key: str, result: dg.ExecuteInProcessResult) -> dict[str, Any]
         "cleaned": _value(clean, "cleaned"),
         "quarantined": _value(clean, "quarantined"),
         "sent": _value(load, "sent"),
+        "deletions_sent": _value(load, "tombstones"),
         "unchanged": _value(load, "skipped_unchanged"),
         "status": status,
     }

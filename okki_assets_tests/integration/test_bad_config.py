@@ -5,7 +5,9 @@ TARGET_TOKEN, an unreadable or invalid mapping file, a DuckDB file that is locke
 process, cannot be created or is not a database: each run fails, the failure the user sees (the
 step's error in the run, and ``dagster asset materialize`` on the command line) is one line that
 names what to fix, with no chain of tracebacks under it; settings that only the load needs fail
-before OKKI is asked for anything; and DuckDB holds no row of the partition.
+before OKKI is asked for anything; and DuckDB holds no row of the partition. A value of the
+environment that cannot be read (``OKKI_RATE_LIMIT=fast``, ``OKKI_SYNC_START=2026-13-01``) never
+stops the definitions from loading: every step of a run fails first, in one line naming it.
 """
 
 from __future__ import annotations
@@ -387,3 +389,119 @@ def test_missing_credentials_on_the_command_line_end_in_one_line_naming_them(
     ), named
     assert "PostProcessingError" not in output and "DagsterInvalidConfigError" not in output
     assert output.rstrip().endswith("Error: Materialization failed."), output[-3000:]
+
+
+# --- a value of the environment that cannot be read ---------------------------------------------
+
+# (variable, value, the line the run fails with)
+UNREADABLE = [
+    # a rate in words
+    ("OKKI_RATE_LIMIT", "fast", "OKKI_RATE_LIMIT must be a number or auto, got 'fast'"),
+    # a month that does not exist: the partitions could not even be built from it
+    (
+        "OKKI_SYNC_START",
+        "2026-13-01",
+        "OKKI_SYNC_START must be a date YYYY-MM-DD, got '2026-13-01'",
+    ),
+    # a share written as a percentage
+    (
+        "OKKI_QUARANTINE_THRESHOLD",
+        "5%",
+        "OKKI_QUARANTINE_THRESHOLD must be a number, got '5%'",
+    ),
+    # no info calls in flight at all
+    ("OKKI_CONCURRENCY", "0", "OKKI_CONCURRENCY must be at least 1, got 0"),
+]
+
+
+def _point_at(monkeypatch: pytest.MonkeyPatch, sims: Any, database: Path, **variables: str) -> None:
+    for name in list(os.environ):
+        if name.startswith(("OKKI_", "TARGET_")):
+            monkeypatch.delenv(name)
+    for name, value in {
+        "OKKI_BASE_URL": sims.okki_url,
+        "OKKI_CLIENT_ID": DEMO_CLIENT_ID,
+        "OKKI_CLIENT_SECRET": DEMO_CLIENT_SECRET,
+        "TARGET_URL": sims.target_url,
+        "TARGET_TOKEN": DEMO_TARGET_TOKEN,
+        "OKKI_ASSETS_DUCKDB": str(database),
+        **variables,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize(("variable", "value", "line"), UNREADABLE)
+def test_an_unreadable_setting_loads_the_definitions_and_fails_each_step_in_one_line(
+    variable: str,
+    value: str,
+    line: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    instance: dg.DagsterInstance,
+) -> None:
+    from okki_assets.definitions import defs_from_env
+
+    key = day_keys(2)[0]
+    database = tmp_path / "okki.duckdb"
+    with running_simulators(companies=30, days=2) as sims:
+        _point_at(monkeypatch, sims, database, **{variable: value})
+        defs = defs_from_env()  # loads: the UI shows the assets
+        graph = defs.resolve_asset_graph()
+        assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+            *ASSETS,
+            "okki_account",
+        }
+        sync = defs.resolve_job_def("okki_sync")
+        runs = {
+            "the whole sync": sync.execute_in_process(
+                partition_key=key, instance=instance, raise_on_error=False
+            ),
+            # a step that takes no OKKI setting still refuses to run on the default
+            "cleaned_companies alone": sync.execute_in_process(
+                partition_key=key,
+                instance=instance,
+                asset_selection=[dg.AssetKey("cleaned_companies")],
+                raise_on_error=False,
+            ),
+            "the account": defs.resolve_job_def("okki_reconcile").execute_in_process(
+                instance=instance, raise_on_error=False
+            ),
+        }
+        for what, result in runs.items():
+            message = assert_one_clear_line(result, ())
+            assert message.endswith(f"Failure: ConfigError: {line}"), (what, message)
+        calls = sims.okki.stats.calls
+        assert calls.get(LIST_PATH, 0) == calls.get(INFO_PATH, 0) == 0, calls
+        assert sims.target.stats()["batches_received"] == 0
+    assert_nothing_written(database, key)
+
+
+def test_an_unreadable_setting_on_the_command_line_is_one_line_not_a_load_error(
+    tmp_path: Path,
+) -> None:
+    """The README's command with two bad values: the run starts (the code location loads) and
+    fails in its first step, the line naming both variables; no traceback of the loading."""
+    with running_simulators(companies=30, days=2) as sims:
+        code, output = run_command(
+            tmp_path,
+            ["dg", "launch", "-m", "okki_assets.definitions", "--assets", ",".join(ASSETS)]
+            + ["--partition", day_keys(2)[0]],
+            OKKI_BASE_URL=sims.okki_url,
+            OKKI_CLIENT_ID=DEMO_CLIENT_ID,
+            OKKI_CLIENT_SECRET=DEMO_CLIENT_SECRET,
+            OKKI_RATE_LIMIT="fast",
+            OKKI_SYNC_START="2026-13-01",
+        )
+        assert sims.okki.stats.calls.get(LIST_PATH, 0) == 0
+    assert code == 1, output[-3000:]
+    assert "RUN_START" in output, output[-3000:]  # the code location loaded
+    named = [line for line in output.splitlines() if "OKKI_RATE_LIMIT" in line]
+    assert named, output[-3000:]
+    assert all(
+        line.endswith(
+            "ConfigError: OKKI_RATE_LIMIT must be a number or auto, got 'fast';"
+            " OKKI_SYNC_START must be a date YYYY-MM-DD, got '2026-13-01'"
+        )
+        for line in named
+    ), named
+    assert "ValueError" not in output and "import_module" not in output, output[-3000:]

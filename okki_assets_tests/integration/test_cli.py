@@ -12,12 +12,23 @@
 - Stopping ``okki-assets dev`` stops every process of ``dg dev``'s group with SIGTERM, also one
   started after the first SIGTERM (dg dev restarts a code server that exits while it shuts
   down): none is left to the SIGKILL at the end of the grace period.
+- A port in use (the UI's or a simulator's) is refused in one line, exit code 2, before anything
+  is emptied or started; ``simulate`` started with SIGINT ignored (a ``&`` job) stops on SIGINT.
+- ``okki-assets dev`` prints the environment it gave ``dg dev`` and writes it to
+  ``.dagster_home/dev-env.sh``: sourced in another shell, the README's ``dg launch`` syncs into
+  the same world; its progress says how many of the records sent were deletions; its hint names
+  the UI's Catalog, and the instance shows no community pop-up.
+- The demo says that what ``okki_reconcile`` brought in is the history older than the synced days.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,9 +39,11 @@ import httpx
 import pytest
 
 from okki_assets.cli import main
-from okki_assets.cli.demo import DEMO_DUCKDB, dagster_home, fresh_world
+from okki_assets.cli.demo import DEMO_DUCKDB, dagster_home, fresh_world, okki_assets_command
 from okki_assets.cli.dev import (
+    SIMULATOR_VARIABLES,
     STOP_GRACE_SECONDS,
+    dg_executable,
     free_port,
     start_process_group,
     stop_process_group,
@@ -223,3 +236,194 @@ def test_the_demo_hint_opens_the_ui_on_the_same_world_where_materialize_works(
     assert code == 0, log.read_text()[-3000:]
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/server_info", timeout=2)
+
+
+# --- the first hour: ports, the environment, signals, words -----------------------------------
+
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment without any OKKI_/TARGET_ variable or DAGSTER_HOME."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OKKI_", "TARGET_")) and k != "DAGSTER_HOME"
+    }
+
+
+def _an_earlier_world(project: Path) -> tuple[Path, bytes]:
+    """A world left by an earlier demo: a run record in the instance, a DuckDB file."""
+    home = dagster_home(project)
+    (home / "history").mkdir()
+    (home / "history" / "runs.db").write_bytes(b"an earlier run")
+    database = project / DEMO_DUCKDB
+    database.parent.mkdir(parents=True, exist_ok=True)
+    database.write_bytes(b"an earlier world" * 64)
+    return database, database.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        ("dev", "--port"),  # the UI's port: dg dev would log "address already in use", then wait
+        ("dev", "--okki-port"),  # a simulator's port: a traceback after the world was emptied
+        ("simulate", "--okki-port"),  # the banner, then a traceback
+    ],
+)
+def test_a_port_in_use_is_refused_in_one_line_and_nothing_is_emptied(
+    command: str, option: str, tmp_path: Path
+) -> None:
+    database, before = _an_earlier_world(tmp_path)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        args = [command, "--companies", "30", "--days", "2", option, str(taken)]
+        if command == "dev":
+            args += ["--project-dir", str(tmp_path)]
+            if option != "--port":
+                args += ["--port", str(free_port())]
+        proc = start_process_group(
+            [*okki_assets_command(), *args],
+            env=_clean_env(),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            stop_process_group(proc, grace=20)
+            proc.communicate()  # closes the pipes
+            pytest.fail(f"okki-assets {command} {option} {taken} was still running after 120 s")
+    assert proc.returncode == 2, (out, err)
+    assert out == b""
+    assert err.decode().splitlines() == [
+        f"okki-assets {command}: error: {option} {taken}: cannot serve on 127.0.0.1:{taken}"
+        " (Address already in use); stop what holds it or choose another port"
+    ]
+    assert database.read_bytes() == before  # nothing emptied
+    assert (tmp_path / ".dagster_home" / "history" / "runs.db").read_bytes() == b"an earlier run"
+
+
+def test_simulate_started_in_the_background_stops_on_sigint() -> None:
+    okki_port, target_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [*okki_assets_command(), "simulate", "--companies", "20", "--days", "1"]
+        + ["--okki-port", str(okki_port), "--target-port", str(target_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # as a `&` job of a non-interactive shell starts it: SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{okki_port}/", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the simulators never answered"
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("okki-assets simulate ignored SIGINT")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()  # closes the pipes
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b"Traceback" not in err
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{okki_port}/", timeout=2)
+
+
+def test_the_demo_says_the_reconciled_companies_are_history_brought_in_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    demo = ["demo", "--companies", "60", "--days", "2", "--partitions", "1", "--faults", "none"]
+    assert main([*demo, "--project-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    first_day = day_keys(1)[0]
+    found = re.search(
+        r"Brought in now: (\d+) companies no synced day listed \(history older than the synced"
+        rf" days: OKKI holds (\d+) last updated before {first_day}, which no daily window"
+        r" lists\), (\d+) updated since their day was synced",
+        printed,
+    )
+    assert found, printed
+    missing, history = int(found[1]), int(found[2])
+    assert 0 < missing <= history  # the history (bar the malformed ones, quarantined)
+    assert "had left" not in printed
+
+
+def test_dev_prints_its_environment_and_a_file_that_dg_launch_can_use(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    shell = tmp_path / "shell"  # a folder without .env
+    shell.mkdir()
+    log = tmp_path / "dev.out"
+    command = [*okki_assets_command(), "dev", "--companies", "40", "--days", "2"]
+    command += ["--partitions", "1", "--deleted", "2", "--faults", "none", "--port", str(port)]
+    with log.open("wb") as sink:
+        proc = start_process_group(
+            [*command, "--project-dir", str(tmp_path)],
+            env=_clean_env(),
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=sink,
+        )
+    try:
+        wait_for_webserver(url, proc, timeout=240)
+        printed = _wait_for(log, "Dagster UI ready")
+        env_file = tmp_path / ".dagster_home" / "dev-env.sh"  # where the README says
+        assert f"source {env_file}" in printed
+        for name in SIMULATOR_VARIABLES:
+            assert re.search(rf"^    {name}=\S+$", printed, re.M), (name, printed)
+        assert "    OKKI_CLIENT_SECRET=demo-secret\n" in printed
+        assert "    TARGET_TOKEN=demo-target-token\n" in printed
+        # The file, sourced in another shell, lets the README's dg launch reach the same world.
+        older = day_keys(2)[0]
+        launch = (
+            f"source {shlex.quote(str(env_file))} && exec {shlex.quote(dg_executable())} launch"
+            " -m okki_assets.definitions"
+            f" --assets raw_companies,cleaned_companies,loaded_companies --partition {older}"
+        )
+        done = subprocess.run(
+            ["bash", "-c", launch],
+            cwd=shell,
+            env=_clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        assert older in _cleaned_partitions(tmp_path / DEMO_DUCKDB)
+        assert older in _materialized(url, "loaded_companies")  # the UI's instance
+        # The deletions synced first are said to be deletions.
+        synced = re.search(
+            r"\[1/1\] syncing \S+ \.\.\. (\d+) fetched, (\d+) sent \((\d+) of them deletions\)",
+            printed,
+        )
+        assert synced, printed
+        fetched, sent, deletions = map(int, synced.groups())
+        assert deletions == 2 and sent == fetched + deletions
+        # The UI's menu is Catalog; no community pop-up over the first view.
+        assert "Catalog -> select raw_companies, cleaned_companies, loaded_companies" in printed
+        assert "Assets -> okki" not in printed
+        assert graphql(url, "{ shouldShowNux }")["shouldShowNux"] is False
+    finally:
+        code = stop_process_group(proc, grace=STOP_GRACE_SECONDS + 30)
+    assert code == 0, log.read_text()[-3000:]
+
+
+def _wait_for(log: Path, text: str, timeout: float = 60) -> str:
+    """The log's text once it holds ``text`` (okki-assets dev prints it when it sees the UI)."""
+    deadline = time.monotonic() + timeout
+    while text not in (printed := log.read_text()):
+        assert time.monotonic() < deadline, printed[-3000:]
+        time.sleep(0.2)
+    return printed

@@ -484,7 +484,8 @@ def test_the_code_location_loads_its_assets_with_their_checks(ui: Session) -> No
         for n in nodes
     }
     assert found == {**CHECKS, **ACCOUNT_CHECKS}
-    assert all(n["groupName"] == "okki" for n in nodes)
+    groups = {n["assetKey"]["path"][0]: n["groupName"] for n in nodes}
+    assert groups == {**dict.fromkeys(CHECKS, "okki"), "okki_account": "okki_reconcile"}
     # the daily windows are partitioned; the whole account (okki_reconcile) is not
     assert {n["assetKey"]["path"][0] for n in nodes if not n["isPartitioned"]} == {"okki_account"}
     blocking = {

@@ -2,7 +2,8 @@
 
 Covers: counts as a markdown table, largest first, and ``_none_`` when empty; a frame's first
 rows as markdown, cells on one line, pipes escaped, long cells cut; a frame as a table with
-text values, missing values blank, long values cut, at most ``limit`` rows.
+text values, missing values blank, long values cut, at most ``limit`` rows; raw_complete's
+description, which explains OKKI's total when it counts rows of the neighbour days.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import math
 import pandas as pd
 
 from okki_assets.assets.common import counts_markdown, markdown_rows, table_metadata
+from okki_assets.assets.raw import PullSummary, raw_complete
+from okki_assets.resources import shown_url
 
 
 def test_counts_are_a_table_largest_first() -> None:
@@ -41,3 +44,32 @@ def test_table_metadata_is_text_with_blanks_for_missing_values() -> None:
     ]
     long = table_metadata(frame.iloc[2:]).records[0].data["error"]
     assert len(long) == 200 and long.endswith("...")
+
+
+def test_raw_complete_explains_okki_total_by_the_neighbour_days_rows() -> None:
+    # OKKI's totalItem counts the rows on the window's widened edges; they belong to the
+    # neighbour days, so "144 listed" beside "reported 152" needs its reason in the check.
+    summary = PullSummary(
+        "2026-11-20",
+        total_item=152,
+        distinct=144,
+        stored_in_duckdb=144,
+        distinct_in_duckdb=144,
+        edge_rows_left_to_neighbour=8,
+    )
+    outcome = raw_complete(summary)
+    assert outcome.passed
+    assert outcome.description == (
+        "144 listed, 144 in DuckDB; OKKI's total of 152 also counts 8 rows of the neighbour"
+        " days (on the window's edges, synced with their own day)"
+    )
+    # with no such rows there is nothing to explain
+    plain = PullSummary("2026-11-20", total_item=5, distinct=5, stored_in_duckdb=5)
+    assert raw_complete(plain).description == "5 listed, 5 in DuckDB"
+
+
+def test_a_url_is_shown_without_user_password_query_or_fragment() -> None:
+    shown = shown_url("https://ops:pa55word@erp.example.com:8443/api/v1/?token=t0ken#x")
+    assert shown == "https://erp.example.com:8443/api/v1"
+    assert shown_url("http://127.0.0.1:8802") == "http://127.0.0.1:8802"
+    assert shown_url("not a url") == ""

@@ -5,6 +5,8 @@
   usage, then one ``error:`` line naming the option.
 - ``--help`` shows every option's default; ``simulate --help`` describes each option; the fault
   profiles are listed in one order in every command.
+- A port past 65535 (or below 1 where 0 means nothing), a --project-dir that does not exist,
+  an unknown option before the command, and no command at all: one line naming the mistake.
 - The installed command holds what a user runs (demo, dev, simulate, replay); the benchmark and
   the soak run from the repository (``python -m benchmarks.bench`` / ``benchmarks.soak``).
 """
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +136,60 @@ def test_the_fault_profiles_are_listed_in_one_order(capsys: pytest.CaptureFixtur
 def test_the_installed_command_has_no_bench_or_soak() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert sorted(sub.choices) == ["demo", "dev", "replay", "simulate"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # past the last TCP port: the simulator would print its banner, then a traceback
+        (
+            ["simulate", "--okki-port", "99999"],
+            "okki-assets simulate: error: argument --okki-port: '99999' is not a port: 1 to 65535",
+        ),
+        # a negative port for the UI: dg dev would log an error and wait for ever
+        (
+            ["dev", "--port", "-5"],
+            "okki-assets dev: error: argument --port: '-5' is not a port: 1 to 65535",
+        ),
+        # the simulators' ports may be 0 (a free one), not past 65535
+        (
+            ["dev", "--target-port", "70000"],
+            "okki-assets dev: error: argument --target-port: '70000' is not a port:"
+            " 0 to 65535 (0: a free one)",
+        ),
+        # a typo in the folder: it is not created silently with a new world in it
+        (
+            ["dev", "--project-dir", "/nonexistent/dir"],
+            "okki-assets dev: error: argument --project-dir: '/nonexistent/dir' does not exist:"
+            " create it first, or pick another",
+        ),
+        (
+            ["demo", "--project-dir", "/nonexistent/dir"],
+            "okki-assets demo: error: argument --project-dir: '/nonexistent/dir' does not exist:"
+            " create it first, or pick another",
+        ),
+        # an unknown option before any command is named as such, not as a missing command
+        (["--bogus"], "okki-assets: error: unrecognized arguments: --bogus"),
+        (["demo", "--bogus"], "okki-assets: error: unrecognized arguments: --bogus"),
+        # no command at all: the commands are named
+        (
+            [],
+            "okki-assets: error: name a command: demo, simulate, replay, dev"
+            " (okki-assets COMMAND --help for its options)",
+        ),
+    ],
+)
+def test_a_bad_port_folder_or_option_is_one_line_from_argparse(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _refused(argv, capsys) == message
+
+
+def test_a_project_dir_that_is_a_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    line = _refused(["dev", "--project-dir", str(a_file)], capsys)
+    assert line.endswith(f"'{a_file}' is not a folder: create it first, or pick another")
+    assert a_file.read_text() == "not a folder"

@@ -2,7 +2,8 @@
 
 Covers the built-in mapping's exact output (nested contactInfo, ISO 8601 with +08:00, missing
 values as the default), custom YAML and JSON mapping files with dotted keys and per-field
-defaults, every kind of bad mapping file (the error names the file and the key), the content
+defaults, every kind of bad mapping file (the error names the file and the key; an unknown
+column lists the valid ones, closest first), docs/mapping.md listing every column, the content
 hash the ledger relies on (stable across processes, sensitive to any change) and tombstones.
 """
 
@@ -28,9 +29,10 @@ from okki_assets.mapping import (
     parse_mapping,
     tombstone,
 )
-from okki_assets.schemas import FLAG_COLUMNS, CleanedCompany
+from okki_assets.schemas import CLEANED_COLUMNS, FLAG_COLUMNS, CleanedCompany
 
 CST = "Asia/Shanghai"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cleaned(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -303,6 +305,33 @@ def test_a_bad_mapping_file_names_the_file_and_the_key(
     assert str(path) in message
     assert f"key '{key}'" in message
     assert detail in message
+
+
+def test_an_unknown_column_names_the_valid_ones_closest_first(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("fields: {id: company_id, contactInfo.emailAddress: emial}\n")
+    with pytest.raises(MappingConfigError) as info:
+        load_mapping(path)
+    message = str(info.value)
+    assert "\n" not in message
+    named = message.split("closest first: ", 1)[1].split(";", 1)[0].split(", ")
+    assert named[0] == "email"  # the typo's column first
+    assert sorted(named) == sorted(CLEANED_COLUMNS)  # then every other column, once
+    assert "docs/mapping.md" in message
+
+
+def test_the_mapping_doc_lists_every_cleaned_column_with_a_type_and_an_example() -> None:
+    doc = (ROOT / "docs" / "mapping.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`") and cells[0] != "`column`":
+            rows[cells[0].strip("`")] = cells
+    assert sorted(rows) == sorted(CLEANED_COLUMNS)
+    for column, (_, kind, _, example, meaning) in rows.items():
+        assert kind and example.startswith("`") and meaning, column
+    # the README's mapping section links it
+    assert "(docs/mapping.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def test_an_unreadable_mapping_file_names_the_file(tmp_path: Path) -> None:
