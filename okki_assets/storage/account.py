@@ -11,6 +11,8 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 
+from okki_assets.versions import sql_key
+
 
 def replace_account_list(
     conn: duckdb.DuckDBPyConnection, snapshot: pd.DataFrame, run_id: str, observed_at: datetime
@@ -118,23 +120,26 @@ def settle_account_copies(
     conn: duckdb.DuckDBPyConnection, partition_key: str, account_key: str
 ) -> int:
     """Keep each company in one cleaned copy only, between the account's and the windows':
-    the partition just cleaned takes a company from the other side when it holds a newer or
-    equal version, and gives it up when the other side holds a strictly newer one. The
+    the partition just cleaned takes a company from the other side when it holds a newer or the
+    same version (versions.py: update_time, then when it was observed), and gives it up when
+    the other side holds a strictly newer one. So a window cleaned again from its older payload
+    never takes a company back from a later observation with the same update_time. The
     account's side is every other partition when ``partition_key`` is the account, else the
     account alone. Runs inside the clean's transaction. Returns the rows removed."""
     is_account = partition_key == account_key
     others = "o.partition_key <> ?" if is_account else "o.partition_key = ?"
     other_key = partition_key if is_account else account_key
+    new, old = sql_key("n", content=False), sql_key("o", content=False)
     taken = conn.execute(
         f"delete from cleaned_companies o where {others} and exists ("  # noqa: S608 - constant
         " select 1 from cleaned_companies n where n.partition_key = ?"
-        " and n.company_id = o.company_id and n.update_time >= o.update_time)",
+        f" and n.company_id = o.company_id and {new} >= {old})",
         [other_key, partition_key],
     ).fetchone()
     given = conn.execute(
         "delete from cleaned_companies n where n.partition_key = ? and exists ("  # noqa: S608
         f" select 1 from cleaned_companies o where {others}"
-        " and o.company_id = n.company_id and o.update_time > n.update_time)",
+        f" and o.company_id = n.company_id and {old} > {new})",
         [partition_key, other_key],
     ).fetchone()
     return sum(int(r[0]) for r in (taken, given) if r)
