@@ -5,7 +5,9 @@ One pass over OKKI's full list (``removed=0``, no time filter) and its full dele
 
 - ``missing``: live, not known bad, and no acknowledged live row in the ledger;
 - ``stale``: the ledger's version is older than the list's ``update_time``;
-- ``restored``: live, but the ledger's last word is a tombstone;
+- ``restored``: live, but the ledger's last word is a tombstone (whatever became of it:
+  applied, answered ``unchanged`` for an id the target never held, refused, failed, left
+  ``sending`` or landed);
 - ``deleted_but_present``: in the deleted list, but the ledger's last word is a live record;
 - ``due``: at the target and in sync, but due for the rolling info refresh (contacts can change
   without moving ``update_time``).
@@ -19,7 +21,7 @@ that the account's quarantine, replaced on every run, keeps it.
 
 Ordering of tombstones and upserts: the ledger keeps the newest ``update_time`` and never sends
 an older one. A deletion or restore that keeps the old ``update_time`` would lose on that rule,
-so where the account list (observed after the ledger row was acknowledged) says the opposite of
+so where the account list (observed after the ledger's version was) says the opposite of
 the ledger's last word, the ledger row yields: its time is lowered to the observed one under the
 load lock, right before the load, and the ordinary rule then sends the observed state. A window
 re-run later with an older version is still stale, and a newer edit still wins.
@@ -116,13 +118,13 @@ class AccountState:
 
 
 def _is_tombstone(ledger: pd.DataFrame) -> pd.Series:
-    """The ledger's last word is a tombstone: status deleted, or the tombstone's content
-    acknowledged as unchanged or landed."""
-    hashes = [content_hash(tombstone(int(c))) for c in ledger["company_id"]]
-    return (ledger["status"] == LedgerStatus.DELETED) | (
-        ledger["status"].isin([LedgerStatus.UNCHANGED, LedgerStatus.LANDED])
-        & (ledger["content_hash"] == hashes)
-    )
+    """The ledger's last word is a tombstone, whatever became of it (acknowledged, refused,
+    failed, interrupted or landed): its content is the tombstone's."""
+    return ledger["content_hash"] == _tombstone_hashes(ledger["company_id"])
+
+
+def _tombstone_hashes(ids: pd.Series) -> list[str]:
+    return [content_hash(tombstone(int(c))) for c in ids]
 
 
 def compare(
@@ -406,13 +408,15 @@ def _pull(
 
 
 def _flips(live: ListedRecords, deleted: ListedRecords, state: AccountState) -> pd.DataFrame:
-    """The observed state of every company whose ledger says the opposite (see the module)."""
+    """The observed state of every company whose ledger says the opposite (see the module):
+    company_id, update_time, deleted, and the tombstone's hash (the ledger's opposite word)."""
     rows = [(cid, live.update_time(cid), False) for cid in state.restored]
     rows += [(cid, deleted.update_time(cid), True) for cid in state.deleted_but_present]
     frame = pd.DataFrame(rows, columns=["company_id", "update_time", "deleted"])
     frame["update_time"] = parse_okki_times(frame["update_time"].astype(object))
     frame = frame[frame["update_time"].notna()]
-    return frame.assign(company_id=frame["company_id"].astype("int64"))
+    frame = frame.assign(company_id=frame["company_id"].astype("int64"))
+    return frame.assign(tombstone_hash=_tombstone_hashes(frame["company_id"]))
 
 
 def _text(value: object) -> str | None:

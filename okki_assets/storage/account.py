@@ -11,7 +11,7 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 
-from okki_assets.versions import sql_key
+from okki_assets.versions import sql_key, sql_observed
 
 
 def replace_account_list(
@@ -95,20 +95,23 @@ def yield_to_observation(
     conn: duckdb.DuckDBPyConnection, flips: pd.DataFrame, observed_at: datetime
 ) -> int:
     """Let an account observation win over the ledger where the two disagree on deleted or
-    live: for each (company_id, update_time, deleted) in ``flips`` whose ledger row says the
-    opposite, was acknowledged before ``observed_at`` and holds a newer update_time, the ledger
-    row's update_time is lowered to the observed one. The load that follows (under the same
-    load lock) then sends the observed state on the ordinary rule (not older than the ledger).
-    Returns the rows changed."""
+    live: for each (company_id, update_time, deleted, tombstone_hash) in ``flips`` whose ledger
+    row holds the opposite word (a tombstone's content or not, whatever its status: applied,
+    answered ``unchanged``, refused, failed, still ``sending`` or landed), observed before
+    ``observed_at`` and with a newer update_time, the ledger row yields: its update_time is
+    lowered to the observed one, so that the load that follows (under the same load lock)
+    sends the observed state on the ordinary rule. Returns the rows changed."""
     if flips.empty:
         return 0
-    conn.register("_flips", flips[["company_id", "update_time", "deleted"]])
+    columns = ["company_id", "update_time", "deleted", "tombstone_hash"]
+    conn.register("_flips", flips[columns])
     try:
         row = conn.execute(
-            "update load_ledger l set update_time = f.update_time from _flips f"
-            " where l.company_id = f.company_id and l.update_time > f.update_time"
-            " and (l.loaded_at is null or l.loaded_at < ?)"
-            " and (l.status = 'deleted') <> f.deleted",
+            "update load_ledger l set update_time = f.update_time"  # noqa: S608 - constant SQL
+            " from _flips f where l.company_id = f.company_id"
+            " and l.update_time > f.update_time"
+            f" and {sql_observed('l')} < ?"
+            " and (coalesce(l.content_hash, '') = f.tombstone_hash) <> f.deleted",
             [observed_at],
         ).fetchone()
     finally:

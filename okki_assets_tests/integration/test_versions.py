@@ -3,6 +3,9 @@ decides, through Dagster against both simulators on loopback.
 
 Each case asserts on the target's records, the ledger and the check results:
 
+- a restore (old update_time) after a tombstone that did not apply (answered ``unchanged`` for
+  an id the target never held, or refused) reaches the target, and the account check is green;
+  a company that never left the target, its tombstone refused, is in sync after one reconcile;
 - a window cleaned and loaded again after the reconcile's refresh sent newer contacts with the
   same update_time does not put the old contacts back;
 - an update_time bump that changes nothing the mapping sends (no ``updatedAt``) moves the
@@ -97,6 +100,53 @@ def window_company(pipeline: Pipeline, key: str) -> tuple[str, datetime]:
     when = parse_okki_time(company["update_time"])
     assert when is not None
     return str(company["company_id"]), when
+
+
+# --- bug 1: a restore after a tombstone that did not apply ----------------------------------
+
+
+@pytest.mark.parametrize("answer", ["unchanged", "rejected"])
+def test_a_restore_after_a_tombstone_that_did_not_apply_reaches_the_target(
+    small: Pipeline, answer: str
+) -> None:
+    okki, target = small.sims.okki, small.sims.target
+    keys = day_keys(DAYS)
+    for key in keys:
+        assert small.materialize(key).success
+    cid = history_company(small)  # never at the target
+    assert cid not in target.records
+    okki.delete_company(cid, delete_time=today_moment(keys[-1]))
+    if answer == "rejected":
+        target.config.reject_delete_rule = lambda r: "no such record"
+    small.materialize(keys[-1], raise_on_error=False)
+    assert ledger_status(small, cid) == answer
+    target.config.reject_delete_rule = None
+
+    okki.restore_company(cid)  # back with its old time, older than the tombstone's
+    evaluation = reconcile(small)
+    assert cid in target.records
+    assert evaluation.passed, counts(evaluation)
+
+
+def test_a_company_whose_refused_tombstone_was_followed_by_a_restore_is_in_sync(
+    small: Pipeline,
+) -> None:
+    okki, target = small.sims.okki, small.sims.target
+    keys = day_keys(DAYS)
+    assert small.materialize(keys[0]).success
+    cid, _ = window_company(small, keys[0])
+    okki.delete_company(cid, delete_time=today_moment(keys[-1]))
+    target.config.reject_delete_rule = lambda r: "this record is protected"
+    small.materialize(keys[-1], raise_on_error=False)
+    assert ledger_status(small, cid) == "rejected" and cid in target.records
+    target.config.reject_delete_rule = None
+    okki.restore_company(cid)  # the target already holds exactly this
+
+    first = reconcile(small)
+    assert first.passed, counts(first)
+    second = reconcile(small)
+    assert second.passed and counts(second)["missing"] == 0, counts(second)
+    assert cid in target.records
 
 
 # --- bug 4: a re-cleaned window after the reconcile's refresh -------------------------------
