@@ -23,8 +23,11 @@ Ordering of tombstones and upserts: the ledger keeps the newest ``update_time`` 
 an older one. A deletion or restore that keeps the old ``update_time`` would lose on that rule,
 so where the account list (observed after the ledger's version was) says the opposite of
 the ledger's last word, the ledger row yields: its time is lowered to the observed one under the
-load lock, right before the load, and the ordinary rule then sends the observed state. A window
-re-run later with an older version is still stale, and a newer edit still wins.
+load lock, right before the load, and the ordinary rule then sends the observed state. The
+row keeps the observation's moment (``yielded_at``): a version read before it, such as the
+tombstone of a deletion day replayed after a restore, is superseded whatever its time
+(versions.py). A window re-run later with an older version is still stale, and a newer edit
+still wins.
 
 The rolling refresh: a company is due when ``crc32(company_id) mod refresh_days`` equals the
 China day number mod ``refresh_days`` (an even slice per day), or when its info was last read

@@ -98,21 +98,23 @@ def yield_to_observation(
     live: for each (company_id, update_time, deleted, tombstone_hash) in ``flips`` whose ledger
     row holds the opposite word (a tombstone's content or not, whatever its status: applied,
     answered ``unchanged``, refused, failed, still ``sending`` or landed), observed before
-    ``observed_at`` and with a newer update_time, the ledger row yields: its update_time is
-    lowered to the observed one, so that the load that follows (under the same load lock)
-    sends the observed state on the ordinary rule. Returns the rows changed."""
+    ``observed_at`` and with a newer update_time, the ledger row yields (versions.py): its
+    update_time is lowered to the observed one and ``yielded_at`` becomes ``observed_at``, so
+    that the load that follows (under the same load lock) sends the observed state on the
+    ordinary rule, and no version read before the observation (a replayed window's tombstone)
+    outranks it again. Returns the rows changed."""
     if flips.empty:
         return 0
     columns = ["company_id", "update_time", "deleted", "tombstone_hash"]
     conn.register("_flips", flips[columns])
     try:
         row = conn.execute(
-            "update load_ledger l set update_time = f.update_time"  # noqa: S608 - constant SQL
+            "update load_ledger l set update_time = f.update_time, yielded_at = ?"  # noqa: S608 - constant SQL
             " from _flips f where l.company_id = f.company_id"
             " and l.update_time > f.update_time"
             f" and {sql_observed('l')} < ?"
             " and (coalesce(l.content_hash, '') = f.tombstone_hash) <> f.deleted",
-            [observed_at],
+            [observed_at, observed_at],
         ).fetchone()
     finally:
         conn.unregister("_flips")

@@ -8,6 +8,7 @@ Each case asserts on the target's records, the ledger and the check results:
   a company that never left the target, its tombstone refused, is in sync after one reconcile;
 - a window cleaned and loaded again after the reconcile's refresh sent newer contacts with the
   same update_time does not put the old contacts back;
+- a replay of the deletion day does not delete a company OKKI restored since;
 - an update_time bump that changes nothing the mapping sends (no ``updatedAt``) moves the
   ledger on: ``load_reconciled`` and the account check are green;
 """
@@ -166,6 +167,30 @@ def test_a_window_cleaned_again_after_a_refresh_keeps_the_newer_contacts(
     result = small.materialize(key, selection=["cleaned_companies", "loaded_companies"])
     assert load_check(result, key)
     assert "newer.contact@example.com" in json.dumps(target.records[cid])
+    assert reconcile(small, check_only=True).passed
+
+
+# --- bug 5: a replayed deletion day ----------------------------------------------------------
+
+
+def test_a_replay_of_the_deletion_day_does_not_delete_a_restored_company(
+    small: Pipeline,
+) -> None:
+    okki, target = small.sims.okki, small.sims.target
+    keys = day_keys(DAYS)
+    for key in keys:
+        assert small.materialize(key).success
+    cid, _ = window_company(small, keys[0])
+    okki.delete_company(cid, delete_time=today_moment(keys[-1]))
+    assert small.materialize(keys[-1]).success
+    assert cid not in target.records
+    okki.restore_company(cid)  # back with its old time
+    assert reconcile(small).passed
+    assert cid in target.records
+
+    replay = small.materialize(keys[-1], selection=["loaded_companies"])
+    assert cid in target.records
+    assert load_check(replay, keys[-1])
     assert reconcile(small, check_only=True).passed
 
 

@@ -130,6 +130,11 @@ def test_the_ledger_yields_only_to_a_later_observation_of_the_opposite(
         ).fetchall()
     )
     assert hours == {1: 2, 2: 2, 3: 9, 4: 9, 5: 2, 6: 2, 7: 2}
+    # The yield keeps the observation's moment: a version read before it is superseded.
+    yielded = conn.execute(
+        "select company_id from load_ledger where yielded_at = ? order by company_id", [AT]
+    ).fetchall()
+    assert [c for (c,) in yielded] == [1, 2, 5, 6, 7]
 
 
 def test_compare_classifies_the_account_against_the_ledger() -> None:
