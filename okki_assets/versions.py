@@ -104,3 +104,10 @@ def sql_key(alias: str, *, content: bool = True) -> str:
 def sql_yielded(alias: str, ledger: str) -> str:
     """SQL: ``alias``'s version was observed before the ledger row's yield."""
     return f"coalesce({sql_observed(alias)} < {ledger}.yielded_at, false)"
+
+
+def sql_copy_key(alias: str, ledger: str) -> str:
+    """A cleaned copy's version as a DuckDB row value, read since the company's last yield
+    first (the ledger row ``ledger``, joined on company_id): the account's read after a yield
+    outranks a window's older read whatever its time."""
+    return f"(not {sql_yielded(alias, ledger)}, {alias}.update_time, {sql_observed(alias)})"

@@ -64,12 +64,17 @@ def append_cleaned(
         )
 
 
-def read_cleaned(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd.DataFrame:
-    """A partition's cleaned rows with when each was observed (``observed_at``, UTC)."""
+def read_cleaned(
+    conn: duckdb.DuckDBPyConnection,
+    partition_key: str,
+    observed_since: datetime | None = None,
+) -> pd.DataFrame:
+    """A partition's cleaned rows with when each was observed (``observed_at``, UTC); only
+    those observed at or after ``observed_since`` when given."""
     frame = conn.execute(
         "select * exclude (run_id) from cleaned_companies where partition_key = ?"
-        " order by company_id",
-        [partition_key],
+        " and (?::timestamptz is null or observed_at >= ?::timestamptz) order by company_id",
+        [partition_key, observed_since, observed_since],
     ).df()
     return _local_times(frame)
 

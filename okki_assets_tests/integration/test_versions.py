@@ -11,6 +11,8 @@ Each case asserts on the target's records, the ledger and the check results:
 - a replay of the deletion day does not delete a company OKKI restored since;
 - an update_time bump that changes nothing the mapping sends (no ``updatedAt``) moves the
   ledger on: ``load_reconciled`` and the account check are green;
+- a live company whose update_time OKKI moved backwards with a change is not reported in sync
+  until the target holds the change.
 """
 
 from __future__ import annotations
@@ -216,3 +218,23 @@ def test_an_update_time_bump_without_a_mapped_change_moves_the_ledger_on(
     assert reconcile(small, **no_updated_at).passed
     evaluation = reconcile(small, check_only=True, **no_updated_at)
     assert evaluation.passed and counts(evaluation)["stale"] == 0, counts(evaluation)
+
+
+# --- bug 7: the account check compares content ----------------------------------------------
+
+
+def test_a_change_whose_update_time_moved_back_is_not_in_sync_until_the_target_has_it(
+    small: Pipeline,
+) -> None:
+    okki, target = small.sims.okki, small.sims.target
+    key = day_keys(DAYS)[0]
+    assert small.materialize(key).success
+    assert reconcile(small).passed
+    cid, when = window_company(small, key)
+    okki.update_company(cid, {"name": "Moved Back Ltd"}, update_time=when - timedelta(days=3))
+
+    before = reconcile(small, check_only=True)
+    assert not before.passed and counts(before)["moved_back"] == 1, counts(before)
+    after = reconcile(small)
+    assert after.passed, counts(after)
+    assert target.records[cid]["fullName"] == "Moved Back Ltd"
