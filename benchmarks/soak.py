@@ -21,7 +21,10 @@ the way a deployment would, with OKKI data changing between rounds:
    window (``SOAK_HISTORY_SHARE``); OKKI deletes companies keeping their old ``update_time``,
    restores the flapped ones with their old time and edits contacts without moving
    ``update_time``; today's window is synced, then ``okki_reconcile`` runs (info refreshed for
-   every company, ``OKKI_INFO_REFRESH_DAYS=1``).
+   every company, ``OKKI_INFO_REFRESH_DAYS=1``);
+7. the version order (``benchmarks.soak_versions``): restores after tombstones answered
+   ``unchanged`` or refused, a window cleaned again after the reconcile's refresh, a replayed
+   deletion day.
 
 It then reconciles, from the simulators' truth and the target's read-back only (never the
 pipeline's counters): ``reconcile`` compares every company OKKI holds (the whole account) with
@@ -52,6 +55,7 @@ import duckdb
 import pandas as pd
 
 from benchmarks import command_main
+from benchmarks.soak_versions import version_cases
 from okki_assets.cleaning import clean_companies
 from okki_assets.clients.okki import record_key
 from okki_assets.definitions import build_defs
@@ -668,6 +672,16 @@ def run_soak(settings: SoakSettings, out: TextIO) -> SoakResult:
             churned += account_churn(sims.okki, keys, runner.flapped, rng)
             runner.execute("daily sync", keys[-1])
             runner.execute("okki_reconcile", None, job=defs.resolve_job_def("okki_reconcile"))
+            out.write("round 5: the version order: restores, a re-clean, a replayed day\n")
+            churned += version_cases(
+                runner.execute,
+                defs.resolve_job_def("okki_reconcile"),
+                sims.okki,
+                sims.target,
+                keys,
+                valid_records(sims.okki.companies_in_window(*EVERYTHING)),
+                rng,
+            )
         reconciliation = reconcile(sims.okki, sims.target, database, keys, whole_account=True)
         okki_stats, target_stats = sims.okki.stats, sims.target.stats()
     okki_faults = {f"OKKI fault {k}": v for k, v in sorted(okki_stats.faults.items())}
