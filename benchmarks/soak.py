@@ -23,7 +23,10 @@ the way a deployment would, with OKKI data changing between rounds:
    restores the flapped ones with their old time and edits contacts without moving
    ``update_time``; today's window is synced, then ``okki_reconcile`` runs (info refreshed for
    every company, ``OKKI_INFO_REFRESH_DAYS=1``), OKKI answering one page in the middle of its
-   account list empty.
+   account list empty;
+7. the version order (``benchmarks.soak_versions``): restores after tombstones answered
+   ``unchanged`` or refused, a window cleaned again after the reconcile's refresh, a replayed
+   deletion day.
 
 It then reconciles, from the simulators' truth and the target's read-back only (never the
 pipeline's counters): ``reconcile`` compares every company OKKI holds (the whole account) with
@@ -54,6 +57,7 @@ import duckdb
 import pandas as pd
 
 from benchmarks import command_main
+from benchmarks.soak_versions import version_cases
 from okki_assets.cleaning import clean_companies
 from okki_assets.clients.okki import record_key
 from okki_assets.definitions import build_defs
@@ -675,6 +679,16 @@ def run_soak(settings: SoakSettings, out: TextIO) -> SoakResult:
             runner.execute("daily sync", keys[-1])
             sims.okki.config.empty_middle_pages += ACCOUNT_EMPTY_PAGES
             runner.execute("okki_reconcile", None, job=defs.resolve_job_def("okki_reconcile"))
+            out.write("round 5: the version order: restores, a re-clean, a replayed day\n")
+            churned += version_cases(
+                runner.execute,
+                defs.resolve_job_def("okki_reconcile"),
+                sims.okki,
+                sims.target,
+                keys,
+                valid_records(sims.okki.companies_in_window(*EVERYTHING)),
+                rng,
+            )
         reconciliation = reconcile(sims.okki, sims.target, database, keys, whole_account=True)
         okki_stats, target_stats = sims.okki.stats, sims.target.stats()
     okki_faults = {f"OKKI fault {k}": v for k, v in sorted(okki_stats.faults.items())}

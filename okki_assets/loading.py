@@ -1,11 +1,14 @@
 """Deciding what to send to the target: the ID check, as pure pandas.
 
-A cleaned row becomes a target record (mapping.py) with a content hash. Against the load
-ledger it is then
+A cleaned row becomes a target record (mapping.py) with a content hash. Each candidate is a
+version (versions.py: update_time, then when it was observed, then its content); against the
+load ledger it is then
 
-- ``stale``: the ledger holds a newer update time for the company (loaded from a later
-  window): never sent, so re-running an old partition cannot overwrite newer data;
-- ``unchanged``: the ledger's hash is the same and the target acknowledged it: not sent;
+- ``stale``: the ledger holds a newer version, or one the account observed after this version
+  was read (a yield): never sent, so re-running an old partition cannot overwrite newer data;
+- ``unchanged``: the ledger's hash is the same and the target acknowledged it: not sent, and
+  the ledger's version moves up to this one when it is newer (a new update_time that changed
+  nothing the mapping sends is still the version the target holds);
 - otherwise sent (new, changed, previously rejected, failed, interrupted or only landed).
 
 Deleted companies become tombstones, under the same rules. A deleted company whose id is not
@@ -15,20 +18,20 @@ tombstone, is counted, and the clean stage quarantines it with its reason
 
 One version per company per batch: a company deleted while its window was pulled (its info
 came, then the ``removed=1`` pass listed it) is both a cleaned row and a tombstone, and the
-target refuses a batch that names an id twice. The newest word wins: the later of the row's
-update time and the tombstone's delete time; on a tie the tombstone wins, because OKKI's
-deleted list is read after the company's info, so it is the later word.
+target refuses a batch that names an id twice. The newer version wins; on equal times the
+tombstone, because OKKI's deleted list is read (observed) after the company's info.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from okki_assets.mapping import TargetMapping, content_hash, map_records, tombstone
 from okki_assets.okki_time import parse_okki_times
 from okki_assets.storage import SENT_STATUSES
+from okki_assets.versions import newer, newest_per_company, yielded
 
 DELETE_TIME_UNPARSEABLE = "delete_time_unparseable"
 COMPANY_ID_NOT_NUMERIC = "company_id_not_numeric"
@@ -36,33 +39,45 @@ COMPANY_ID_NOT_NUMERIC = "company_id_not_numeric"
 
 @dataclass
 class LoadPlan:
-    to_send: pd.DataFrame  # company_id, partition_key, update_time, content_hash, record
+    to_send: pd.DataFrame  # company_id, partition_key, update_time, observed_at, content_hash,
+    # record
     skipped_unchanged: int
     skipped_stale: int
     tombstones: int
-    deletions: pd.DataFrame  # company_id, update_time of every usable tombstone
+    deletions: pd.DataFrame  # company_id, update_time, observed_at of every usable tombstone
     tombstones_quarantined: int = 0  # deleted companies that cannot become a tombstone
     superseded: int = 0  # versions dropped because a newer word for the company came too
+    #: Unchanged versions newer than the ledger's (company_id, update_time, observed_at,
+    #: content_hash): the ledger moves up to them without sending.
+    advance: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def _decide(candidates: pd.DataFrame, ledger: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
+_LEDGER = {
+    "content_hash": "l_content_hash",
+    "update_time": "l_update_time",
+    "observed_at": "l_observed_at",
+    "yielded_at": "l_yielded_at",
+    "status": "l_status",
+}
+
+
+def _decide(
+    candidates: pd.DataFrame, ledger: pd.DataFrame
+) -> tuple[pd.DataFrame, int, int, pd.DataFrame]:
+    """(to send, unchanged, stale, unchanged versions newer than the ledger's)."""
     if ledger.empty:
-        return candidates, 0, 0
-    merged = candidates.merge(
-        ledger[["company_id", "content_hash", "update_time", "status"]].rename(
-            columns={"content_hash": "l_hash", "update_time": "l_time", "status": "l_status"}
-        ),
-        on="company_id",
-        how="left",
-    )
-    stale = merged["l_time"].notna() & (merged["l_time"] > merged["update_time"])
+        return candidates, 0, 0, candidates.iloc[0:0]
+    held = ledger.reindex(columns=["company_id", *_LEDGER]).rename(columns=_LEDGER)
+    merged = candidates.merge(held, on="company_id", how="left")
+    stale = newer(merged, "l_", "") | yielded(merged, "", "l_")
     unchanged = (
         ~stale
-        & (merged["l_hash"] == merged["content_hash"])
+        & (merged["l_content_hash"] == merged["content_hash"])
         & merged["l_status"].isin(SENT_STATUSES)
     )
+    advance = merged.loc[unchanged & newer(merged, "", "l_"), candidates.columns]
     keep = merged.loc[~stale & ~unchanged, candidates.columns]
-    return keep.reset_index(drop=True), int(unchanged.sum()), int(stale.sum())
+    return keep.reset_index(drop=True), int(unchanged.sum()), int(stale.sum()), advance
 
 
 def plan_load(
@@ -79,6 +94,7 @@ def plan_load(
             "company_id": cleaned["company_id"].astype("int64") if not cleaned.empty else [],
             "partition_key": partition_key,
             "update_time": cleaned["update_time"] if not cleaned.empty else [],
+            "observed_at": _observed(cleaned),
             "content_hash": [content_hash(r) for r in records],
             "record": records,
         }
@@ -87,29 +103,29 @@ def plan_load(
     if not tombstones.empty:
         frame = pd.concat([frame, tombstones], ignore_index=True) if not frame.empty else tombstones
     frame, superseded = _newest_word(frame)
-    to_send, unchanged, stale = _decide(frame, ledger)
+    to_send, unchanged, stale, advance = _decide(frame, ledger)
     return LoadPlan(
         to_send,
         unchanged,
         stale,
         len(tombstones),
-        tombstones[["company_id", "update_time"]],
+        tombstones[["company_id", "update_time", "observed_at"]],
         tombstones_quarantined=len(deleted) - len(tombstones),
         superseded=superseded,
+        advance=advance,
     )
+
+
+def _observed(rows: pd.DataFrame) -> pd.Series:
+    """When each row's payload was observed (never, for rows stored before it was kept)."""
+    if "observed_at" not in rows or rows.empty:
+        return pd.Series(pd.NaT, index=rows.index, dtype="datetime64[ns, UTC]")
+    return pd.to_datetime(rows["observed_at"], utc=True)
 
 
 def _newest_word(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """One row per company: the newest update time, a tombstone on a tie (see the module)."""
-    if not frame["company_id"].duplicated().any():
-        return frame, 0
-    deleted = [r.get("deleted") is True for r in frame["record"]]
-    newest = (
-        frame.assign(_deleted=deleted)
-        .sort_values(["company_id", "update_time", "_deleted"], kind="stable")
-        .drop_duplicates("company_id", keep="last")
-    )
-    kept = frame[frame.index.isin(newest.index)].reset_index(drop=True)
+    """One row per company: its newest version (see the module)."""
+    kept = newest_per_company(frame)
     return kept, len(frame) - len(kept)
 
 
@@ -143,7 +159,14 @@ def unusable_deletions(deleted: pd.DataFrame) -> pd.DataFrame:
 def _tombstones(deleted: pd.DataFrame, partition_key: str) -> pd.DataFrame:
     if deleted.empty:
         return pd.DataFrame(
-            columns=["company_id", "partition_key", "update_time", "content_hash", "record"]
+            columns=[
+                "company_id",
+                "partition_key",
+                "update_time",
+                "observed_at",
+                "content_hash",
+                "record",
+            ]
         )
     times, reasons = _delete_reasons(deleted)
     usable = ~reasons.map(bool)
@@ -154,6 +177,7 @@ def _tombstones(deleted: pd.DataFrame, partition_key: str) -> pd.DataFrame:
             "company_id": ids,
             "partition_key": partition_key,
             "update_time": times[usable].reset_index(drop=True),
+            "observed_at": _observed(deleted)[usable].reset_index(drop=True),
             "content_hash": [content_hash(r) for r in records],
             "record": records,
         }

@@ -5,25 +5,27 @@ One pass over OKKI's full list (``removed=0``, no time filter) and its full dele
 
 - ``missing``: live, not known bad, and no acknowledged live row in the ledger;
 - ``stale``: the ledger's version is older than the list's ``update_time``;
-- ``restored``: live, but the ledger's last word is a tombstone;
+- ``restored``: live, but the ledger's last word is a tombstone (applied or not);
 - ``deleted_but_present``: in the deleted list, but the ledger's last word is a live record;
+- ``moved_back``: the list's time is older than the ledger's, not read since: OKKI may have
+  moved it back with a change (or its list lags info); only an info read tells;
+- ``different``: read since the list, it maps to other content than the ledger's version;
 - ``due``: at the target and in sync, but due for the rolling info refresh (contacts can change
   without moving ``update_time``).
 
 Only those are fetched (info), stored under the partition ``account`` of the stage tables,
 cleaned and loaded by the very functions a daily window uses, the lists under a window's guard
 (``pull.list_everything``). Cost: two passes or more of ``ceil(N / page size) + 1`` and
-``ceil(D / page size) + 1`` list requests, one info call per missing, stale, restored or due
+``ceil(D / page size) + 1`` list requests, one info call per missing, stale, restored, moved back or due
 company. A version already quarantined for its data (not for a failed info call) is known bad:
 it is not counted missing, and it is cleaned again from its stored payload (no info call) so
 that the account's quarantine, replaced on every run, keeps it.
 
-Ordering of tombstones and upserts: the ledger keeps the newest ``update_time`` and never sends
-an older one. A deletion or restore that keeps the old ``update_time`` would lose on that rule,
-so where the account list (observed after the ledger row was acknowledged) says the opposite of
-the ledger's last word, the ledger row yields: its time is lowered to the observed one under the
-load lock, right before the load, and the ordinary rule then sends the observed state. A window
-re-run later with an older version is still stale, and a newer edit still wins.
+Tombstones against upserts: a deletion, restore or edit that keeps or lowers ``update_time``
+would lose on the version order (versions.py), so where the account list (read after the
+ledger's version) says otherwise, the ledger row yields to it under the load lock, before the
+account's clean (see ``storage.yield_to_observation``), and the ordinary rule sends the observed
+state; a version read before the observation (a replayed deletion day) stays superseded.
 
 The rolling refresh: a company is due when ``crc32(company_id) mod refresh_days`` equals the
 China day number mod ``refresh_days`` (an even slice per day), or when its info was last read
@@ -50,7 +52,7 @@ from okki_assets.assets.common import Connect
 from okki_assets.assets.loaded import LoadSummary, load_partition
 from okki_assets.assets.raw import STAGE_CHUNK
 from okki_assets.clients.okki import OkkiClient
-from okki_assets.mapping import TargetMapping, content_hash, tombstone
+from okki_assets.mapping import TargetMapping, content_hash, map_records, tombstone
 from okki_assets.okki_time import CHINA_TZ, parse_okki_times
 from okki_assets.partitions import ACCOUNT_KEY
 from okki_assets.pull import InfoReport, ListedRecords, fetch_infos, list_everything
@@ -82,10 +84,13 @@ class AccountState:
     stale: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     deleted_but_present: list[str] = field(default_factory=list)
+    moved_back: list[str] = field(default_factory=list)
+    different: list[str] = field(default_factory=list)
 
     @property
     def in_sync(self) -> bool:
-        return not (self.missing or self.stale or self.restored or self.deleted_but_present)
+        wrong = (self.missing, self.stale, self.restored, self.deleted_but_present)
+        return not any((*wrong, self.moved_back, self.different))
 
     def counts(self) -> dict[str, int]:
         return {
@@ -96,6 +101,8 @@ class AccountState:
             "stale": len(self.stale),
             "restored_pending": len(self.restored),
             "deleted_but_present": len(self.deleted_but_present),
+            "moved_back": len(self.moved_back),
+            "different": len(self.different),
             "quarantined": len(self.known_bad) + self.malformed,
         }
 
@@ -108,6 +115,8 @@ class AccountState:
                 ("stale", self.stale),
                 ("restored, not at the target", self.restored),
                 ("deleted in OKKI, present at the target", self.deleted_but_present),
+                ("update_time moved back in OKKI, not read since", self.moved_back),
+                ("the target holds other content than OKKI", self.different),
             )
             for cid in ids[:SAMPLE_IDS]
         ]
@@ -115,19 +124,24 @@ class AccountState:
 
 
 def _is_tombstone(ledger: pd.DataFrame) -> pd.Series:
-    """The ledger's last word is a tombstone: status deleted, or the tombstone's content
-    acknowledged as unchanged or landed."""
-    hashes = [content_hash(tombstone(int(c))) for c in ledger["company_id"]]
-    return (ledger["status"] == LedgerStatus.DELETED) | (
-        ledger["status"].isin([LedgerStatus.UNCHANGED, LedgerStatus.LANDED])
-        & (ledger["content_hash"] == hashes)
-    )
+    """The ledger's last word is a tombstone (by its content, whatever its status)."""
+    return ledger["content_hash"] == _tombstone_hashes(ledger["company_id"])
+
+
+def _tombstone_hashes(ids: pd.Series) -> list[str]:
+    return [content_hash(tombstone(int(c))) for c in ids]
 
 
 def compare(
-    snapshot: pd.DataFrame, ledger: pd.DataFrame, known_bad: set[tuple[str, str]]
+    snapshot: pd.DataFrame,
+    ledger: pd.DataFrame,
+    known_bad: set[tuple[str, str]],
+    *,
+    observed_at: datetime | None = None,
+    fresh: pd.DataFrame | None = None,
 ) -> AccountState:
-    """Classify the account list (company_id, update_time, removed) against the ledger rows.
+    """Classify the account list (company_id, update_time, removed), read at ``observed_at``,
+    against the ledger rows and ``fresh`` (company_id, update_time, content_hash: read since).
 
     A company in both lists (deleted while the pass ran) counts as deleted: the deleted list is
     read after the live one."""
@@ -147,25 +161,49 @@ def compare(
     state.known_bad = sorted(live.loc[bad, "company_id"])
     live = live[[not b for b in bad]]
 
+    held = _held(ledger, observed_at, fresh)
+    merged = live.merge(held, on="company_id", how="left")
+    tomb = merged["tomb"].astype("boolean").fillna(False).astype(bool)
+    live_word = merged["status"].isin(LIVE_STATUSES) & ~tomb
+    stale = live_word & (merged["l_time"].isna() | (merged["l_time"] < merged["when"]))
+    # OKKI's list says an older time than the ledger: the list may lag info, or OKKI moved
+    # the company back with a change. Only a read since the list (the reconcile's) tells.
+    read_since = merged["read_since"].astype("boolean").fillna(False).astype(bool)
+    back = live_word & (merged["l_time"] > merged["when"]) & ~read_since
+    other = (merged["fresh_time"] == merged["l_time"]) & (merged["fresh_hash"] != merged["hash"])
+    different = live_word & other  # read since the list: the ledger's version, other content
+    state.missing = sorted(merged.loc[~live_word & ~tomb, "company_id"])
+    state.restored = sorted(merged.loc[tomb, "company_id"])
+    state.stale = sorted(merged.loc[stale, "company_id"])
+    state.moved_back = sorted(merged.loc[back, "company_id"])
+    state.different = sorted(merged.loc[different & ~stale & ~back, "company_id"])
+    state.at_target = sorted(merged.loc[live_word & ~stale & ~back & ~different, "company_id"])
+    present = held[held["company_id"].isin(deleted_ids) & ~held["tomb"].astype(bool)]
+    state.deleted_but_present = sorted(present["company_id"])
+    return state
+
+
+def _held(
+    ledger: pd.DataFrame, observed_at: datetime | None, fresh: pd.DataFrame | None
+) -> pd.DataFrame:
+    """The ledger's word per company (a tombstone? read since ``observed_at``?) and the fresh
+    version read."""
+    seen = pd.to_datetime(ledger.get("observed_at", pd.Series(dtype=object)), utc=True)
     held = pd.DataFrame(
         {
             "company_id": ledger["company_id"].astype("int64").astype(str),
             "status": ledger["status"],
             "l_time": ledger["update_time"],
+            "hash": ledger["content_hash"],
             "tomb": _is_tombstone(ledger) if not ledger.empty else pd.Series(dtype=bool),
+            "read_since": (seen >= observed_at).fillna(False) if observed_at else False,
         }
     )
-    merged = live.merge(held, on="company_id", how="left")
-    tomb = merged["tomb"].astype("boolean").fillna(False).astype(bool)
-    live_word = merged["status"].isin(LIVE_STATUSES) & ~tomb
-    stale = live_word & (merged["l_time"].isna() | (merged["l_time"] < merged["when"]))
-    state.missing = sorted(merged.loc[~live_word & ~tomb, "company_id"])
-    state.restored = sorted(merged.loc[tomb, "company_id"])
-    state.stale = sorted(merged.loc[stale, "company_id"])
-    state.at_target = sorted(merged.loc[live_word & ~stale, "company_id"])
-    present = held[held["company_id"].isin(deleted_ids) & ~held["tomb"].astype(bool)]
-    state.deleted_but_present = sorted(present["company_id"])
-    return state
+    if fresh is None:
+        fresh = pd.DataFrame(columns=["company_id", "update_time", "content_hash"])
+    fresh = fresh.rename(columns={"content_hash": "fresh_hash", "update_time": "fresh_time"})
+    held = held.merge(fresh.astype({"company_id": str}), on="company_id", how="left")
+    return held.assign(read_since=held["read_since"].astype(bool))
 
 
 def refresh_slice(company_id: str, refresh_days: int, day: date) -> bool:
@@ -261,14 +299,37 @@ def observe(
     snapshot = snapshot_frame(live, deleted)
     with connect() as conn:
         storage.replace_account_list(conn, snapshot, run_id, observed_at)
-        state = state_of(conn, snapshot)
+        state = state_of(conn, snapshot, observed_at)
     log.info("account: %d live, %d deleted listed", len(live), len(deleted))
     return live, deleted, state
 
 
-def state_of(conn: Any, snapshot: pd.DataFrame) -> AccountState:
+def state_of(
+    conn: Any,
+    snapshot: pd.DataFrame,
+    observed_at: datetime | None = None,
+    mapping: TargetMapping | None = None,
+) -> AccountState:
+    """The snapshot (read at ``observed_at``) against the ledger and, with a ``mapping``, the
+    content of the account's copies read since: what the target should hold."""
     ids = [int(c) for c in snapshot["company_id"] if str(c).isdigit()]
-    return compare(snapshot, storage.ledger_rows(conn, ids), storage.known_bad_versions(conn))
+    fresh = None
+    if observed_at is not None and mapping is not None:
+        rows = storage.read_cleaned(conn, ACCOUNT_KEY, observed_since=observed_at)
+        fresh = pd.DataFrame(
+            {
+                "company_id": rows["company_id"].astype("int64").astype(str),
+                "update_time": rows["update_time"],
+                "content_hash": [content_hash(r) for r in map_records(rows, mapping)],
+            }
+        )
+    return compare(
+        snapshot,
+        storage.ledger_rows(conn, ids),
+        storage.known_bad_versions(conn),
+        observed_at=observed_at,
+        fresh=fresh,
+    )
 
 
 def reconcile_account(
@@ -304,6 +365,39 @@ def reconcile_account(
     for key in sorted(work):
         to_pull.add(key, live[key])
     summary.info_reused, summary.info_requests = _pull(okki, connect, to_pull, due, run_id)
+    summary.ledger_yielded = _yield_and_list_deleted(
+        connect, load_lock, (live, deleted, state), observed_at, run_id
+    )
+    summary.clean = clean_partition(connect, ACCOUNT_KEY, run_id)
+
+    with load_lock():
+        summary.load = load_partition(
+            target, connect, ACCOUNT_KEY, run_id, mapping, batch_size=batch_size
+        )
+    with connect() as conn:
+        changed = storage.ledger_ids_for_run(
+            conn, run_id, (LedgerStatus.UPDATED, LedgerStatus.LANDED)
+        )
+        summary.after = state_of(conn, snapshot_frame(live, deleted), observed_at, mapping)
+    summary.contacts_changed_by_refresh = len({str(c) for c in changed} & due)
+    after_stats = okki.stats.as_metadata()
+    summary.list_requests = int(after_stats["requests_list"] - before_stats["requests_list"])
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _yield_and_list_deleted(
+    connect: Connect,
+    load_lock: Callable[[], AbstractContextManager[None]],
+    observed: tuple[ListedRecords, ListedRecords, AccountState],
+    observed_at: datetime,
+    run_id: str,
+) -> int:
+    """The ledger yields to the observation (before the clean: the copies read now then win
+    the settling too); the companies deleted but present become the account's deleted list."""
+    live, deleted, state = observed
+    with load_lock(), connect() as conn:
+        yielded = storage.yield_to_observation(conn, _flips(live, deleted, state), observed_at)
     with connect() as conn:
         storage.replace_deleted(
             conn,
@@ -315,25 +409,7 @@ def reconcile_account(
             run_id,
             datetime.now(tz=UTC),
         )
-    summary.clean = clean_partition(connect, ACCOUNT_KEY, run_id)
-
-    flips = _flips(live, deleted, state)
-    with load_lock():
-        with connect() as conn:
-            summary.ledger_yielded = storage.yield_to_observation(conn, flips, observed_at)
-        summary.load = load_partition(
-            target, connect, ACCOUNT_KEY, run_id, mapping, batch_size=batch_size
-        )
-    with connect() as conn:
-        changed = storage.ledger_ids_for_run(
-            conn, run_id, (LedgerStatus.UPDATED, LedgerStatus.LANDED)
-        )
-        summary.after = state_of(conn, snapshot_frame(live, deleted))
-    summary.contacts_changed_by_refresh = len({str(c) for c in changed} & due)
-    after_stats = okki.stats.as_metadata()
-    summary.list_requests = int(after_stats["requests_list"] - before_stats["requests_list"])
-    summary.seconds = time.monotonic() - started
-    return summary
+    return yielded
 
 
 def _pull(
@@ -380,13 +456,16 @@ def _pull(
 
 
 def _flips(live: ListedRecords, deleted: ListedRecords, state: AccountState) -> pd.DataFrame:
-    """The observed state of every company whose ledger says the opposite (see the module)."""
-    rows = [(cid, live.update_time(cid), False) for cid in state.restored]
-    rows += [(cid, deleted.update_time(cid), True) for cid in state.deleted_but_present]
-    frame = pd.DataFrame(rows, columns=["company_id", "update_time", "deleted"])
+    """The observed state of every company whose ledger says the opposite, or a newer time
+    (see the module): company_id, update_time, deleted, moved_back, and the tombstone's hash."""
+    rows = [(cid, live.update_time(cid), False, False) for cid in state.restored]
+    rows += [(cid, live.update_time(cid), False, True) for cid in state.moved_back]
+    rows += [(cid, deleted.update_time(cid), True, False) for cid in state.deleted_but_present]
+    frame = pd.DataFrame(rows, columns=["company_id", "update_time", "deleted", "moved_back"])
     frame["update_time"] = parse_okki_times(frame["update_time"].astype(object))
     frame = frame[frame["update_time"].notna()]
-    return frame.assign(company_id=frame["company_id"].astype("int64"))
+    frame = frame.assign(company_id=frame["company_id"].astype("int64"))
+    return frame.assign(tombstone_hash=_tombstone_hashes(frame["company_id"]))
 
 
 def _text(value: object) -> str | None:

@@ -106,18 +106,23 @@ def build_account(
         asset=okki_account,
         name=ACCOUNT_CHECK,
         description="The target holds every live, valid OKKI company in its newest version and"
-        " no company OKKI lists as deleted.",
+        " content (as last read) and no company OKKI lists as deleted.",
     )
     def account_in_sync(
         context: dg.AssetCheckExecutionContext,
         okki: OkkiResource,
+        target: TargetResource,
         warehouse: WarehouseResource,
     ) -> dg.AssetCheckResult:
         run_id = context.run.run_id
         with failure_on_error():
+            mapping = target.mapping()
             with warehouse.get_connection() as conn:
                 snapshot = storage.read_account_list(conn, run_id)
-                state = state_of(conn, snapshot) if snapshot is not None else None
+                state = None
+                if snapshot is not None:  # this run's: compare content read since it too
+                    seen = snapshot["observed_at"].min().to_pydatetime()
+                    state = state_of(conn, snapshot, seen, mapping)
             if state is None:  # run alone: observe the account now (list requests only)
                 with okki.session(warehouse.get_connection) as client:
                     _, _, state = observe(client, warehouse.get_connection, run_id)
@@ -182,11 +187,12 @@ def _check_result(state: AccountState, figures: dict[str, Any]) -> dg.AssetCheck
     if not offenders.empty:
         metadata["offending_ids"] = table_metadata(offenders, limit=len(offenders))
     problems = len(state.missing) + len(state.stale) + len(state.restored)
-    problems += len(state.deleted_but_present)
+    problems += len(state.deleted_but_present) + len(state.moved_back) + len(state.different)
     return dg.AssetCheckResult(
         passed=state.in_sync,
         severity=dg.AssetCheckSeverity.ERROR,
         description=f"{counts['at_target']} of {counts['companies_in_okki']} at the target;"
-        f" {problems} missing, stale, not restored or deleted but present",
+        f" {problems} missing, stale, not restored, deleted but present, moved back or"
+        " different",
         metadata=metadata,
     )

@@ -238,7 +238,11 @@ def load_partition(
     summary.tombstones = plan.tombstones
     summary.tombstones_quarantined = plan.tombstones_quarantined
     summary.superseded = plan.superseded
-    claims = plan.to_send[["company_id", "partition_key", "content_hash", "update_time"]]
+    claims = plan.to_send[
+        ["company_id", "partition_key", "content_hash", "update_time", "observed_at"]
+    ]
+    with connect() as conn:
+        storage.advance_unchanged(conn, plan.advance)
 
     if land_only:
         with connect() as conn:
@@ -260,7 +264,7 @@ def _send_batch(
     with connect() as conn:
         claim = storage.claim_for_sending(
             conn,
-            batch[["company_id", "partition_key", "content_hash", "update_time"]],
+            batch[["company_id", "partition_key", "content_hash", "update_time", "observed_at"]],
             run_id,
             attempt=new_attempt(),
         )

@@ -319,7 +319,7 @@ def pull_partition(
                     if not k.startswith("raw:")
                 ],
                 run_id,
-                fetched_at,
+                now(),  # read after the infos: a later observation (versions.py)
             )
     except BaseException as e:
         with connect() as conn:

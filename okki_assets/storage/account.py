@@ -11,6 +11,8 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 
+from okki_assets.versions import sql_copy_key, sql_observed
+
 
 def replace_account_list(
     conn: duckdb.DuckDBPyConnection, snapshot: pd.DataFrame, run_id: str, observed_at: datetime
@@ -45,9 +47,9 @@ def _insert_account_list(
 
 def read_account_list(conn: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame | None:
     """The account list snapshot taken by run ``run_id``, or None when the last one is another
-    run's (columns company_id, update_time, removed)."""
+    run's (columns company_id, update_time, removed, observed_at)."""
     frame = conn.execute(
-        "select company_id, update_time, removed from account_list where run_id = ?",
+        "select company_id, update_time, removed, observed_at from account_list where run_id = ?",
         [run_id],
     ).df()
     return None if frame.empty else frame
@@ -93,21 +95,28 @@ def yield_to_observation(
     conn: duckdb.DuckDBPyConnection, flips: pd.DataFrame, observed_at: datetime
 ) -> int:
     """Let an account observation win over the ledger where the two disagree on deleted or
-    live: for each (company_id, update_time, deleted) in ``flips`` whose ledger row says the
-    opposite, was acknowledged before ``observed_at`` and holds a newer update_time, the ledger
-    row's update_time is lowered to the observed one. The load that follows (under the same
-    load lock) then sends the observed state on the ordinary rule (not older than the ledger).
-    Returns the rows changed."""
+    live, or where OKKI moved a live company's time back: for each (company_id, update_time,
+    deleted, moved_back, tombstone_hash) in ``flips`` whose ledger row holds the opposite word
+    (a tombstone's content or not, whatever its status: applied, answered ``unchanged``,
+    refused, failed, still ``sending`` or landed; any word when ``moved_back``), observed
+    before ``observed_at`` and with a newer update_time, the ledger row yields (versions.py):
+    its update_time is lowered to the observed one and ``yielded_at`` becomes ``observed_at``,
+    so that the load that follows sends the observed state on the ordinary rule, and no
+    version read before the observation (a replayed window's tombstone, a window cleaned
+    again) outranks it again. Returns the rows changed."""
     if flips.empty:
         return 0
-    conn.register("_flips", flips[["company_id", "update_time", "deleted"]])
+    columns = ["company_id", "update_time", "deleted", "moved_back", "tombstone_hash"]
+    conn.register("_flips", flips[columns])
     try:
         row = conn.execute(
-            "update load_ledger l set update_time = f.update_time from _flips f"
-            " where l.company_id = f.company_id and l.update_time > f.update_time"
-            " and (l.loaded_at is null or l.loaded_at < ?)"
-            " and (l.status = 'deleted') <> f.deleted",
-            [observed_at],
+            "update load_ledger l set update_time = f.update_time, yielded_at = ?"  # noqa: S608 - constant SQL
+            " from _flips f where l.company_id = f.company_id"
+            " and l.update_time > f.update_time"
+            f" and {sql_observed('l')} < ?"
+            " and (f.moved_back or (coalesce(l.content_hash, '') = f.tombstone_hash)"
+            "  <> f.deleted)",
+            [observed_at, observed_at],
         ).fetchone()
     finally:
         conn.unregister("_flips")
@@ -118,23 +127,27 @@ def settle_account_copies(
     conn: duckdb.DuckDBPyConnection, partition_key: str, account_key: str
 ) -> int:
     """Keep each company in one cleaned copy only, between the account's and the windows':
-    the partition just cleaned takes a company from the other side when it holds a newer or
-    equal version, and gives it up when the other side holds a strictly newer one. The
+    the partition just cleaned takes a company from the other side when it holds a newer or the
+    same version (versions.py: a read since the ledger's last yield first, then update_time,
+    then when it was observed), and gives it up when
+    the other side holds a strictly newer one. So a window cleaned again from its older payload
+    never takes a company back from a later observation with the same update_time. The
     account's side is every other partition when ``partition_key`` is the account, else the
     account alone. Runs inside the clean's transaction. Returns the rows removed."""
     is_account = partition_key == account_key
     others = "o.partition_key <> ?" if is_account else "o.partition_key = ?"
     other_key = partition_key if is_account else account_key
+    new, old = sql_copy_key("n", "l"), sql_copy_key("o", "l")
     taken = conn.execute(
         f"delete from cleaned_companies o where {others} and exists ("  # noqa: S608 - constant
-        " select 1 from cleaned_companies n where n.partition_key = ?"
-        " and n.company_id = o.company_id and n.update_time >= o.update_time)",
+        " select 1 from cleaned_companies n left join load_ledger l using (company_id)"
+        f" where n.partition_key = ? and n.company_id = o.company_id and {new} >= {old})",
         [other_key, partition_key],
     ).fetchone()
     given = conn.execute(
         "delete from cleaned_companies n where n.partition_key = ? and exists ("  # noqa: S608
-        f" select 1 from cleaned_companies o where {others}"
-        " and o.company_id = n.company_id and o.update_time > n.update_time)",
+        f" select 1 from cleaned_companies o left join load_ledger l using (company_id)"
+        f" where {others} and o.company_id = n.company_id and {old} > {new})",
         [partition_key, other_key],
     ).fetchone()
     return sum(int(r[0]) for r in (taken, given) if r)

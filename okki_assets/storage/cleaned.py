@@ -36,15 +36,22 @@ def append_cleaned(
     run_id: str,
     at: datetime,
 ) -> None:
-    """Insert one chunk of cleaned and quarantined rows (inside ``replacing_cleaned``)."""
+    """Insert one chunk of cleaned and quarantined rows (inside ``replacing_cleaned``).
+
+    Each cleaned row is stamped with when its payload was observed: the ``fetched_at`` of the
+    partition's raw row it was cleaned from (the version order's second part, versions.py)."""
     if not cleaned.empty:
         frame = cleaned.assign(run_id=run_id)
         # A relation, not conn.register: DuckDB keeps a registered frame alive until the
         # transaction ends, which would hold the whole partition's cleaned rows in Python.
         columns = ", ".join(f'"{c}"' for c in frame.columns)
+        picked = ", ".join(f'ch."{c}"' for c in frame.columns)
         conn.from_df(frame).query(
             "_cleaned_chunk",
-            f"insert into cleaned_companies ({columns}) select {columns} from _cleaned_chunk",  # noqa: S608 - column names come from our own frame
+            f"insert into cleaned_companies ({columns}, observed_at) select {picked},"  # noqa: S608 - column names come from our own frame
+            " (select max(r.fetched_at) from raw_companies r"
+            "  where r.partition_key = ch.partition_key"
+            "  and r.company_id = ch.company_id::varchar) from _cleaned_chunk ch",
         )
     if not quarantined.empty:
         frame = quarantined[["partition_key", "company_id", "reasons", "list_json", "info_json"]]
@@ -57,11 +64,17 @@ def append_cleaned(
         )
 
 
-def read_cleaned(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd.DataFrame:
+def read_cleaned(
+    conn: duckdb.DuckDBPyConnection,
+    partition_key: str,
+    observed_since: datetime | None = None,
+) -> pd.DataFrame:
+    """A partition's cleaned rows with when each was observed (``observed_at``, UTC); only
+    those observed at or after ``observed_since`` when given."""
     frame = conn.execute(
         "select * exclude (run_id) from cleaned_companies where partition_key = ?"
-        " order by company_id",
-        [partition_key],
+        " and (?::timestamptz is null or observed_at >= ?::timestamptz) order by company_id",
+        [partition_key, observed_since, observed_since],
     ).df()
     return _local_times(frame)
 
@@ -69,9 +82,10 @@ def read_cleaned(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd.Data
 def iter_cleaned(
     conn: duckdb.DuckDBPyConnection, partition_key: str, chunk_rows: int = 20_000
 ) -> Iterator[pd.DataFrame]:
-    """``read_cleaned`` in chunks of company_id ranges (all rows of one id in one chunk)."""
+    """The model's columns of ``read_cleaned`` in chunks of company_id ranges (all rows of one
+    id in one chunk)."""
     for frame in chunks_by_id(
-        conn, "cleaned_companies", "* exclude (run_id)", partition_key, chunk_rows
+        conn, "cleaned_companies", "* exclude (run_id, observed_at)", partition_key, chunk_rows
     ):
         yield _local_times(frame)
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from okki_assets.okki_time import TIMEZONE
 from okki_assets.storage.schema import transaction
+from okki_assets.versions import sql_key, sql_yielded
 
 
 class LedgerStatus(StrEnum):
@@ -49,13 +50,15 @@ DELETE_DONE = (LedgerStatus.DELETED, LedgerStatus.UNCHANGED, LedgerStatus.LANDED
 
 def ledger_rows(conn: duckdb.DuckDBPyConnection, company_ids: Sequence[int]) -> pd.DataFrame:
     """Ledger rows of these companies (one per company, however often an id is given):
-    company_id, content_hash, update_time, status, attempts."""
+    company_id, content_hash, update_time, observed_at, yielded_at, status, attempts,
+    partition_key."""
     ids = pd.DataFrame({"company_id": pd.Series(sorted(set(company_ids)), dtype="int64")})
     conn.register("_ledger_ids", ids)
     try:
         frame = conn.execute(
-            "select l.company_id, l.content_hash, l.update_time, l.status, l.attempts,"
-            " l.partition_key from load_ledger l join _ledger_ids using (company_id)"
+            "select l.company_id, l.content_hash, l.update_time, l.observed_at, l.yielded_at,"
+            " l.status, l.attempts, l.partition_key"
+            " from load_ledger l join _ledger_ids using (company_id)"
         ).df()
     finally:
         conn.unregister("_ledger_ids")
@@ -82,39 +85,40 @@ def claim_for_sending(
 ) -> Claim:
     """Mark records as being sent in one attempt, unless a newer version is already in the ledger.
 
-    ``claims`` has company_id, partition_key, content_hash, update_time. In one transaction the
-    rows whose ledger update_time is not newer become ``sending`` (attempts + 1) under one attempt
-    id, kept in the ledger: ``attempt`` (a fresh id) for a new attempt, or the id of the attempt
-    that was interrupted while sending exactly these versions (every claimed row still
-    ``sending`` the same content under that one id), so that resending it reuses its
-    Idempotency-Key and a batch the target applied before the interruption is not applied twice.
-    A record the ledger knows in a newer version is never sent (no stale overwrite), and a run
-    killed after this point leaves ``sending`` rows that the next run sends again.
+    ``claims`` has company_id, partition_key, content_hash, update_time, observed_at. In one
+    transaction the rows whose ledger version is not newer (versions.py, a yield included)
+    become ``sending`` (attempts + 1) under one attempt id, kept in the ledger: ``attempt`` (a
+    fresh id) for a new attempt, or the id of the attempt that was interrupted while sending
+    exactly these versions (every claimed row still ``sending`` the same content under that one
+    id), so that resending it reuses its Idempotency-Key and a batch the target applied before
+    the interruption is not applied twice. A record the ledger knows in a newer version is never
+    sent (no stale overwrite), and a run killed after this point leaves ``sending`` rows that
+    the next run sends again.
     """
     if claims.empty:
         return Claim(set(), attempt)
-    conn.register("_claims", claims)
+    conn.register("_claims", _with_observation(claims))
     try:
         with transaction(conn):
             # excluded.status is the ``sending`` this claim writes: a held row still sending
             # the same version keeps its attempt id.
             claimed = conn.execute(
-                "insert into load_ledger (company_id, partition_key, content_hash, update_time,"
-                " status, attempts, last_error, loaded_at, run_id, attempt_id)"
-                " select company_id, partition_key, content_hash, update_time, ?, 1,"
-                " null, null, ?, ?"
+                "insert into load_ledger (company_id, partition_key, content_hash, update_time,"  # noqa: S608 - constant SQL
+                " observed_at, status, attempts, last_error, loaded_at, run_id, attempt_id)"
+                " select company_id, partition_key, content_hash, update_time, observed_at, ?,"
+                " 1, null, null, ?, ?"
                 " from _claims"
                 " on conflict (company_id) do update set"
                 "  partition_key = excluded.partition_key, content_hash = excluded.content_hash,"
-                "  update_time = excluded.update_time, status = excluded.status,"
+                "  update_time = excluded.update_time, observed_at = excluded.observed_at,"
+                "  status = excluded.status,"
                 "  attempts = load_ledger.attempts + 1, run_id = excluded.run_id,"
                 "  attempt_id = case when load_ledger.status = excluded.status"
                 "   and load_ledger.content_hash = excluded.content_hash"
                 "   and load_ledger.update_time = excluded.update_time"
                 "   then coalesce(load_ledger.attempt_id, excluded.attempt_id)"
                 "   else excluded.attempt_id end"
-                " where load_ledger.update_time is null"
-                "  or load_ledger.update_time <= excluded.update_time"
+                f" where {_NOT_SUPERSEDED}"
                 " returning company_id, attempt_id",
                 [LedgerStatus.SENDING.value, run_id, attempt],
             ).fetchall()
@@ -131,6 +135,46 @@ def claim_for_sending(
     finally:
         conn.unregister("_claims")
     return Claim(ids, attempt)
+
+
+def _not_superseded(ledger: str, new: str) -> str:
+    """SQL: the ledger row ``ledger`` does not supersede the version ``new`` (versions.py)."""
+    return (
+        f"({ledger}.update_time is null or not ({sql_key(ledger)} > {sql_key(new)}"
+        f" or {sql_yielded(new, ledger)}))"
+    )
+
+
+_NOT_SUPERSEDED = _not_superseded("load_ledger", "excluded")
+
+
+def _with_observation(claims: pd.DataFrame) -> pd.DataFrame:
+    frame = claims[[c for c in claims.columns if c != "record"]]
+    if "observed_at" not in frame:
+        frame = frame.assign(observed_at=pd.NaT)
+    frame = frame.assign(observed_at=pd.to_datetime(frame["observed_at"], utc=True))
+    return frame[["company_id", "partition_key", "content_hash", "update_time", "observed_at"]]
+
+
+def advance_unchanged(conn: duckdb.DuckDBPyConnection, versions: pd.DataFrame) -> int:
+    """Move acknowledged ledger rows up to newer versions of the very same content
+    (company_id, update_time, observed_at, content_hash): the target holds them already.
+    Returns the rows moved."""
+    if versions.empty:
+        return 0
+    conn.register("_advance", _with_observation(versions.assign(partition_key="")))
+    try:
+        row = conn.execute(
+            "update load_ledger set update_time = v.update_time, observed_at = v.observed_at"  # noqa: S608 - constant SQL
+            " from _advance v where load_ledger.company_id = v.company_id"
+            " and load_ledger.content_hash = v.content_hash"
+            " and load_ledger.status in (select unnest(?::varchar[]))"
+            f" and {_not_superseded('load_ledger', 'v')}",
+            [[status.value for status in SENT_STATUSES]],
+        ).fetchone()
+    finally:
+        conn.unregister("_advance")
+    return int(row[0]) if row else 0
 
 
 def record_outcomes(
@@ -175,27 +219,24 @@ def ledger_status_counts(conn: duckdb.DuckDBPyConnection, partition_key: str) ->
 def unreconciled_rows(
     conn: duckdb.DuckDBPyConnection, partition_key: str, deletions: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """Cleaned rows, and deletions (company_id, update_time: the partition's tombstones), whose
-    version is neither acknowledged, landed nor superseded by a newer one."""
+    """Cleaned rows, and deletions (company_id, update_time, observed_at: the partition's
+    tombstones), whose version is neither acknowledged, landed nor superseded by a newer one."""
     upserts = conn.execute(
-        "select c.company_id, l.status, l.last_error from cleaned_companies c"
+        "select c.company_id, l.status, l.last_error from cleaned_companies c"  # noqa: S608 - constant SQL
         " left join load_ledger l using (company_id)"
-        " where c.partition_key = ? and not coalesce(l.update_time > c.update_time"
-        "  or (l.update_time = c.update_time"
-        "      and l.status in (select unnest(?::varchar[]))), false)"
+        f" where c.partition_key = ? and not {_held('c')}"
         " order by c.company_id",
         [partition_key, [status.value for status in UPSERT_DONE]],
     ).df()
     if deletions is None or deletions.empty:
         return upserts
-    conn.register("_deletions", deletions[["company_id", "update_time"]])
+    frame = deletions.assign(observed_at=_observed(deletions))
+    conn.register("_deletions", frame[["company_id", "update_time", "observed_at"]])
     try:
         deletes = conn.execute(
-            "select d.company_id, l.status, l.last_error from _deletions d"
+            "select d.company_id, l.status, l.last_error from _deletions d"  # noqa: S608 - constant SQL
             " left join load_ledger l using (company_id)"
-            " where not coalesce(l.update_time > d.update_time"
-            "  or (l.update_time = d.update_time"
-            "      and l.status in (select unnest(?::varchar[]))), false)"
+            f" where not {_held('d')}"
             " order by d.company_id",
             [[status.value for status in DELETE_DONE]],
         ).df()
@@ -205,6 +246,23 @@ def unreconciled_rows(
         return upserts
     both = pd.concat([upserts, deletes], ignore_index=True) if not upserts.empty else deletes
     return both.sort_values("company_id", kind="stable").reset_index(drop=True)
+
+
+def _held(row: str) -> str:
+    """SQL: the ledger (``l``) holds the version of ``row`` with a done status (the one
+    parameter), or supersedes it. Cleaned rows carry no content hash: their version is
+    (update_time, observed_at)."""
+    held, version = sql_key("l", content=False), sql_key(row, content=False)
+    return (
+        f"(l.update_time is not null and ({held} > {version} or {sql_yielded(row, 'l')}"
+        f" or ({held} = {version} and l.status in (select unnest(?::varchar[])))))"
+    )
+
+
+def _observed(rows: pd.DataFrame) -> pd.Series:
+    if "observed_at" not in rows:
+        return pd.Series(pd.NaT, index=rows.index, dtype="datetime64[ns, UTC]")
+    return pd.to_datetime(rows["observed_at"], utc=True)
 
 
 def ledger_ids_for_run(

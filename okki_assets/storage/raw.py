@@ -270,8 +270,10 @@ def replace_deleted(
 
 
 def read_deleted(conn: duckdb.DuckDBPyConnection, partition_key: str) -> pd.DataFrame:
+    """A partition's deleted list, with when it was read (``observed_at``)."""
     return conn.execute(
-        "select company_id, update_time, list_json from deleted_companies"
+        "select company_id, update_time, list_json, fetched_at as observed_at"
+        " from deleted_companies"
         " where partition_key = ? order by company_id",
         [partition_key],
     ).df()

@@ -88,6 +88,10 @@ _DDL = (
     """,
     # Files made before the ledger kept the attempt of each claim.
     "alter table load_ledger add column if not exists attempt_id varchar",
+    # The version order (versions.py): when the held version was observed, and the moment of
+    # the account observation the row last yielded to. Files made before them read as never.
+    "alter table load_ledger add column if not exists observed_at timestamptz",
+    "alter table load_ledger add column if not exists yielded_at timestamptz",
     """
     create table if not exists okki_rate (
         base_url varchar not null,
@@ -128,21 +132,24 @@ _SQL_TYPES = {
 
 def _cleaned_table_ddl() -> str:
     """cleaned_companies, derived from the model it stores: ``CleanedCompany``'s columns in
-    their order, typed and nullable as the model says, then the run that wrote the row."""
+    their order, typed and nullable as the model says, then the run that wrote the row and
+    when its payload was observed (the version order's second part, see versions.py)."""
     columns = [
         f"{name} {_SQL_TYPES[str(column.dtype)]}{'' if column.nullable else ' not null'}"
         for name, column in CleanedCompany.to_schema().columns.items()
     ]
-    body = ",\n        ".join([*columns, "run_id varchar not null"])
+    body = ",\n        ".join([*columns, "run_id varchar not null", "observed_at timestamptz"])
     return f"create table if not exists cleaned_companies (\n        {body}\n    )"
 
 
 _CLEANED_TABLE_DDL = _cleaned_table_ddl()
+# Files made before cleaned rows kept their observation.
+_CLEANED_OBSERVED = "alter table cleaned_companies add column if not exists observed_at timestamptz"
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create every table this project uses (idempotent; cheap when they exist)."""
-    for ddl in (*_DDL, _CLEANED_TABLE_DDL):
+    for ddl in (*_DDL, _CLEANED_TABLE_DDL, _CLEANED_OBSERVED):
         conn.execute(ddl)
 
 

@@ -84,12 +84,21 @@ def test_two_windows_are_not_settled_against_each_other(conn: duckdb.DuckDBPyCon
 
 
 def ledger_row(
-    conn: duckdb.DuckDBPyConnection, cid: int, status: str, hour: int, loaded: datetime
+    conn: duckdb.DuckDBPyConnection, cid: int, status: str, hour: int, observed: datetime
 ) -> None:
+    """A ledger row holding a tombstone (status deleted, or ``tomb:<status>``) or a live
+    record, version ``hour`` o'clock, observed at ``observed``."""
+    tomb = status == "deleted" or status.startswith("tomb:")
     conn.execute(
         "insert into load_ledger (company_id, partition_key, content_hash, update_time, status,"
-        " loaded_at) values (?, 'k', 'h', ?, ?, ?)",
-        [cid, datetime(2026, 11, 30, hour, tzinfo=UTC), status, loaded],
+        " observed_at) values (?, 'k', ?, ?, ?, ?)",
+        [
+            cid,
+            content_hash(tombstone(cid)) if tomb else "h",
+            datetime(2026, 11, 30, hour, tzinfo=UTC),
+            status.removeprefix("tomb:"),
+            observed,
+        ],
     )
 
 
@@ -99,22 +108,35 @@ def test_the_ledger_yields_only_to_a_later_observation_of_the_opposite(
     before, after = AT - timedelta(hours=1), AT + timedelta(hours=1)
     ledger_row(conn, 1, "deleted", 9, before)  # restored with an older time: yields
     ledger_row(conn, 2, "created", 9, before)  # deleted keeping an older time: yields
-    ledger_row(conn, 3, "deleted", 9, after)  # acknowledged after the observation: stands
+    ledger_row(conn, 3, "deleted", 9, after)  # observed after the account: stands
     ledger_row(conn, 4, "created", 9, before)  # observed live (no flip): stands
+    # Tombstones that did not apply are the ledger's last word all the same: they yield.
+    ledger_row(conn, 5, "tomb:unchanged", 9, before)
+    ledger_row(conn, 6, "tomb:rejected", 9, before)
+    ledger_row(conn, 7, "tomb:sending", 9, before)
+    ledger_row(conn, 8, "created", 9, before)  # live, OKKI moved its time back: yields
+    ids = [1, 2, 3, 4, 5, 6, 7, 8]
     flips = pd.DataFrame(
         {
-            "company_id": pd.Series([1, 2, 3, 4], dtype="int64"),
-            "update_time": [datetime(2026, 11, 30, 2, tzinfo=UTC)] * 4,
-            "deleted": [False, True, False, False],
+            "company_id": pd.Series(ids, dtype="int64"),
+            "update_time": [datetime(2026, 11, 30, 2, tzinfo=UTC)] * len(ids),
+            "deleted": [False, True, False, False, False, False, False, False],
+            "moved_back": [False] * 7 + [True],
+            "tombstone_hash": [content_hash(tombstone(c)) for c in ids],
         }
     )
-    assert storage.yield_to_observation(conn, flips, AT) == 2
+    assert storage.yield_to_observation(conn, flips, AT) == 6
     hours = dict(
         conn.execute(
             "select company_id, hour(update_time at time zone 'UTC') from load_ledger"
         ).fetchall()
     )
-    assert hours == {1: 2, 2: 2, 3: 9, 4: 9}
+    assert hours == {1: 2, 2: 2, 3: 9, 4: 9, 5: 2, 6: 2, 7: 2, 8: 2}
+    # The yield keeps the observation's moment: a version read before it is superseded.
+    yielded = conn.execute(
+        "select company_id from load_ledger where yielded_at = ? order by company_id", [AT]
+    ).fetchall()
+    assert [c for (c,) in yielded] == [1, 2, 5, 6, 7, 8]
 
 
 def test_compare_classifies_the_account_against_the_ledger() -> None:
@@ -143,6 +165,33 @@ def test_compare_classifies_the_account_against_the_ledger() -> None:
     assert state.deleted_but_present == ["6"]  # 7's tombstone is there, whatever its time
     assert state.known_bad == ["8"] and state.malformed == 1
     assert (state.companies_in_okki, state.deleted_in_okki) == (7, 2)
+    assert not state.in_sync
+
+
+def test_compare_tells_a_time_moved_back_and_other_content_apart_from_in_sync() -> None:
+    t = "2026-01-05 10:00:00"
+    when = pd.Timestamp(t, tz="Asia/Shanghai")
+    listed = pd.DataFrame(
+        {"company_id": ["1", "2", "3", "4"], "update_time": [t] * 4, "removed": [False] * 4}
+    )
+    seen = pd.Timestamp(AT)
+    ledger = pd.DataFrame(
+        {
+            "company_id": pd.Series([1, 2, 3, 4], dtype="int64"),
+            "content_hash": ["x", "x", "x", "x"],
+            # 1, 2: the ledger is newer than the list; 1 was read before it, 2 since.
+            "update_time": [when + pd.Timedelta(hours=1)] * 2 + [when] * 2,
+            "observed_at": [seen - pd.Timedelta(hours=1), seen, seen, seen],
+            "status": ["updated"] * 4,
+        }
+    )
+    fresh = pd.DataFrame(
+        {"company_id": ["3", "4"], "update_time": [when] * 2, "content_hash": ["x", "y"]}
+    )
+    state = compare(listed, ledger, set(), observed_at=AT, fresh=fresh)
+    assert state.moved_back == ["1"]  # only a read since the list tells
+    assert state.different == ["4"]  # read since: OKKI holds other content than the target
+    assert state.at_target == ["2", "3"]
     assert not state.in_sync
 
 

@@ -21,6 +21,9 @@ from okki_assets_tests.factories import okki_info_record, okki_list_record
 
 DAY = "2025-03-07"
 MAPPING = load_mapping(None)
+# A window's pull: the infos, then the deleted list (read later, so a later observation).
+PULLED = pd.Timestamp("2025-03-08 01:00:00", tz="UTC")
+DELETED_LIST_READ = pd.Timestamp("2025-03-08 01:05:00", tz="UTC")
 
 
 def cleaned(*company_ids: int) -> pd.DataFrame:
@@ -39,7 +42,7 @@ def cleaned(*company_ids: int) -> pd.DataFrame:
         )
     result = clean_companies(pd.DataFrame(rows), *window_for_key(DAY))
     assert result.quarantined.empty
-    return result.cleaned
+    return result.cleaned.assign(observed_at=PULLED)
 
 
 def deleted(*rows: tuple[str, str]) -> pd.DataFrame:
@@ -49,6 +52,7 @@ def deleted(*rows: tuple[str, str]) -> pd.DataFrame:
             "company_id": [r[0] for r in rows],
             "update_time": [r[1] for r in rows],
             "list_json": [json.dumps({"company_id": r[0]}) for r in rows],
+            "observed_at": DELETED_LIST_READ,
         }
     )
 
@@ -92,6 +96,18 @@ def test_the_ledger_decides_unchanged_stale_and_resend() -> None:
     assert (plan.skipped_unchanged, plan.skipped_stale) == (1, 1)
 
 
+def test_an_unchanged_version_newer_than_the_ledger_moves_the_ledger_up() -> None:
+    first = plan_load(cleaned(1, 2), NO_DELETIONS, NO_LEDGER, MAPPING, DAY)
+    hashes = dict(zip(first.to_send["company_id"], first.to_send["content_hash"], strict=True))
+    held = ledger(
+        (1, hashes[1], f"{DAY} 09:00:00", "created"),  # an older time, the same content
+        (2, hashes[2], f"{DAY} 10:00:01", "created"),  # this very version
+    ).assign(observed_at=PULLED)
+    plan = plan_load(cleaned(1, 2), NO_DELETIONS, held, MAPPING, DAY)
+    assert plan.to_send.empty and plan.skipped_unchanged == 2
+    assert list(plan.advance["company_id"]) == [1]
+
+
 def test_a_company_cleaned_and_deleted_goes_once_as_its_newest_word() -> None:
     rows = cleaned(1, 2)  # updated 10:00:00 and 10:00:01
     gone = deleted(("1", f"{DAY} 09:00:00"), ("2", f"{DAY} 10:00:01"))  # older; a tie
@@ -99,5 +115,5 @@ def test_a_company_cleaned_and_deleted_goes_once_as_its_newest_word() -> None:
     sent = dict(zip(plan.to_send["company_id"], plan.to_send["record"], strict=True))
     assert sorted(sent) == [1, 2]
     assert "deleted" not in sent[1]  # the row is newer than the deletion
-    assert sent[2].get("deleted") is True  # a tie: the tombstone wins
+    assert sent[2].get("deleted") is True  # a tie: the tombstone, read later, wins
     assert plan.superseded == 2

@@ -173,9 +173,9 @@ def test_the_cleaned_table_matches_the_cleaned_company_model(
 ) -> None:
     table = conn.execute("describe cleaned_companies").fetchall()
     model = CleanedCompany.to_schema().columns
-    # The model's columns in its order, then the run that wrote the row.
-    assert [row[0] for row in table] == [*model, "run_id"]
-    for name, column_type, null, *_ in table[:-1]:
+    # The model's columns in its order, then the run that wrote the row and its observation.
+    assert [row[0] for row in table] == [*model, "run_id", "observed_at"]
+    for name, column_type, null, *_ in table[:-2]:
         assert column_type == DUCKDB_TYPES[str(model[name].dtype)], name
         # The table is derived from the model: null exactly where the model allows it.
         assert (null == "YES") == model[name].nullable, name

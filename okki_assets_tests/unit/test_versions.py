@@ -1,0 +1,59 @@
+"""The version order (versions.py) on its own: update_time, then the observation, then the
+content; a row absent on one side; one row per company; a yield."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from okki_assets.versions import Version, newer, newest_per_company, yielded
+
+T1 = pd.Timestamp("2026-03-01 10:00:00", tz="Asia/Shanghai")
+T2 = T1 + pd.Timedelta(seconds=1)
+SEEN1 = pd.Timestamp("2026-03-02 01:00:00", tz="UTC")
+SEEN2 = SEEN1 + pd.Timedelta(minutes=5)
+
+
+def test_the_order_is_update_time_then_observation_then_content() -> None:
+    assert Version(T2, SEEN1, "a") > Version(T1, SEEN2, "z")
+    assert Version(T1, SEEN2, "a") > Version(T1, SEEN1, "z")
+    assert Version(T1, SEEN1, "b") > Version(T1, SEEN1, "a")
+    assert Version(T1, SEEN1, "b").superseded_by_yield(SEEN2.to_pydatetime())
+
+
+def test_newer_compares_rows_of_a_frame_and_an_absent_version_is_oldest() -> None:
+    frame = pd.DataFrame(
+        {
+            "update_time": [T2, T1, T1, T1, T1],
+            "observed_at": [SEEN1, SEEN2, SEEN1, SEEN1, None],
+            "content_hash": ["a", "a", "b", "a", "a"],
+            "l_update_time": [T1, T1, T1, T1, None],
+            "l_observed_at": [SEEN2, SEEN1, SEEN1, SEEN1, None],
+            "l_content_hash": ["z", "z", "a", "a", None],
+        }
+    )
+    assert list(newer(frame, "", "l_")) == [True, True, True, False, True]
+    assert list(newer(frame, "", "l_", equal=True)) == [True, True, True, True, True]
+    assert list(newer(frame, "l_", "")) == [False, False, False, False, False]
+
+
+def test_one_row_per_company_keeps_the_newest_version() -> None:
+    frame = pd.DataFrame(
+        {
+            "company_id": [1, 1, 2, 2],
+            "update_time": [T1, T1, T2, T1],
+            "observed_at": [SEEN2, SEEN1, SEEN1, SEEN2],
+            "content_hash": ["old", "new", "x", "y"],
+        }
+    )
+    kept = newest_per_company(frame)
+    assert list(zip(kept["company_id"], kept["content_hash"], strict=True)) == [
+        (1, "old"),
+        (2, "x"),
+    ]
+
+
+def test_a_version_observed_before_a_yield_is_superseded() -> None:
+    frame = pd.DataFrame(
+        {"observed_at": [SEEN1, SEEN2, SEEN1], "l_yielded_at": [SEEN2, SEEN2, None]}
+    )
+    assert list(yielded(frame, "", "l_")) == [True, False, False]
