@@ -47,6 +47,7 @@ from okki_assets.clients.http import CallStats
 from okki_assets.errors import (
     ConfigError,
     TargetAuthError,
+    TargetPermanentError,
     TargetRetriesExhausted,
     TargetSchemaError,
     TargetUnreachable,
@@ -209,7 +210,9 @@ class SqlTarget:
             if any(w in said.lower() for w in _AUTH_WORDS):
                 return TargetAuthError(f"{where} refused the login: {said}")
             return TargetUnreachable(f"cannot connect to {where}: {said}")
-        return TargetRetriesExhausted(f"the SQL target {self.url_shown} failed: {said}")
+        if isinstance(error, sa.exc.OperationalError):
+            return TargetRetriesExhausted(f"the SQL target {self.url_shown} failed: {said}")
+        return TargetPermanentError(f"the SQL target {self.url_shown} refused: {said}")
 
     def check(self) -> None:
         """Connect once (a wrong host, user or password fails here in one line)."""
@@ -386,7 +389,7 @@ class SqlTarget:
                     return
                 after = str(rows[-1][ID])
         except sa.exc.SQLAlchemyError as e:
-            raise self._failure(e, contacted=True) from None
+            raise self._failure(e, contacted=self._table is not None) from None
 
     def row_of(self, row: Any) -> TargetRow:
         values = {ID: row[ID], **{k: row[k] for k in self._columns}}

@@ -5,7 +5,8 @@ A week of windows plus okki_reconcile over an account with history, deletions, a
 delete-restore-delete flap and a silent contact edit leave the table equal to OKKI (soft-deleted
 rows for the deleted); a settled re-run writes no row (``_synced_at`` unchanged); rows deleted,
 edited or soft-deleted by hand at the target are found by the audit and repaired; a mapping that
-gains a key adds a column; a wrong password in TARGET_URL fails the run in one line without it.
+gains a key adds a column and one that drops it fails naming it; a wrong password in TARGET_URL
+fails the run in one line without it.
 """
 
 from __future__ import annotations
@@ -132,7 +133,9 @@ def test_a_week_and_reconciles_leave_the_table_equal_to_okki(sql_pipeline: Pipel
     assert after[hacked]["fullName"] == truth[hacked]["name"]
 
 
-def test_a_mapping_that_gains_a_key_adds_a_column(sql_pipeline: Pipeline, tmp_path: Path) -> None:
+def test_a_mapping_that_gains_a_key_adds_a_column_and_one_that_drops_it_fails(
+    sql_pipeline: Pipeline, tmp_path: Path
+) -> None:
     key = day_keys(1)[0]
     assert sql_pipeline.materialize(key).success
     spec = json.loads(json.dumps(DEFAULT_MAPPING_SPEC))
@@ -143,6 +146,13 @@ def test_a_mapping_that_gains_a_key_adds_a_column(sql_pipeline: Pipeline, tmp_pa
     assert sql_pipeline.materialize(key, target=wider).success
     rows = table(sql_pipeline)
     assert rows and {r["segment"] for r in rows.values()} == {"smb"}
+    # Back to the mapping without the key: the run fails naming the column, which stays.
+    result = sql_pipeline.materialize(key, raise_on_error=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failures[0].step_failure_data.error.message  # type: ignore[union-attr]
+    assert "'segment'" in message and "never dropped" in message
+    assert "segment" in next(iter(table(sql_pipeline).values()))
 
 
 def test_a_wrong_password_fails_the_run_in_one_line_without_it(sql_pipeline: Pipeline) -> None:
