@@ -16,10 +16,10 @@ One pass over OKKI's full list (``removed=0``, no time filter) and its full dele
 Only those are fetched (info), stored under the partition ``account`` of the stage tables,
 cleaned and loaded by the very functions a daily window uses, the lists under a window's guard
 (``pull.list_everything``). Cost: two passes or more of ``ceil(N / page size) + 1`` and
-``ceil(D / page size) + 1`` list requests, one info call per missing, stale, restored, moved back or due
-company. A version already quarantined for its data (not for a failed info call) is known bad:
-it is not counted missing, and it is cleaned again from its stored payload (no info call) so
-that the account's quarantine, replaced on every run, keeps it.
+``ceil(D / page size) + 1`` list requests, one info call per missing, stale, restored, moved
+back or due company. A version already quarantined for its data (not for a failed info call)
+is known bad: it is not counted missing, and it is cleaned again from its stored payload (no
+info call) so that the account's quarantine, replaced on every run, keeps it.
 
 Tombstones against upserts: a deletion, restore or edit that keeps or lowers ``update_time``
 would lose on the version order (versions.py), so where the account list (read after the
@@ -51,6 +51,7 @@ from okki_assets.assets.cleaned import CleanSummary, clean_partition
 from okki_assets.assets.common import Connect
 from okki_assets.assets.loaded import LoadSummary, load_partition
 from okki_assets.assets.raw import STAGE_CHUNK
+from okki_assets.audit import AuditSummary, audit_target
 from okki_assets.clients.okki import OkkiClient
 from okki_assets.mapping import TargetMapping, content_hash, map_records, tombstone
 from okki_assets.okki_time import CHINA_TZ, parse_okki_times
@@ -241,6 +242,7 @@ class ReconcileSummary:
     ledger_yielded: int = 0
     clean: CleanSummary | None = None
     load: LoadSummary | None = None
+    audit: AuditSummary | None = None
     seconds: float = 0.0
 
     def metadata(self) -> dict[str, Any]:
@@ -268,6 +270,8 @@ class ReconcileSummary:
                 self.load.statuses[LedgerStatus.DELETED],
             )
             out["failed"] = self.load.failed
+        if self.audit is not None:
+            out.update(self.audit.metadata())
         return out
 
 
@@ -348,8 +352,9 @@ def reconcile_account(
     started = time.monotonic()
     before_stats = okki.stats.as_metadata()
     observed_at = datetime.now(tz=UTC)
+    audit = audit_target(target, connect, load_lock, batch_size=batch_size)  # before observing
     live, deleted, state = observe(okki, connect, run_id)
-    summary = ReconcileSummary(state)
+    summary = ReconcileSummary(state, audit=audit)
 
     with connect() as conn:
         last_fetch = storage.last_info_fetches(conn)

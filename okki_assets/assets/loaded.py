@@ -38,6 +38,7 @@ from okki_assets.errors import (
     TargetError,
     TargetPermanentError,
     TargetRetriesExhausted,
+    TargetSchemaError,
     TargetUnreachable,
 )
 from okki_assets.loading import plan_load
@@ -278,7 +279,7 @@ def _send_batch(
     try:
         results = client.write_batch(records, claim.attempt, _versions(batch))
         outcomes = [(cid, r.status, r.error) for cid, r in zip(ids, results, strict=True)]
-    except TargetAuthError:
+    except (TargetAuthError, TargetSchemaError):  # no later batch would fare better
         raise
     except (TargetPermanentError, TargetError) as e:
         summary.errors.append(str(e))

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from okki_assets.cli.demo import DemoSettings, run_demo, run_simulators
+from okki_assets.cli.demo_sql import TARGET_KINDS
 from okki_assets.cli.options import (
     HELP_FORMAT,
     add_partitions_argument,
@@ -43,6 +44,7 @@ def _demo(args: argparse.Namespace) -> int:
         faults=args.faults,
         project_dir=Path(args.project_dir).resolve(),
         seed=args.seed,
+        target=args.target,
     )
     return run_demo(settings, out=sys.stdout)
 
@@ -94,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_world_arguments(demo, faults="moderate")
     add_partitions_argument(demo, default=7, help="most recent partitions to sync")
     add_project_dir_argument(demo)
+    demo.add_argument(
+        "--target",
+        choices=TARGET_KINDS,
+        default="sim",
+        help="where the demo loads: the target simulator, an SQLite file (data/"
+        "demo_target.sqlite) or a throwaway PostgreSQL server; SQL targets end with what the"
+        " table holds",
+    )
     demo.set_defaults(func=_demo, check=check_partitions, parser=demo)
 
     sim = sub.add_parser(

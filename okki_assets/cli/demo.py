@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import dagster as dg
 import yaml
 
+from okki_assets.cli.demo_sql import demo_target, print_table
 from okki_assets.cli.runs import QUIET, partition_row
 from okki_assets.definitions import build_defs
 from okki_assets.partitions import ACCOUNT_WINDOW, today_key, window_for_key
@@ -72,6 +73,7 @@ class DemoSettings:
     faults: str = "moderate"
     project_dir: Path = Path()
     seed: int = 7
+    target: str = "sim"  # sim, sqlite or postgres (demo_sql.py)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class World:
 
     home: Path
     database: Path
+    target_url: str | None = None  # None: the target simulator
 
 
 #: The instance settings of the demo's world: no telemetry, and no "join the community" pop-up
@@ -226,7 +229,7 @@ def demo_defs(sims: RunningSimulators, world: World, sync_start: str) -> dg.Defi
             rate_limit=200.0,
             concurrency=8,
         ),
-        target=TargetResource(url=sims.target_url, token=DEMO_TARGET_TOKEN),
+        target=TargetResource(url=world.target_url or sims.target_url, token=DEMO_TARGET_TOKEN),
         warehouse=WarehouseResource(database=str(world.database)),
         sync_start=sync_start,
     )
@@ -254,7 +257,15 @@ def dev_hint(settings: DemoSettings) -> str:
 
 
 def run_demo(settings: DemoSettings, out: TextIO) -> int:
-    world = fresh_world(settings.project_dir)
+    with demo_target(settings.target, settings.project_dir) as target_url:
+        world = replace(fresh_world(settings.project_dir), target_url=target_url)
+        code = _run_demo(settings, world, out)
+        if target_url is not None:
+            print_table(target_url, out)
+    return code
+
+
+def _run_demo(settings: DemoSettings, world: World, out: TextIO) -> int:
     profile = fault_profile(settings.faults)
     keys = recent_keys(settings.partitions)
     out.write(
@@ -270,16 +281,19 @@ def run_demo(settings: DemoSettings, out: TextIO) -> int:
         okki_overrides=demo_overrides(keys[0]),
     ) as sims:
         out.write(f"  OKKI simulator   {sims.okki_url}\n  target simulator {sims.target_url}\n")
+        if world.target_url:
+            out.write(f"  target (SQL)     {settings.target}, table okki_companies\n")
         out.write(f"  DuckDB file      {world.database}\n  DAGSTER_HOME     {world.home}\n\n")
         rows = sync_partitions(sims, world, keys, keys[0], out)
         out.write("\n" + _table(rows) + "\n\n")
         in_sync = reconcile_account(sims, world, keys[0], out)
         stats = sims.target.stats()
-        out.write(
-            f"target now holds {len(sims.target.records)} companies"
-            f" ({stats['replays']} replayed batches, {stats['dropped_replies']} dropped replies"
-            f" recovered, {stats['throttled']} throttled)\n"
-        )
+        if not world.target_url:  # a SQL target's table is printed at the end
+            out.write(
+                f"target now holds {len(sims.target.records)} companies"
+                f" ({stats['replays']} replayed batches, {stats['dropped_replies']} dropped"
+                f" replies recovered, {stats['throttled']} throttled)\n"
+            )
         out.write(
             f"OKKI simulator answered {sum(sims.okki.stats.calls.values())} requests"
             f" in {time.monotonic() - started:.0f}s\n\n"
