@@ -125,7 +125,7 @@ def _materialized(url: str, asset: str) -> set[str]:
     return {m["partition"] for m in data["assetMaterializations"]}
 
 
-def _materialize(url: str, partition: str, timeout: float = 180) -> str:
+def _materialize(url: str, partition: str, timeout: float = 600) -> str:
     """What the UI's Materialize does for one partition of the three assets; the run's status."""
     launched = graphql(url, LAUNCH_RUN, {"p": sync_run_params(partition)})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
