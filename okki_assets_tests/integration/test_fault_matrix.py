@@ -416,14 +416,14 @@ def _materialize_in_child(run: ChildRun, results: Any) -> None:
         client_id=DEMO_CLIENT_ID,
         client_secret=DEMO_CLIENT_SECRET,
         rate_limit=300.0,
-        read_timeout=5.0,
+        read_timeout=60.0,
         retry_base_delay=FAST_RETRY,
     )
     target = TargetResource(
         url=run.target_url,
         token=DEMO_TARGET_TOKEN,
         batch_size=run.batch_size,
-        read_timeout=5.0,
+        read_timeout=60.0,
         retry_base_delay=FAST_RETRY,
     )
     warehouse = WarehouseResource(database=run.database, lock_timeout=60)

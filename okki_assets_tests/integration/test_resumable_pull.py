@@ -50,7 +50,7 @@ def _materialize_raw_in_child(database: str, okki_url: str, key: str) -> None:
         client_secret=DEMO_CLIENT_SECRET,
         rate_limit=KILL_RATE,
         concurrency=KILL_CONCURRENCY,
-        read_timeout=5.0,
+        read_timeout=60.0,
     )
     dg.materialize(
         build_assets(build_sync_partitions(SYNC_START)),
