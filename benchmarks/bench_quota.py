@@ -23,6 +23,13 @@ through), never from the client:
   one learned, as the next run does;
 - ``ceiling``: the ceiling the client learned, over the quota.
 
+One more scenario starts warm above a quota that fell: a client that learned 95/s (rate and
+ceiling) against a quota now 8/s fetches for 30 s; its row gives the rate cuts it made, the
+throttled answers (of all, and of the first 78 requests), and ``to 0.8`` for it, and the same
+for a cold start against that quota (``--warm-fall`` sets the two rates, ``--warm-fall-only``
+runs only this scenario). Target: no more than ``WARM_FALL_EXTRA_CUTS`` cuts above the cold
+start's.
+
 Targets (issue "Find the quota"): rate/quota >= 0.9, throttled <= 2 %, to 0.8 <= 30 s. The exit
 code is 1 when one is missed.
 """
@@ -40,7 +47,7 @@ from itertools import cycle, islice
 from multiprocessing.connection import Connection
 
 from okki_assets.clients.okki import OkkiClient
-from okki_assets.clients.ratecontrol import AutoRate
+from okki_assets.clients.ratecontrol import AdaptivePacer, AutoRate, LearnedRate
 from okki_assets.simulator.data import generate_companies
 from okki_assets.simulator.harness import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from okki_assets.simulator.http import ServerThread
@@ -52,6 +59,9 @@ REACH_TARGET = 30.0
 COLD_SECONDS = 30.0
 HALVES_AFTER = 40.0  # seconds of the first quota before it halves
 WARM_SECONDS = 10.0
+WARM_FALL_SECONDS = 30.0
+WARM_FALL_FIRST = 78  # the requests the issue counted throttles in
+WARM_FALL_EXTRA_CUTS = 3
 SPAWN = multiprocessing.get_context("spawn")
 DAY = date(2026, 11, 20)
 
@@ -220,8 +230,58 @@ def run(scenario: Scenario, window: int, latency: float, burst: float, concurren
     )
 
 
+@dataclass
+class FallFigures:
+    """One client against the fallen quota: cuts, throttled answers, time to 0.8 of it."""
+
+    cuts: int
+    throttled: int
+    throttled_first: int
+    requests: int
+    reach: float
+
+    def text(self) -> str:
+        return (
+            f"cuts {self.cuts:>3d}, throttled {self.throttled:>4d} of {self.requests:>4d}"
+            f" ({self.throttled_first:>2d} of the first {WARM_FALL_FIRST}),"
+            f" to 0.8 {self.reach:>5.1f} s"
+        )
+
+
+def run_warm_fall(
+    learned: float, quota: float, latency: float, burst: float, concurrency: int
+) -> tuple[FallFigures, FallFigures]:
+    """A warm start from ``learned`` (rate and ceiling) and a cold start, against ``quota``."""
+    config = OkkiSimConfig(
+        quota_rps=quota, quota_burst=burst, throttle_shapes=THROTTLE_SHAPES, latency=latency
+    )
+    calls = int(quota * WARM_FALL_SECONDS)
+    figures = []
+    for pacing in (AutoRate(learned=LearnedRate(learned, learned)), AutoRate()):
+        with _simulator(config) as sim:
+            client = _fetch(sim.url, sim.ids, calls, pacing, concurrency)
+            stats = sim.stats()
+        assert isinstance(client.pacer, AdaptivePacer)
+        sent, granted = stats.request_times, set(stats.granted_times)
+        figures.append(
+            FallFigures(
+                cuts=client.pacer.cuts,
+                throttled=sum(1 for t in sent if t not in granted),
+                throttled_first=sum(1 for t in sent[:WARM_FALL_FIRST] if t not in granted),
+                requests=len(sent),
+                reach=seconds_to_reach(stats.granted_times, sent[0], 0.8 * quota),
+            )
+        )
+    warm, cold = figures
+    return warm, cold
+
+
 def _run_into(conn: Connection, *args: object) -> None:
     conn.send(run(*args))  # type: ignore[arg-type]
+
+
+def _fall_into(conn: Connection, *args: float) -> None:
+    conn.send(run_warm_fall(*args))  # type: ignore[arg-type]
 
 
 def _row(f: Figures) -> str:
@@ -240,10 +300,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=float, default=3.0, help="the hidden bucket's burst")
     parser.add_argument("--concurrency", type=int, default=8, help="info calls in flight")
     parser.add_argument("--no-halving", action="store_true", help="skip the halving quota")
+    parser.add_argument(
+        "--warm-fall", default="95,8", help="learned rate, then the quota it meets now"
+    )
+    parser.add_argument(
+        "--warm-fall-only", action="store_true", help="run only the warm start above a fallen quota"
+    )
     args = parser.parse_args(argv)
     scenarios = [Scenario(f"quota {q}/s", float(q)) for q in args.quotas.split(",")]
     if not args.no_halving:
         scenarios.append(Scenario("halves 90->45", 90.0, halved=45.0))
+    if args.warm_fall_only:
+        scenarios = []
+    learned, fallen = (float(x) for x in args.warm_fall.split(","))
+    fall_ours, fall_theirs = SPAWN.Pipe()
+    fall_settings = (learned, fallen, args.latency, args.burst, args.concurrency)
+    fall = SPAWN.Process(target=_fall_into, args=(fall_theirs, *fall_settings))
+    fall.start()
     runs = []
     for scenario in scenarios:
         ours, theirs = SPAWN.Pipe()
@@ -266,7 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     for f in figures:
         print(_row(f))
-    return 0 if all(f.met() for f in figures) else 1
+    warm, cold = fall_ours.recv()
+    fall.join()
+    fall_met = warm.cuts <= cold.cuts + WARM_FALL_EXTRA_CUTS
+    print(f"warm start at {learned:g}/s, quota now {fallen:g}/s: {warm.text()}  ", end="")
+    print("met" if fall_met else "MISSED")
+    print(f"{'':>28}cold start there: {cold.text()}")
+    return 0 if fall_met and all(f.met() for f in figures) else 1
 
 
 if __name__ == "__main__":

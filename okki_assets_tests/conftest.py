@@ -123,10 +123,10 @@ def make_pipeline(
             client_secret=DEMO_CLIENT_SECRET,
             rate_limit=500.0,
             concurrency=8,
-            read_timeout=5.0,
+            read_timeout=60.0,
         )
         target = TargetResource(
-            url="" if land_only else sims.target_url, token=DEMO_TARGET_TOKEN, read_timeout=5.0
+            url="" if land_only else sims.target_url, token=DEMO_TARGET_TOKEN, read_timeout=60.0
         )
         assets = build_assets(build_sync_partitions(SYNC_START))
         yield Pipeline(sims, tmp_path / "okki.duckdb", instance, okki, target, assets)

@@ -24,7 +24,11 @@ rate limiter, and the client-side adaptive throttling of Google's SRE book):
   ``max_rate`` (``OKKI_RATE_LIMIT_MAX``), and never drops below ``min_rate``.
 - **Memory.** ``learned()`` is what a run found (rate and ceiling); handed back as
   ``AutoRate.learned``, the next run starts there, on the cubic curve under that ceiling,
-  instead of from slow start.
+  instead of from slow start. Until a cut of that run is followed by ``WARM_CONFIRMED`` clean
+  answers, the memory is on probation: a cut that follows the previous one with fewer than
+  ``VOLLEY_CLEAN`` clean answers in between (a volley: the quota fell far below what was
+  learned) drops it and starts cold, which finds the quota in a few quick cuts where taking a
+  tenth off the ceiling per cut would take dozens.
 
 ``RateController`` is the pure arithmetic: it takes the time of every event from its caller and
 never sleeps, so tests drive it with a simulated clock. ``AdaptivePacer`` and ``FixedPacer`` are
@@ -56,6 +60,11 @@ IDLE_GRACE = 1.0
 #: throttle (requests bunched on the way) costs a little, a quota that fell is followed in a
 #: few quick cuts.
 CEILING_KEPT = 0.9
+#: Right after a warm start, a cut with fewer clean answers than this since the previous cut
+#: means the learned ceiling is far above today's quota: start cold instead.
+VOLLEY_CLEAN = 2
+#: Clean answers after a cut that confirm a warm start's memory (the volley rule then ends).
+WARM_CONFIRMED = 16
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,8 @@ class RateController:
         self._last_growth = now
         self._t = 0.0  # seconds of growth since the last cut (or the warm start's equivalent)
         learned = settings.learned
+        self._on_probation = learned is not None and bool(learned.ceiling)
+        self._clean_since_cut = 0
         self.ceiling: float | None = None
         self.rate = self._bounded(settings.start)
         if learned is not None and learned.ceiling:
@@ -123,6 +134,9 @@ class RateController:
     def clean(self, now: float) -> None:
         """A clean answer: grow the rate by the time since the last growth, unless the client
         is not using its rate."""
+        self._clean_since_cut += 1
+        if self.cuts and self._clean_since_cut >= WARM_CONFIRMED:
+            self._on_probation = False
         dt = min(now - self._last_growth, max(1.0, 4.0 / self.rate))
         self._last_growth = now
         if dt <= 0 or self.measured(now) < APP_LIMITED_SHARE * self.rate:
@@ -139,6 +153,9 @@ class RateController:
         before the last cut. Returns whether it cut."""
         if sent_at < self._quiet_until:
             return False
+        if self._on_probation and self.cuts and self._clean_since_cut < VOLLEY_CLEAN:
+            self._start_cold(now)
+            return True
         measured = self.measured(now)
         peak = min(self.rate, measured) if measured > 0 else self.rate
         held = CEILING_KEPT * self.ceiling if self.ceiling is not None else 0.0
@@ -147,8 +164,22 @@ class RateController:
         self._t = 0.0
         self._quiet_until = now + 1.0 / self.rate
         self._last_growth = now
+        self._clean_since_cut = 0
         self.cuts += 1
         return True
+
+    def _start_cold(self, now: float) -> None:
+        """Forget a warm start's memory: slow start again from ``AutoRate.start``."""
+        self._on_probation = False
+        self.ceiling = None
+        self.rate = self._bounded(self.settings.start)
+        self._t = 0.0
+        self._recent.clear()
+        self._quiet_until = now + 1.0 / self.rate
+        self._last_growth = now
+        self._clean_since_cut = 0
+        self.cuts += 1
+        log.debug("OKKI throttled a volley right after a warm start: starting cold")
 
     # -- readings ----------------------------------------------------------------------------
 
@@ -287,7 +318,7 @@ class AdaptivePacer(_CountingPacer):
             if throttled:
                 if self._controller.throttled(now, grant.at):
                     log.debug(
-                        "OKKI throttled at %.1f requests/s: pacing at %.1f",
+                        "OKKI throttled (ceiling %s requests/s): pacing at %.1f",
                         self._controller.ceiling,
                         self._controller.rate,
                     )
@@ -309,6 +340,12 @@ class AdaptivePacer(_CountingPacer):
     def learned(self) -> LearnedRate:
         with self._lock:
             return self._controller.learned()
+
+    @property
+    def cuts(self) -> int:
+        """Times the rate was cut (a fall back to a cold start included)."""
+        with self._lock:
+            return self._controller.cuts
 
 
 def pacing_metadata(pacer: Pacer, before: tuple[int, int]) -> dict[str, float]:

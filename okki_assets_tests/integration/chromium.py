@@ -69,7 +69,7 @@ def find_chromium() -> str | None:
 class Chromium:
     """``with Chromium() as page: page.goto(url); page.wait_for_text("...")``."""
 
-    def __init__(self, executable: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, executable: str | None = None, timeout: float = 120.0) -> None:
         found = executable or find_chromium()
         if not found:
             raise FileNotFoundError("chromium not found: apt-get install chromium")
@@ -95,10 +95,10 @@ class Chromium:
         )
         try:
             port = self._debugging_port()
-            pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
+            pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=30).json()
             page = next(p for p in pages if p["type"] == "page")
             self._ws = self._stack.enter_context(
-                connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+                connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=60)
             )
             self.call("Page.enable")
             self.call(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from okki_assets.clients.okki import OkkiClient
 from okki_assets.okki_time import CHINA_TZ
 from okki_assets.simulator.data import generate_companies
 from okki_assets.simulator.http import SimRequest, SimResponse, mock_transport
-from okki_assets.simulator.okki import OkkiSimConfig, OkkiSimulator
+from okki_assets.simulator.okki import LIST_PATH, OkkiSimConfig, OkkiSimulator
 
 METRICS = (
     "companies synced",
@@ -109,24 +108,32 @@ def test_exit_code_is_1_exactly_when_a_target_is_missed() -> None:
 
 
 class _InFlight:
-    """Counts list requests in flight at once (each takes ``seconds``) over a simulator."""
+    """Counts list requests in flight at once over a simulator. Page 2's request waits (up to
+    ``patience`` seconds) for another to join it: prefetched pages overlap however slowly a
+    loaded machine starts their threads, and one page after another never does."""
 
-    def __init__(self, sim: OkkiSimulator, seconds: float) -> None:
+    def __init__(self, sim: OkkiSimulator, patience: float) -> None:
         self.sim = sim
-        self.seconds = seconds
+        self.patience = patience
         self.now = 0
         self.most = 0
-        self._lock = threading.Lock()
+        self.seen = 0
+        self._joined = threading.Condition()
 
     def handle(self, request: SimRequest) -> SimResponse:
-        with self._lock:
+        if request.path != LIST_PATH:
+            return self.sim.handle(request)
+        with self._joined:
             self.now += 1
+            self.seen += 1
             self.most = max(self.most, self.now)
-        time.sleep(self.seconds)
+            self._joined.notify_all()
+            if self.seen == 2:
+                self._joined.wait_for(lambda: self.most > 1, timeout=self.patience)
         try:
             return self.sim.handle(request)
         finally:
-            with self._lock:
+            with self._joined:
                 self.now -= 1
 
 
@@ -141,7 +148,7 @@ def test_a_prefetched_list_pass_matches_the_sequential_one(prefetch: bool) -> No
     day = date(2026, 11, 20)
     start = datetime(2026, 11, 20, tzinfo=CHINA_TZ)
     sim = OkkiSimulator(generate_companies(430, day, day, seed=3), OkkiSimConfig())
-    counter = _InFlight(sim, 0.01)
+    counter = _InFlight(sim, patience=2.0 if not prefetch else 120.0)
     with OkkiClient(
         "http://okki.test",
         "demo-client",

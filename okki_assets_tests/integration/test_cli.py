@@ -137,7 +137,7 @@ def _materialized(url: str, asset: str) -> set[str]:
     return {m["partition"] for m in data["assetMaterializations"]}
 
 
-def _materialize(url: str, partition: str, timeout: float = 180) -> str:
+def _materialize(url: str, partition: str, timeout: float = 600) -> str:
     """What the UI's Materialize does for one partition of the three assets; the run's status."""
     launched = graphql(url, LAUNCH_RUN, {"p": sync_run_params(partition)})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
@@ -157,36 +157,52 @@ def _cleaned_partitions(database: Path) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-# A leader that, on SIGTERM, starts one more process in its group and exits; the late process
-# writes a file when a SIGTERM reaches it, and otherwise sleeps for a minute.
+# A leader that, on SIGTERM, starts one more process in its group and exits once that process is
+# up; the late process writes a file when a SIGTERM reaches it, and otherwise sleeps for a
+# minute. Each says it is ready (its handler installed) by creating a file: no sleep races the
+# interpreter's start-up on a loaded machine.
 LATE_CHILD = """
-import signal, sys, time
+import pathlib, signal, sys, time
 def bye(*_):
     open(sys.argv[1], "w").write("SIGTERM")
     sys.exit(0)
 signal.signal(signal.SIGTERM, bye)
+pathlib.Path(sys.argv[2]).touch()
 time.sleep(60)
 """
 LEADER = """
-import signal, subprocess, sys, time
+import pathlib, signal, subprocess, sys, time
 def on_term(*_):
-    subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
-    time.sleep(1.0)  # the late process is up, and has not seen the first SIGTERM
+    up = pathlib.Path(sys.argv[4])
+    subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], str(up)])
+    deadline = time.monotonic() + 120
+    while not up.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the late process is up, and has not seen the first SIGTERM
     sys.exit(0)
 signal.signal(signal.SIGTERM, on_term)
+pathlib.Path(sys.argv[3]).touch()
 time.sleep(60)
 """
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None, f"exited with {proc.returncode} before {path.name}"
+        assert time.monotonic() < deadline, f"no {path.name} after {seconds} s"
+        time.sleep(0.01)
 
 
 def test_a_process_started_after_the_first_sigterm_is_stopped_with_sigterm_too(
     tmp_path: Path,
 ) -> None:
-    told = tmp_path / "late.out"
+    told, leader_up = tmp_path / "late.out", tmp_path / "leader.up"
+    argv = [LATE_CHILD, str(told), str(leader_up), str(tmp_path / "late.up")]
     proc = start_process_group(
-        [sys.executable, "-c", LEADER, LATE_CHILD, str(told)], env=dict(os.environ), cwd=tmp_path
+        [sys.executable, "-c", LEADER, *argv], env=dict(os.environ), cwd=tmp_path
     )
-    time.sleep(1.5)  # the leader has installed its handler
-    code = stop_process_group(proc, grace=20)
+    _wait_for_file(leader_up, proc)  # the leader has installed its handler
+    code = stop_process_group(proc, grace=120)  # a bound, not a wait: it ends when they do
     assert code == 0
     assert told.read_text() == "SIGTERM"  # not left to the SIGKILL at the end of the grace
 

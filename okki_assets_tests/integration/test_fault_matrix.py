@@ -25,6 +25,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -64,8 +65,8 @@ DAYS = 2
 COMPANIES = 120
 #: Client settings of the matrix: a read timeout below the latency spikes, retries that start
 #: fast, small batches so that target faults hit many of them.
-READ_TIMEOUT = 0.4
-SPIKE = 0.8
+READ_TIMEOUT = 2.0  # far above a loaded machine's slowest ordinary answer
+SPIKE = 3.0
 FAST_RETRY = 0.02
 BATCH = 10
 PAGE_SIZE = 20
@@ -415,14 +416,14 @@ def _materialize_in_child(run: ChildRun, results: Any) -> None:
         client_id=DEMO_CLIENT_ID,
         client_secret=DEMO_CLIENT_SECRET,
         rate_limit=300.0,
-        read_timeout=5.0,
+        read_timeout=60.0,
         retry_base_delay=FAST_RETRY,
     )
     target = TargetResource(
         url=run.target_url,
         token=DEMO_TARGET_TOKEN,
         batch_size=run.batch_size,
-        read_timeout=5.0,
+        read_timeout=60.0,
         retry_base_delay=FAST_RETRY,
     )
     warehouse = WarehouseResource(database=run.database, lock_timeout=60)
@@ -465,33 +466,56 @@ def slow_target_pipeline(tmp_path: Path, instance: dg.DagsterInstance) -> Iterat
     )
 
 
+class HeldTarget(TargetSimulator):
+    """A target that, once ``hold_after`` records are applied, holds the next batch (and so the
+    whole server) until ``release`` is set, then answers it 503 without applying it: a run can
+    be killed in the middle of its load however fast or slow the machine is."""
+
+    hold_after = 15
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    def handle(self, request: SimRequest) -> SimResponse:
+        holding = request.path == BATCH_PATH and not self.release.is_set()
+        if holding and len(self.history) >= self.hold_after:
+            self.held.set()
+            self.release.wait(600)
+            return SimResponse.json({"code": 503, "message": "held"}, status=503)
+        return super().handle(request)
+
+
 @pytest.mark.slow
 def test_a_run_killed_in_the_middle_of_the_load_is_completed_by_the_next(
-    slow_target_pipeline: Pipeline,
+    tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
-    pipeline = slow_target_pipeline
-    key = day_keys(DAYS)[1]
-    truth = pipeline.sims.okki.companies_in_window(*window_for_key(key))
-    results = mp.get_context("spawn").Queue()
-    child = _spawn(pipeline, key, results, batch_size=5)
-    # loaded_companies is running once the target has applied some batches, not all.
-    _wait_until(lambda: len(pipeline.sims.target.history) >= 15, 120, "the load to start")
-    os.kill(child.pid, signal.SIGKILL)
-    child.join(10)
-    assert child.exitcode == -signal.SIGKILL
-    applied_before = len(pipeline.sims.target.history)
-    assert 15 <= applied_before < len(truth), "the kill must land in the middle of the load"
+    target = HeldTarget()
+    for pipeline in make_pipeline(tmp_path, instance, companies=180, days=DAYS, target=target):
+        key = day_keys(DAYS)[1]
+        truth = pipeline.sims.okki.companies_in_window(*window_for_key(key))
+        results = mp.get_context("spawn").Queue()
+        child = _spawn(pipeline, key, results, batch_size=5)
+        # loaded_companies is running: the target applied some batches and holds the next.
+        _wait_until(target.held.is_set, 900, "the load to start")
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(30)
+        applied_before = len(pipeline.sims.target.history)
+        target.release.set()  # the held batch is answered 503; resends queued meanwhile apply
+        assert child.exitcode == -signal.SIGKILL
+        assert 15 <= applied_before < len(truth), "the kill must land in the middle of the load"
 
-    # The killed process held DuckDB's lock: the file opens, and the ledger shows the
-    # interrupted claims (sending) or nothing half-recorded.
-    statuses = dict(pipeline.query("select status, count(*) from load_ledger group by status"))
-    assert set(statuses) <= {"sending", "created"}
-    assert pipeline.materialize(key).success
-    rec = reconcile(pipeline.sims.okki, pipeline.sims.target, pipeline.database, [key])
-    assert_exactly_once(rec)
-    statuses = dict(pipeline.query("select status, count(*) from load_ledger group by status"))
-    assert set(statuses) <= {"created", "unchanged"}
-    assert pipeline.query("select count(*) from raw_staging") == [(0,)]
+        # The killed process held DuckDB's lock: the file opens, and the ledger shows the
+        # interrupted claims (sending) or nothing half-recorded.
+        statuses = dict(pipeline.query("select status, count(*) from load_ledger group by status"))
+        assert set(statuses) <= {"sending", "created"}
+        assert pipeline.materialize(key).success
+        rec = reconcile(pipeline.sims.okki, pipeline.sims.target, pipeline.database, [key])
+        assert_exactly_once(rec)
+        statuses = dict(pipeline.query("select status, count(*) from load_ledger group by status"))
+        assert set(statuses) <= {"created", "unchanged"}
+        assert pipeline.query("select count(*) from raw_staging") == [(0,)]
 
 
 @pytest.mark.slow
@@ -502,7 +526,7 @@ def test_two_partitions_at_once_on_one_duckdb_file_both_succeed(
     keys = day_keys(DAYS)
     results = mp.get_context("spawn").Queue()
     children = [_spawn(pipeline, key, results) for key in keys]
-    outcomes = dict(results.get(timeout=240) for _ in children)
+    outcomes = dict(results.get(timeout=900) for _ in children)
     for child in children:
         child.join(30)
     assert outcomes == dict.fromkeys(keys, True), "a run failed (a DuckDB lock failure?)"
@@ -519,7 +543,7 @@ def test_the_same_partition_twice_at_once_keeps_the_ledger_consistent(
     results = mp.get_context("spawn").Queue()
     children = [_spawn(pipeline, key, results) for _ in range(2)]
     for _ in children:
-        results.get(timeout=240)
+        results.get(timeout=900)
     for child in children:
         child.join(30)
     # Whatever the two runs interleaved, one more run settles everything, and nothing was
@@ -590,9 +614,9 @@ def test_two_loads_at_once_never_write_an_older_version_over_a_newer_one(
         loaded = ("loaded_companies",)
         first = _spawn(pipeline, older, results, selection=loaded)
         second = _spawn(pipeline, newer, results, selection=loaded, barrier=str(barrier))
-        _wait_until(lambda: target.gated >= 1, 120, "the older version to be held back")
+        _wait_until(lambda: target.gated >= 1, 900, "the older version to be held back")
         barrier.touch()
-        outcomes = dict(results.get(timeout=240) for _ in range(2))
+        outcomes = dict(results.get(timeout=900) for _ in range(2))
         for child in (first, second):
             child.join(30)
         assert outcomes == {older: True, newer: True}

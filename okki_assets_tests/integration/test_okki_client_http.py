@@ -2,7 +2,8 @@
 
 A window of several thousand companies, with 5 % of calls failing (5xx, resets, bad JSON) and a
 per-token quota answered in every throttle shape, still yields every company exactly once; and
-the client's own pacing keeps the observed request rate at or under its configured limit.
+the client's own pacing keeps the observed request rate at or under its configured limit (a
+bound that holds however the machine schedules the threads: the speed is the bench's figure).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ def test_a_faulty_throttled_window_yields_every_company_once() -> None:
     companies = generate_companies(3000, DAY, DAY, seed=3)
     config = OkkiSimConfig(
         fault_rate=0.05,
-        # Well under what the client asks for (600/s) even on a slow machine, so that every
-        # throttle shape is served.
+        # A quota under what the client asks for (600/s) throttles it on a quick machine; the
+        # scheduled throttles serve every shape (in turn) however slowly a loaded one asks.
         quota_rps=150.0,
         quota_burst=10.0,
+        throttle_calls=(50, 100, 150, 200),
         throttle_shapes=("http429_retry_after", "http429", "body429", "body503"),
         drift_rate=0.0,
     )
@@ -68,12 +70,12 @@ def test_a_faulty_throttled_window_yields_every_company_once() -> None:
 def test_the_observed_request_rate_stays_under_the_limit() -> None:
     companies = generate_companies(400, DAY, DAY, seed=5)
     sim = OkkiSimulator(companies, OkkiSimConfig(latency=0.005))
-    limit = 80.0
+    limit, concurrency = 80.0, 8
     start, end = _window()
     with (
         ServerThread(sim) as server,
         OkkiClient(
-            server.url, "demo-client", "demo-secret", rate_limit=limit, concurrency=8
+            server.url, "demo-client", "demo-secret", rate_limit=limit, concurrency=concurrency
         ) as client,
     ):
         listed, _ = list_window(client, start, end)
@@ -81,12 +83,10 @@ def test_the_observed_request_rate_stays_under_the_limit() -> None:
 
     times = sorted(sim.stats.request_times)
     assert len(times) > 400
-    # Over every one-second window the count stays within the limit (plus the one-request burst).
-    # These are arrival times at the server: on a loaded machine a request paced on time may
-    # arrive some tens of milliseconds late, next to the one after it, so a window may hold a
-    # few more. The pacer itself is held to the exact bound on a fake clock (test_client_http).
-    worst = max(sum(1 for t in times[i:] if t < first + 1.0) for i, first in enumerate(times))
-    assert worst <= limit * 1.05 + 1, worst
-    elapsed = times[-1] - times[0]
-    # Not idle either (how close it comes to the quota is the bench's figure, not a test's).
-    assert len(times) / elapsed > 0.5 * limit, "pacing should not leave the quota unused"
+    # Over every one-second window the count stays within the limit plus the one-request burst,
+    # plus the requests still on their way at the window's start. The pacer grants on its clock
+    # (held to the exact bound on a fake clock in test_client_http); a request arrives at the
+    # server after its grant, however late a loaded machine delivers it, and no more than
+    # ``concurrency`` are on their way at once: no scheduling can push a window past this.
+    worst = max(sum(1 for t in times[i:] if t <= first + 1.0) for i, first in enumerate(times))
+    assert worst <= limit + 1 + concurrency, worst

@@ -253,7 +253,7 @@ def test_reconcile_and_a_daily_partition_at_once_lose_nothing_and_write_nothing_
         _dg_launch(account, homes[0], "okki_reconcile"),
         _dg_launch(account, homes[1], "okki_sync", key),
     ]
-    outputs = [run.communicate(timeout=240)[0].decode(errors="replace") for run in runs]
+    outputs = [run.communicate(timeout=900)[0].decode(errors="replace") for run in runs]
     for run, output in zip(runs, outputs, strict=True):
         assert run.returncode == 0, output[-3000:]
         assert "Warning" not in output, output[:3000]

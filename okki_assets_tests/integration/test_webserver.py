@@ -117,7 +117,7 @@ class Robot:
 
 def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     response = httpx.post(
-        f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30
+        f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=120
     )
     response.raise_for_status()
     body = response.json()
@@ -194,8 +194,8 @@ def _run_dev_command(folder: Path) -> DevRun:
             start_new_session=True,  # so that the test can clean up whatever happens
         )
     try:
-        wait_for_webserver(url, proc, timeout=120)
-        deadline = time.monotonic() + 30
+        wait_for_webserver(url, proc, timeout=300)
+        deadline = time.monotonic() + 180
         while "Dagster UI ready" not in out.read_text(errors="replace"):  # what the user sees
             assert time.monotonic() < deadline, "okki-assets dev never said it was ready"
             time.sleep(0.1)
@@ -211,14 +211,14 @@ def _run_dev_command(folder: Path) -> DevRun:
                 "client_secret": "demo-secret",
                 "scope": "company",
             },
-            timeout=5,
+            timeout=30,
         )
         result.token_status = token.status_code
         result.instance_config_written = (folder / ".dagster_home" / "dagster.yaml").exists()
         result.processes |= _processes_of(proc.pid)
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
-        result.returncode = proc.wait(timeout=60)
+        result.returncode = proc.wait(timeout=180)
         result.survivors = _survivors(result.processes)
         try:
             httpx.get(f"{result.okki_url}/v1/company/list", timeout=2)
@@ -344,7 +344,7 @@ def sync_run_params(partition: str) -> dict[str, Any]:
     }
 
 
-def _run_daily(session: Session, key: str, timeout: float = 120) -> None:
+def _run_daily(session: Session, key: str, timeout: float = 600) -> None:
     """One run of the okki_sync job for one partition, as the daily schedule launches it."""
     launched = session.q(LAUNCH_RUN, {"p": sync_run_params(key)})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
@@ -373,7 +373,7 @@ def _wait_for(
         time.sleep(0.5)
 
 
-def _wait_loaded(session: Session, timeout: float = 90) -> dict[str, Any]:
+def _wait_loaded(session: Session, timeout: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         entries = session.q(LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
@@ -383,7 +383,7 @@ def _wait_loaded(session: Session, timeout: float = 90) -> dict[str, Any]:
         time.sleep(0.5)
 
 
-def _run_backfill(session: Session, dev_folder: Path, timeout: float = 150) -> None:
+def _run_backfill(session: Session, dev_folder: Path, timeout: float = 900) -> None:
     params = {
         "assetSelection": [{"path": [a]} for a in ASSETS],
         "partitionNames": session.keys,
@@ -449,7 +449,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         )
         session.today = days[3]
         try:
-            wait_for_webserver(session.url, proc, timeout=120)
+            wait_for_webserver(session.url, proc, timeout=300)
             session.watch()
             _wait_loaded(session)
             session.watch()
@@ -818,11 +818,10 @@ def test_the_ui_in_a_browser_shows_the_graph_the_check_partitions_and_the_figure
 def test_stopping_the_webserver_leaves_no_process_behind(ui: Session) -> None:
     ui.watch()
     assert len(ui.seen) >= 5, ui.seen  # dagster dev, webserver, daemon, code server, ...
-    started = time.monotonic()
-    code = stop_process_group(ui.proc, grace=30)
-    took = time.monotonic() - started
+    # The grace is a bound, not a wait (the group is gone as soon as it exits); a loaded
+    # machine may need long to shut dagster dev down, and a SIGKILL would show as -9.
+    code = stop_process_group(ui.proc, grace=180)
     assert code == 0, ui.log_tail()  # a clean exit after SIGTERM, not a SIGKILL (-9)
-    assert took < 30
     assert not group_alive(ui.proc.pid)
     assert _survivors(ui.seen) == []
     with pytest.raises(httpx.TransportError):

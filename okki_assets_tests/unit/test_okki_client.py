@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -823,15 +822,17 @@ def test_list_requests_pass_the_rate_limiter() -> None:
 def test_company_infos_returns_every_id_once_with_bounded_concurrency() -> None:
     in_flight = 0
     peak = 0
-    lock = threading.Lock()
+    joined = threading.Condition()
 
     def info(request: httpx.Request) -> httpx.Response:
+        # The first call waits for a second to join it (no sleep racing the threads' start).
         nonlocal in_flight, peak
-        with lock:
+        with joined:
             in_flight += 1
             peak = max(peak, in_flight)
-        time.sleep(0.005)
-        with lock:
+            joined.notify_all()
+            joined.wait_for(lambda: peak > 1, timeout=120)
+        with joined:
             in_flight -= 1
         cid = request.url.params["company_id"]
         if int(cid) % 10 == 0:

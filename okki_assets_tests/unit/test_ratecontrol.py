@@ -275,6 +275,33 @@ def test_a_warm_start_begins_at_what_the_last_run_learned() -> None:
     assert (unknown.rate, unknown.ceiling) == (12.0, None)
 
 
+def test_a_warm_start_above_a_quota_that_fell_resets_to_a_cold_start() -> None:
+    # The last run learned 95/s; the quota is now 8. Cutting a tenth of the ceiling at a time
+    # took 27 cuts and 41 throttled answers in the first 78 requests: a volley of throttles
+    # right after a warm start must instead drop to a cold start, which finds 8/s in a few cuts.
+    learned = LearnedRate(rate=95.0, ceiling=95.0)
+    warm = RateController(AutoRate(learned=learned), now=0.0)
+    log = drive(warm, fixed(8.0), 60)
+    from_cold = cold()
+    cold_log = drive(from_cold, fixed(8.0), 60)
+    assert warm.cuts <= from_cold.cuts + 3
+    assert sum(not s.granted for s in log) <= sum(not s.granted for s in cold_log) + 8
+    assert sum(not s.granted for s in log[:78]) <= 10
+    assert warm.ceiling == pytest.approx(8.0, rel=0.1)
+    assert granted_rate([s for s in log if s.at >= 30]) >= 0.9 * 8
+
+
+def test_a_stray_throttle_after_a_warm_start_keeps_what_was_learned() -> None:
+    # The quota is where the last run found it; requests bunched on the way empty the bucket
+    # once early on: one cut, then clean answers, and the learned ceiling stays.
+    learned = LearnedRate(rate=36.0, ceiling=37.5)
+    controller = RateController(AutoRate(learned=learned), now=0.0)
+    log = drive(controller, fixed(37.0), 40, stalls=(1.0, 4.0))
+    assert granted_rate([s for s in log if s.at < 10]) >= 0.7 * 37  # starting cold: under 0.1
+    assert controller.ceiling == pytest.approx(37, rel=0.1)
+    assert throttled_share(log) <= 0.02
+
+
 def test_the_adaptive_pacer_paces_by_the_controller_and_reports_it() -> None:
     clock = FakeClock(start=0.0)
     pacer = AdaptivePacer(AutoRate(start=10.0), clock=clock, sleep=clock.sleep)
