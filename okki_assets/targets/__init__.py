@@ -1,0 +1,1 @@
+"""Targets: the port and its adapters."""
