@@ -20,8 +20,9 @@
   nothing done), and on writes ``html_after_rate`` (done, then the HTML page), ``drop_reply_rate``
   (done, then the connection reset) and ``late_commit_rate`` (a create checked for uniqueness now,
   committed ``late_commit_seconds`` later, the reply reset at once: a resend before then creates
-  the number twice, as Kingdee's own concurrency warning says). ``max_batch`` refuses a larger
-  BatchSave whole with MsgCode 14. ``session_max_calls`` kills a session after that many calls.
+  the number twice, as Kingdee's own concurrency warning says). ``refuse_rule`` refuses chosen
+  models row by row. ``max_batch`` refuses a larger BatchSave whole with MsgCode 14.
+  ``session_max_calls`` kills a session after that many calls.
 - For tests: ``forbid_by_hand``/``rename_by_hand``, ``customers()`` (the store, late commits
   due applied), ``duplicates()`` and ``stats``.
 """
@@ -64,7 +65,7 @@ class K3CloudSimConfig:
 
     acct_id: str = "demo-acct"
     username: str = "okki-sync"
-    app_id: str = "225649_7ZbM0dvL0rHY4V1o6/7BSwzIVNQ21ooL"
+    app_id: str = "300001_X1teXUtXXFoMG1FfXVZZTE9DXAATUhAS"
     app_secret: str = "demo-app-secret-0123456789abcdef"
     password: str = "demo-password"
     orgs: frozenset[str] = frozenset({"100"})
@@ -79,6 +80,7 @@ class K3CloudSimConfig:
     drop_reply_rate: float = 0.0
     late_commit_rate: float = 0.0
     late_commit_seconds: float = 0.5
+    refuse_rule: Callable[[dict[str, Any]], str | None] | None = None  # model -> Errors[] text
     seed: int = 7
 
 
@@ -410,6 +412,9 @@ class K3CloudSimulator:
         return response
 
     def _save_one(self, model: dict[str, Any], audit: bool, late: bool) -> Customer | None:
+        why = self.config.refuse_rule(model) if self.config.refuse_rule else None
+        if why:
+            raise Refused(why)
         cust_id = next((v for k, v in model.items() if k.lower() == "fcustid"), 0)
         if cust_id not in (0, "0", "", None):
             return self.store.modify(int(cust_id), model, audit)
