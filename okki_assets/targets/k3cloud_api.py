@@ -239,12 +239,6 @@ class K3CloudApi:
             raise TargetTransientError(
                 f"{method} answered no ResponseStatus", cause="invalid_json", endpoint=method
             )
-        if rs.msg_code == MSG_CALL_LIMIT:
-            raise TargetTransientError(
-                f"{method} refused whole (MsgCode 14): {self._clean(rs.first_error)}",
-                cause="limit",
-                endpoint=method,
-            )
         return rs
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -271,6 +265,12 @@ class K3CloudApi:
         self.stats.count_request(endpoint)
         reply = self._send(service, body)
         rs = parse_status(reply)
+        if rs is not None and rs.msg_code == MSG_CALL_LIMIT:
+            raise TargetTransientError(
+                f"refused whole (MsgCode 14): {self._clean(rs.first_error)}",
+                cause="limit",
+                endpoint=service.rsplit(".", 1)[-1],
+            )
         if rs is None or rs.msg_code != MSG_SESSION_LOST or service.startswith(AUTH):
             return reply
         if not self.settings.cookie_mode:
