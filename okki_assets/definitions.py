@@ -10,7 +10,13 @@ Environment (see README and .env.example):
   OKKI_REFRESH_INFO    1 = call info for every company on every sync (default 0)
   OKKI_INFO_REFRESH_DAYS  okki_reconcile re-reads every company's info at least once in this
                        many days, a slice per run (default 7; 1 = every company every run)
-  TARGET_URL           target API root; unset = land-only mode (nothing sent)
+  TARGET_URL           target API root; unset = land-only mode (nothing sent);
+                       k3cloud+https://host/k3cloud/ = Kingdee K/3 Cloud customers (docs/kingdee.md)
+  K3CLOUD_ACCT_ID, K3CLOUD_USERNAME, K3CLOUD_APP_ID, K3CLOUD_APP_SECRET, K3CLOUD_LCID (2052)
+                       Kingdee signed-header credentials (第三方系统登录授权); K3CLOUD_PASSWORD
+                       instead of the app id/secret selects the ValidateUser cookie login
+  K3CLOUD_ORG (100), K3CLOUD_CURRENCY (PRE001), K3CLOUD_NUMBER_PREFIX (OKKI),
+  K3CLOUD_BATCH_SIZE (50), K3CLOUD_COUNTRY_MAP (ISO=number pairs, e.g. CN=China,US=USA)
   TARGET_TOKEN         target bearer token                   (required when TARGET_URL is set)
   TARGET_BATCH_SIZE    records per batch (default 500)
   OKKI_MAPPING_FILE    YAML/JSON mapping file (default: built-in mapping)
@@ -34,6 +40,7 @@ from okki_assets.partitions import DEFAULT_SYNC_START, build_sync_partitions
 from okki_assets.reconcile import DEFAULT_REFRESH_DAYS
 from okki_assets.resources import (
     REAL_OKKI_BASE_URL,
+    K3CloudConfig,
     OkkiResource,
     TargetResource,
     WarehouseResource,
@@ -121,6 +128,24 @@ def _memory_limit() -> str:
     return "" if raw.lower() == "none" else raw
 
 
+def _k3cloud_from_env(target_url: str) -> K3CloudConfig:
+    if not target_url.lower().startswith("k3cloud+"):
+        return K3CloudConfig()
+    return K3CloudConfig(
+        acct_id=_env("K3CLOUD_ACCT_ID", ""),
+        username=_env("K3CLOUD_USERNAME", ""),
+        app_id=_env("K3CLOUD_APP_ID", ""),
+        app_secret=_secret("K3CLOUD_APP_SECRET"),
+        password=_secret("K3CLOUD_PASSWORD"),
+        lcid=_count("K3CLOUD_LCID", 2052),
+        org=_env("K3CLOUD_ORG", "100"),
+        currency=_env("K3CLOUD_CURRENCY", "PRE001"),
+        number_prefix=_env("K3CLOUD_NUMBER_PREFIX", "OKKI"),
+        batch_size=_count("K3CLOUD_BATCH_SIZE", 50),
+        country_map=_env("K3CLOUD_COUNTRY_MAP", ""),
+    )
+
+
 def defs_from_env() -> dg.Definitions:
     target_url = _env("TARGET_URL", "")
     return build_defs(
@@ -138,6 +163,7 @@ def defs_from_env() -> dg.Definitions:
             token=_secret("TARGET_TOKEN") if target_url else "",
             batch_size=_count("TARGET_BATCH_SIZE", 500),
             mapping_file=_env("OKKI_MAPPING_FILE", ""),
+            k3cloud=_k3cloud_from_env(target_url),
         ),
         warehouse=WarehouseResource(
             database=_env("OKKI_ASSETS_DUCKDB", DEFAULT_DUCKDB),

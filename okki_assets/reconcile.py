@@ -49,13 +49,14 @@ from okki_assets.assets.common import Connect
 from okki_assets.assets.loaded import LoadSummary, load_partition
 from okki_assets.assets.raw import STAGE_CHUNK
 from okki_assets.clients.okki import OkkiClient, record_key
-from okki_assets.clients.target import LandOnlyTarget, TargetClient
+from okki_assets.clients.target import LandOnlyTarget
 from okki_assets.errors import PaginationError, RepeatedPageError
 from okki_assets.mapping import TargetMapping, content_hash, tombstone
 from okki_assets.okki_time import CHINA_TZ, parse_okki_times
 from okki_assets.partitions import ACCOUNT_KEY
 from okki_assets.pull import InfoReport, ListedRecords, fetch_infos
 from okki_assets.storage import LedgerStatus
+from okki_assets.targets.port import BatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ def state_of(conn: Any, snapshot: pd.DataFrame) -> AccountState:
 
 def reconcile_account(
     okki: OkkiClient,
-    target: TargetClient | LandOnlyTarget,
+    target: BatchWriter | LandOnlyTarget,
     connect: Connect,
     load_lock: Callable[[], AbstractContextManager[None]],
     run_id: str,

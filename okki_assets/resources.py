@@ -25,6 +25,8 @@ from okki_assets.clients.ratecontrol import AutoRate, LearnedRate
 from okki_assets.clients.target import LandOnlyTarget, TargetClient
 from okki_assets.errors import ConfigError, StorageError
 from okki_assets.mapping import TargetMapping, load_mapping
+from okki_assets.targets.k3cloud import K3CloudTarget, k3cloud_mapping
+from okki_assets.targets.k3cloud_api import K3CloudSettings
 
 try:
     import fcntl
@@ -33,6 +35,9 @@ except ImportError:  # Windows: loads are not serialised across processes there
 
 REAL_OKKI_BASE_URL = "https://api-sandbox.xiaoman.cn"
 log = logging.getLogger(__name__)
+
+
+K3CLOUD_SCHEME = "k3cloud+"
 
 
 def _checked_url(name: str, value: str) -> str:
@@ -163,6 +168,61 @@ class OkkiResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                     log.warning("could not keep the learned OKKI rate: %s", e)
 
 
+class K3CloudConfig(dg.Config):
+    """Kingdee K/3 Cloud settings, used when TARGET_URL is ``k3cloud+http(s)://host/k3cloud/``."""
+
+    acct_id: str = Field(default="", description="账套ID, the data centre id (K3CLOUD_ACCT_ID).")
+    username: str = Field(default="", description="The integration user (K3CLOUD_USERNAME).")
+    app_id: str = Field(default="", description="第三方系统登录授权 AppID (K3CLOUD_APP_ID).")
+    app_secret: str = Field(default="", description="Its AppSecret (K3CLOUD_APP_SECRET).")
+    password: str = Field(default="", description="Set instead: ValidateUser (K3CLOUD_PASSWORD).")
+    lcid: int = Field(default=2052, description="Language id (K3CLOUD_LCID).")
+    org: str = Field(default="100", description="Create/use organisation number (K3CLOUD_ORG).")
+    currency: str = Field(default="PRE001", description="Trading currency (K3CLOUD_CURRENCY).")
+    number_prefix: str = Field(default="OKKI", description="FNumber = prefix + company id.")
+    batch_size: int = Field(default=50, description="Customers per BatchSave (K3CLOUD_BATCH_SIZE).")
+    country_map: str = Field(default="", description="ISO=number pairs, comma-separated.")
+    timeout_seconds: float = Field(default=120.0, description="Seconds to wait for a reply.")
+    settle_seconds: float = Field(default=120.0, description="Wait after a lost create reply.")
+
+    def settings(self, url: str) -> K3CloudSettings:
+        base = _checked_url("TARGET_URL", url.strip()[len(K3CLOUD_SCHEME) :]) + "/"
+        for name, value in (("K3CLOUD_ACCT_ID", self.acct_id), ("K3CLOUD_USERNAME", self.username)):
+            if not value.strip():
+                raise ConfigError(f"{name} is empty or not set while TARGET_URL is k3cloud+")
+        if not self.password.strip() and not (self.app_id.strip() and self.app_secret.strip()):
+            raise ConfigError(
+                "set K3CLOUD_APP_ID and K3CLOUD_APP_SECRET (or K3CLOUD_PASSWORD for ValidateUser)"
+            )
+        return K3CloudSettings(
+            base_url=base,
+            acct_id=self.acct_id.strip(),
+            username=self.username.strip(),
+            app_id=self.app_id.strip(),
+            app_secret=_credential("K3CLOUD_APP_SECRET", self.app_secret),
+            password=_credential("K3CLOUD_PASSWORD", self.password),
+            lcid=self.lcid,
+            org=self.org,
+            currency=self.currency,
+            number_prefix=self.number_prefix,
+            batch_size=self.batch_size,
+            country_map=_pairs("K3CLOUD_COUNTRY_MAP", self.country_map),
+            timeout_seconds=self.timeout_seconds,
+            settle_seconds=self.settle_seconds,
+        )
+
+
+def _pairs(name: str, text: str) -> dict[str, str]:
+    """``CN=China,US=USA`` as a dict."""
+    out: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"{name} must be ISO=number pairs separated by commas, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The target platform. An empty ``url`` is land-only mode: nothing is sent."""
 
@@ -175,15 +235,24 @@ class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         description="Seconds before the first retry of a transient failure (doubles each time).",
     )
     mapping_file: str = Field(default="", description="YAML/JSON mapping file; empty = built-in.")
+    k3cloud: K3CloudConfig = Field(
+        default_factory=lambda: K3CloudConfig(), description="Kingdee settings (K3CLOUD_*)."
+    )
 
     @property
     def land_only(self) -> bool:
         return not self.url.strip()
 
-    def open(self) -> TargetClient | LandOnlyTarget:
+    @property
+    def is_k3cloud(self) -> bool:
+        return self.url.strip().lower().startswith(K3CLOUD_SCHEME)
+
+    def open(self) -> TargetClient | LandOnlyTarget | K3CloudTarget:
         """A client to use in a ``with`` block; the null client in land-only mode."""
         if self.land_only:
             return LandOnlyTarget()
+        if self.is_k3cloud:
+            return K3CloudTarget(self.k3cloud.settings(self.url), self.mapping())
         if not self.token.strip():
             raise ConfigError("TARGET_TOKEN is empty or not set while TARGET_URL is set")
         return TargetClient(
@@ -195,6 +264,8 @@ class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         )
 
     def mapping(self) -> TargetMapping:
+        if self.is_k3cloud and not self.mapping_file:
+            return k3cloud_mapping()
         return load_mapping(self.mapping_file or None)
 
     def check(self) -> None:

@@ -32,7 +32,7 @@ from okki_assets.assets.common import (
     stats_delta,
     table_metadata,
 )
-from okki_assets.clients.target import LandOnlyTarget, TargetClient, new_attempt
+from okki_assets.clients.target import LandOnlyTarget, new_attempt
 from okki_assets.errors import (
     TargetAuthError,
     TargetError,
@@ -44,6 +44,7 @@ from okki_assets.loading import plan_load
 from okki_assets.mapping import TargetMapping
 from okki_assets.resources import TargetResource, WarehouseResource
 from okki_assets.storage import LedgerStatus
+from okki_assets.targets.port import BatchWriter
 
 ASSET = "loaded_companies"
 TARGET_POOL = "okki_target"
@@ -207,7 +208,7 @@ def _batches(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
 
 
 def load_partition(
-    client: TargetClient | LandOnlyTarget,
+    client: BatchWriter | LandOnlyTarget,
     connect: Connect,
     partition_key: str,
     run_id: str,
@@ -249,7 +250,7 @@ def load_partition(
 
 
 def _send_batch(
-    client: TargetClient, connect: Connect, batch: pd.DataFrame, run_id: str, summary: LoadSummary
+    client: BatchWriter, connect: Connect, batch: pd.DataFrame, run_id: str, summary: LoadSummary
 ) -> None:
     with connect() as conn:
         claim = storage.claim_for_sending(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from okki_assets.errors import ConfigError, TargetError, TargetRetriesExhausted
 from okki_assets.errors import TargetTransientError as Transient
@@ -135,6 +135,12 @@ class K3CloudTarget:
 
     def close(self) -> None:
         self.api.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def number(self, record_id: str) -> str:
         return f"{self.settings.number_prefix}{record_id}"

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from okki_assets.clients.http import CallStats
 from okki_assets.clients.target import RecordResult
 from okki_assets.errors import TargetError
 
-__all__ = ["RecordResult", "Target", "TargetNotAuditable", "TargetRow"]
+__all__ = ["BatchWriter", "RecordResult", "Target", "TargetNotAuditable", "TargetRow"]
 
 
 class TargetNotAuditable(TargetError):
@@ -39,3 +40,12 @@ class Target(Protocol):
     def read_back(self) -> Iterator[TargetRow]: ...
 
     def close(self) -> None: ...
+
+
+class BatchWriter(Protocol):
+    """What the load stage needs: batches written, calls counted (every adapter but land-only)."""
+
+    @property
+    def stats(self) -> CallStats: ...
+
+    def write_batch(self, records: list[dict[str, Any]], attempt: str) -> list[RecordResult]: ...
