@@ -10,14 +10,15 @@ Environment (see README and .env.example):
   OKKI_REFRESH_INFO    1 = call info for every company on every sync (default 0)
   OKKI_INFO_REFRESH_DAYS  okki_reconcile re-reads every company's info at least once in this
                        many days, a slice per run (default 7; 1 = every company every run)
-  TARGET_URL           target API root; unset = land-only mode (nothing sent);
-                       k3cloud+https://host/k3cloud/ = Kingdee K/3 Cloud customers (docs/kingdee.md)
+  TARGET_URL           the target, by scheme: http(s):// batch API, postgresql://, mysql://,
+                       mariadb://, sqlite:///path, k3cloud+http(s)://; unset = land-only mode
+  TARGET_TOKEN         target bearer token                   (required for an http(s) TARGET_URL)
   K3CLOUD_ACCT_ID, K3CLOUD_USERNAME, K3CLOUD_APP_ID, K3CLOUD_APP_SECRET, K3CLOUD_LCID (2052)
-                       Kingdee signed-header credentials (第三方系统登录授权); K3CLOUD_PASSWORD
-                       instead of the app id/secret selects the ValidateUser cookie login
-  K3CLOUD_ORG (100), K3CLOUD_CURRENCY (PRE001), K3CLOUD_NUMBER_PREFIX (OKKI),
-  K3CLOUD_BATCH_SIZE (50), K3CLOUD_COUNTRY_MAP (ISO=number pairs, e.g. CN=China,US=USA)
-  TARGET_TOKEN         target bearer token                   (required when TARGET_URL is set)
+                       Kingdee signed-header credentials (第三方系统登录授权, docs/kingdee.md);
+                       K3CLOUD_PASSWORD instead of the app id/secret: ValidateUser cookie login
+  K3CLOUD_ORG (100), K3CLOUD_CURRENCY (PRE001), K3CLOUD_NUMBER_PREFIX (OKKI: FNumber = prefix +
+                       company id), K3CLOUD_BATCH_SIZE (50), K3CLOUD_COUNTRY_MAP (CN=China,...)
+  TARGET_TABLE         SQL targets: the table, may be schema.table (default okki_companies)
   TARGET_BATCH_SIZE    records per batch (default 500)
   OKKI_MAPPING_FILE    YAML/JSON mapping file (default: built-in mapping)
   OKKI_ASSETS_DUCKDB   the DuckDB file (default data/okki_assets.duckdb)
@@ -128,8 +129,8 @@ def _memory_limit() -> str:
     return "" if raw.lower() == "none" else raw
 
 
-def _k3cloud_from_env(target_url: str) -> K3CloudConfig:
-    if not target_url.lower().startswith("k3cloud+"):
+def _k3cloud_from_env() -> K3CloudConfig:
+    if not _env("TARGET_URL", "").lower().startswith("k3cloud+"):
         return K3CloudConfig()
     return K3CloudConfig(
         acct_id=_env("K3CLOUD_ACCT_ID", ""),
@@ -159,11 +160,13 @@ def defs_from_env() -> dg.Definitions:
             refresh_info=_env("OKKI_REFRESH_INFO", "0") in ("1", "true", "yes"),
         ),
         target=TargetResource(
-            url=target_url,
+            # An EnvVar: a password in a database URL is never shown in the UI.
+            url=_secret("TARGET_URL"),
             token=_secret("TARGET_TOKEN") if target_url else "",
+            table=_env("TARGET_TABLE", "okki_companies"),
             batch_size=_count("TARGET_BATCH_SIZE", 500),
             mapping_file=_env("OKKI_MAPPING_FILE", ""),
-            k3cloud=_k3cloud_from_env(target_url),
+            k3cloud=_k3cloud_from_env(),
         ),
         warehouse=WarehouseResource(
             database=_env("OKKI_ASSETS_DUCKDB", DEFAULT_DUCKDB),

@@ -165,6 +165,16 @@ class TargetBatchTooLarge(TargetError):
     """413, or 400 for a batch over max_batch: the caller splits the batch."""
 
 
+class TargetNotAuditable(TargetError):
+    """The target cannot be read back (land-only mode, or a target without a read-back): the
+    audit says so and guesses nothing."""
+
+
+class TargetSchemaError(TargetError):
+    """The target's table and the mapping disagree in a way that adding a column cannot fix
+    (a column of another type, a mapped key dropped): the run stops naming the column."""
+
+
 class StorageError(OkkiAssetsError):
     """The DuckDB file could not be opened or written (locked, read-only, corrupt)."""
 

@@ -49,14 +49,13 @@ from okki_assets.assets.common import Connect
 from okki_assets.assets.loaded import LoadSummary, load_partition
 from okki_assets.assets.raw import STAGE_CHUNK
 from okki_assets.clients.okki import OkkiClient, record_key
-from okki_assets.clients.target import LandOnlyTarget
 from okki_assets.errors import PaginationError, RepeatedPageError
 from okki_assets.mapping import TargetMapping, content_hash, tombstone
 from okki_assets.okki_time import CHINA_TZ, parse_okki_times
 from okki_assets.partitions import ACCOUNT_KEY
 from okki_assets.pull import InfoReport, ListedRecords, fetch_infos
 from okki_assets.storage import LedgerStatus
-from okki_assets.targets.port import BatchWriter
+from okki_assets.targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +299,7 @@ def state_of(conn: Any, snapshot: pd.DataFrame) -> AccountState:
 
 def reconcile_account(
     okki: OkkiClient,
-    target: BatchWriter | LandOnlyTarget,
+    target: Target,
     connect: Connect,
     load_lock: Callable[[], AbstractContextManager[None]],
     run_id: str,

@@ -15,18 +15,18 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import httpx
 from pydantic import Field
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from okki_assets import storage
+from okki_assets.clients.http import checked_url as _checked_url
+from okki_assets.clients.http import credential as _credential
 from okki_assets.clients.okki import OkkiClient, RetrySettings, Timeouts
 from okki_assets.clients.ratecontrol import AutoRate, LearnedRate
-from okki_assets.clients.target import LandOnlyTarget, TargetClient
 from okki_assets.errors import ConfigError, StorageError
 from okki_assets.mapping import TargetMapping, load_mapping
-from okki_assets.targets.k3cloud import K3CloudTarget, k3cloud_mapping
-from okki_assets.targets.k3cloud_api import K3CloudSettings
+from okki_assets.targets import Target, TargetSettings, open_target
+from okki_assets.targets.k3cloud_config import mapping_for as k3cloud_mapping_for
 
 try:
     import fcntl
@@ -35,32 +35,6 @@ except ImportError:  # Windows: loads are not serialised across processes there
 
 REAL_OKKI_BASE_URL = "https://api-sandbox.xiaoman.cn"
 log = logging.getLogger(__name__)
-
-
-K3CLOUD_SCHEME = "k3cloud+"
-
-
-def _checked_url(name: str, value: str) -> str:
-    try:
-        url = httpx.URL(value)
-    except Exception as e:  # httpx raises several types for malformed URLs
-        raise ConfigError(f"{name} is not a valid URL: {value!r}") from e
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(f"{name} must be an http(s) URL with a host, got {value!r}")
-    return str(url).rstrip("/")
-
-
-def _credential(name: str, value: str) -> str:
-    """A credential as it is sent: surrounding whitespace stripped (a mounted secret's file often
-    ends in a newline). One that still holds a character no HTTP header or form can carry as
-    typed (a control or non-ASCII character) fails at once, naming the variable, never the
-    value."""
-    value = value.strip()
-    if not all(" " <= ch <= "~" for ch in value):
-        raise ConfigError(
-            f"{name} contains a control or non-ASCII character: check how the secret is stored"
-        )
-    return value
 
 
 # Dagster's type parameter is the resource's own class; subscribing it would build a new model
@@ -169,7 +143,8 @@ class OkkiResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class K3CloudConfig(dg.Config):
-    """Kingdee K/3 Cloud settings, used when TARGET_URL is ``k3cloud+http(s)://host/k3cloud/``."""
+    """Kingdee K/3 Cloud settings, used when TARGET_URL is ``k3cloud+http(s)://host/k3cloud/``
+    (docs/kingdee.md); checked by okki_assets/targets/k3cloud.py."""
 
     acct_id: str = Field(default="", description="账套ID, the data centre id (K3CLOUD_ACCT_ID).")
     username: str = Field(default="", description="The integration user (K3CLOUD_USERNAME).")
@@ -181,53 +156,25 @@ class K3CloudConfig(dg.Config):
     currency: str = Field(default="PRE001", description="Trading currency (K3CLOUD_CURRENCY).")
     number_prefix: str = Field(default="OKKI", description="FNumber = prefix + company id.")
     batch_size: int = Field(default=50, description="Customers per BatchSave (K3CLOUD_BATCH_SIZE).")
-    country_map: str = Field(default="", description="ISO=number pairs, comma-separated.")
+    country_map: str = Field(default="", description="ISO=number pairs (K3CLOUD_COUNTRY_MAP).")
     timeout_seconds: float = Field(default=120.0, description="Seconds to wait for a reply.")
     settle_seconds: float = Field(default=120.0, description="Wait after a lost create reply.")
 
-    def settings(self, url: str) -> K3CloudSettings:
-        base = _checked_url("TARGET_URL", url.strip()[len(K3CLOUD_SCHEME) :]) + "/"
-        for name, value in (("K3CLOUD_ACCT_ID", self.acct_id), ("K3CLOUD_USERNAME", self.username)):
-            if not value.strip():
-                raise ConfigError(f"{name} is empty or not set while TARGET_URL is k3cloud+")
-        if not self.password.strip() and not (self.app_id.strip() and self.app_secret.strip()):
-            raise ConfigError(
-                "set K3CLOUD_APP_ID and K3CLOUD_APP_SECRET (or K3CLOUD_PASSWORD for ValidateUser)"
-            )
-        return K3CloudSettings(
-            base_url=base,
-            acct_id=self.acct_id.strip(),
-            username=self.username.strip(),
-            app_id=self.app_id.strip(),
-            app_secret=_credential("K3CLOUD_APP_SECRET", self.app_secret),
-            password=_credential("K3CLOUD_PASSWORD", self.password),
-            lcid=self.lcid,
-            org=self.org,
-            currency=self.currency,
-            number_prefix=self.number_prefix,
-            batch_size=self.batch_size,
-            country_map=_pairs("K3CLOUD_COUNTRY_MAP", self.country_map),
-            timeout_seconds=self.timeout_seconds,
-            settle_seconds=self.settle_seconds,
-        )
-
-
-def _pairs(name: str, text: str) -> dict[str, str]:
-    """``CN=China,US=USA`` as a dict."""
-    out: dict[str, str] = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ConfigError(f"{name} must be ISO=number pairs separated by commas, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
-
 
 class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The target platform. An empty ``url`` is land-only mode: nothing is sent."""
+    """The target, chosen by the scheme of ``url`` (okki_assets/targets). An empty ``url`` is
+    land-only mode: nothing is sent."""
 
-    url: str = Field(default="", description="Target API root (TARGET_URL); empty = land-only.")
+    url: str = Field(
+        default="",
+        description="Target (TARGET_URL): http(s):// batch API, postgresql://, mysql://,"
+        " mariadb://, sqlite:///path, k3cloud+http(s)://; empty = land-only.",
+    )
     token: str = Field(default="", description="Bearer token for the target (TARGET_TOKEN).")
+    table: str = Field(
+        default="okki_companies",
+        description="SQL targets: the table, may be schema.table (TARGET_TABLE).",
+    )
     batch_size: int = Field(default=500, description="Records per batch (the target's max_batch).")
     read_timeout: float = Field(default=30.0, description="Seconds to wait for an answer.")
     retry_base_delay: float = Field(
@@ -245,31 +192,29 @@ class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     @property
     def is_k3cloud(self) -> bool:
-        return self.url.strip().lower().startswith(K3CLOUD_SCHEME)
+        return self.url.strip().lower().startswith("k3cloud+")
 
-    def open(self) -> TargetClient | LandOnlyTarget | K3CloudTarget:
-        """A client to use in a ``with`` block; the null client in land-only mode."""
-        if self.land_only:
-            return LandOnlyTarget()
-        if self.is_k3cloud:
-            return K3CloudTarget(self.k3cloud.settings(self.url), self.mapping())
-        if not self.token.strip():
-            raise ConfigError("TARGET_TOKEN is empty or not set while TARGET_URL is set")
-        return TargetClient(
-            _checked_url("TARGET_URL", self.url),
-            _credential("TARGET_TOKEN", self.token),
-            max_batch=self.batch_size,
-            timeouts=Timeouts(read=self.read_timeout),
-            retry=RetrySettings(base_delay=self.retry_base_delay),
+    def settings(self) -> TargetSettings:
+        return TargetSettings(
+            token=self.token,
+            batch_size=self.batch_size,
+            read_timeout=self.read_timeout,
+            retry_base_delay=self.retry_base_delay,
+            table=self.table.strip() or TargetSettings.table,
+            k3cloud={**self.k3cloud.model_dump(), "mapping_file": self.mapping_file},
         )
 
+    def open(self) -> Target:
+        """The target's adapter (close it after use); the null target in land-only mode."""
+        return open_target(self.url.strip() or None, self.settings())
+
     def mapping(self) -> TargetMapping:
-        if self.is_k3cloud and not self.mapping_file:
-            return k3cloud_mapping()
+        if self.is_k3cloud:
+            return k3cloud_mapping_for(self.mapping_file or None)
         return load_mapping(self.mapping_file or None)
 
     def check(self) -> None:
-        """Fail fast on a bad TARGET_URL, TARGET_TOKEN or mapping file; sends nothing."""
+        """Fail fast on a bad TARGET_URL, TARGET_TOKEN or mapping file; writes nothing."""
         self.open().close()
         self.mapping()
 

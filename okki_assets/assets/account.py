@@ -14,6 +14,7 @@
 
 # No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
 
+from contextlib import closing
 from typing import Any
 
 import dagster as dg
@@ -80,7 +81,7 @@ def build_account(
             target.check()
             mapping = target.mapping()
             with (
-                target.open() as client,
+                closing(target.open()) as client,
                 okki.session(warehouse.get_connection) as okki_client,
             ):
                 summary = reconcile_account(

@@ -12,6 +12,7 @@ mapping.py.
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -32,7 +33,6 @@ from okki_assets.assets.common import (
     stats_delta,
     table_metadata,
 )
-from okki_assets.clients.target import LandOnlyTarget, new_attempt
 from okki_assets.errors import (
     TargetAuthError,
     TargetError,
@@ -44,7 +44,8 @@ from okki_assets.loading import plan_load
 from okki_assets.mapping import TargetMapping
 from okki_assets.resources import TargetResource, WarehouseResource
 from okki_assets.storage import LedgerStatus
-from okki_assets.targets.port import BatchWriter
+from okki_assets.targets import KIND_LAND_ONLY, RecordVersion, Target
+from okki_assets.targets.http import new_attempt
 
 ASSET = "loaded_companies"
 TARGET_POOL = "okki_target"
@@ -95,7 +96,7 @@ def build_loaded_companies(
             outcomes: list[CheckOutcome] = []
             with failure_on_error():
                 mapping = target.mapping()
-                with target.open() as client:
+                with closing(target.open()) as client:
                     for key in context.partition_keys:
                         with warehouse.load_lock():  # one load per DuckDB file at a time
                             summary = load_partition(
@@ -208,7 +209,7 @@ def _batches(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
 
 
 def load_partition(
-    client: BatchWriter | LandOnlyTarget,
+    client: Target,
     connect: Connect,
     partition_key: str,
     run_id: str,
@@ -218,7 +219,7 @@ def load_partition(
 ) -> LoadSummary:
     """Send one partition's new and changed records (and tombstones) and keep the ledger."""
     started = time.monotonic()
-    land_only = isinstance(client, LandOnlyTarget)
+    land_only = client.kind == KIND_LAND_ONLY
     summary = LoadSummary(partition_key, land_only=land_only)
     with connect() as conn:
         cleaned = storage.read_cleaned(conn, partition_key)
@@ -235,7 +236,7 @@ def load_partition(
     summary.superseded = plan.superseded
     claims = plan.to_send[["company_id", "partition_key", "content_hash", "update_time"]]
 
-    if isinstance(client, LandOnlyTarget):
+    if land_only:
         with connect() as conn:
             summary.landed = storage.record_landed(conn, claims, run_id, now())
         summary.statuses[LedgerStatus.LANDED] = summary.landed
@@ -250,7 +251,7 @@ def load_partition(
 
 
 def _send_batch(
-    client: BatchWriter, connect: Connect, batch: pd.DataFrame, run_id: str, summary: LoadSummary
+    client: Target, connect: Connect, batch: pd.DataFrame, run_id: str, summary: LoadSummary
 ) -> None:
     with connect() as conn:
         claim = storage.claim_for_sending(
@@ -267,7 +268,7 @@ def _send_batch(
     ids = [int(c) for c in batch["company_id"]]
     gave_up: TargetRetriesExhausted | TargetUnreachable | None = None
     try:
-        results = client.write_batch(records, claim.attempt)
+        results = client.write_batch(records, claim.attempt, _versions(batch))
         outcomes = [(cid, r.status, r.error) for cid, r in zip(ids, results, strict=True)]
     except TargetAuthError:
         raise
@@ -283,6 +284,15 @@ def _send_batch(
         storage.record_outcomes(conn, outcomes, run_id, now())
     if gave_up is not None:
         raise gave_up
+
+
+def _versions(batch: pd.DataFrame) -> list[RecordVersion]:
+    """The version of each record of the batch, as the ledger claims it."""
+    times = pd.to_datetime(batch["update_time"], utc=True)
+    return [
+        RecordVersion(None if pd.isna(t) else t.to_pydatetime(), str(h))
+        for t, h in zip(times, batch["content_hash"], strict=True)
+    ]
 
 
 def reconcile(

@@ -32,6 +32,8 @@ from typing import Self, TypeVar
 import httpx
 import tenacity
 
+from okki_assets.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -320,3 +322,36 @@ class HttpClientBase:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def shown_url(value: str) -> str:
+    """``value`` fit to show: a password in it (``scheme://user:password@host``) becomes ***."""
+    scheme, sep, rest = value.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return value
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+def checked_url(name: str, value: str) -> str:
+    """``value`` as an http(s) URL with a host, without a trailing slash."""
+    try:
+        url = httpx.URL(value)
+    except Exception as e:  # httpx raises several types for malformed URLs
+        raise ConfigError(f"{name} is not a valid URL: {shown_url(value)!r}") from e
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"{name} must be an http(s) URL with a host, got {shown_url(value)!r}")
+    return str(url).rstrip("/")
+
+
+def credential(name: str, value: str) -> str:
+    """A credential as it is sent: surrounding whitespace stripped (a mounted secret's file often
+    ends in a newline). One that still holds a character no HTTP header or form can carry as
+    typed (a control or non-ASCII character) fails at once, naming the variable, never the
+    value."""
+    value = value.strip()
+    if not all(" " <= ch <= "~" for ch in value):
+        raise ConfigError(
+            f"{name} contains a control or non-ASCII character: check how the secret is stored"
+        )
+    return value

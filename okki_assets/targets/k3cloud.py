@@ -23,49 +23,31 @@ of the run. ``read_back`` pages ``ExecuteBillQuery`` by ``FCUSTID ASC`` until an
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from okki_assets.errors import ConfigError, TargetError, TargetRetriesExhausted
+from okki_assets.errors import TargetRetriesExhausted
 from okki_assets.errors import TargetTransientError as Transient
-from okki_assets.mapping import TargetMapping, content_hash, parse_mapping
+from okki_assets.mapping import TargetMapping, content_hash
 from okki_assets.targets.k3cloud_api import K3CloudApi, K3CloudSettings, ResponseStatus
-from okki_assets.targets.port import RecordResult, TargetRow
+from okki_assets.targets.k3cloud_config import (
+    check_mapping,
+    k3cloud_mapping,
+    k3cloud_settings,
+    mapping_for,
+)
+from okki_assets.targets.port import RecordResult, RecordVersion, TargetRow, TargetSettings
 
 log = logging.getLogger(__name__)
 
 FORM_ID = "BD_Customer"
 STATE_KEYS = ("FCUSTID", "FNumber", "FDocumentStatus", "FForbidStatus")
-OWN_KEYS = frozenset({"fnumber", "fcustid"})
 MAX_ROUNDS = 6
 QUERY_LIMIT = 2000
 NUMBERS_PER_QUERY = 200
 TEXT_LIMIT = 255
 NUMBER_LIMIT = 80
-
-#: The built-in Kingdee mapping (a mapping file replaces it; any BD_Customer key may be set).
-K3CLOUD_MAPPING_SPEC: dict[str, Any] = {
-    "default": "",
-    "fields": {
-        "id": {"column": "company_id", "type": "str"},
-        "FName": "name",
-        "FShortName": "short_name",
-        "FTEL": "phone",
-        "FCOUNTRY": "country",
-    },
-}
-
-
-def k3cloud_mapping() -> TargetMapping:
-    return parse_mapping(K3CLOUD_MAPPING_SPEC, "<built-in k3cloud mapping>")
-
-
-def check_mapping(mapping: TargetMapping) -> None:
-    """A Kingdee mapping may set any BD_Customer key but the number and the internal id."""
-    own = [k for k in mapping.keys if k.split(".")[0].lower() in OWN_KEYS]
-    if own:
-        raise ConfigError(f"{mapping.source}: {own[0]} is set by okki-assets (prefix + id)")
 
 
 @dataclass
@@ -162,7 +144,14 @@ class K3CloudTarget:
         model["FNumber"] = self.number(str(record["id"]))
         return model
 
-    def write_batch(self, records: list[dict[str, Any]], attempt: str = "") -> list[RecordResult]:
+    def write_batch(
+        self,
+        records: list[dict[str, Any]],
+        attempt: str = "",
+        versions: Sequence[RecordVersion] | None = None,
+    ) -> list[RecordResult]:
+        """One result per record (see the module docstring); ``attempt`` and ``versions`` are
+        not needed: every round starts from a fresh read of the customers themselves."""
         results: list[RecordResult | None] = [None] * len(records)
         for i, record in enumerate(records):
             why = self._local_refusal(record)
@@ -460,4 +449,11 @@ def _quote(text: str) -> str:
     return text.replace("'", "''")
 
 
-__all__ = ["K3CLOUD_MAPPING_SPEC", "K3CloudTarget", "TargetError", "check_mapping"]
+def open_target(url: str, settings: TargetSettings) -> K3CloudTarget:
+    """The port's entry point for ``k3cloud+`` URLs (okki_assets/targets/__init__.py)."""
+    options = settings.k3cloud
+    mapping = mapping_for(str(options.get("mapping_file") or "") or None)
+    return K3CloudTarget(k3cloud_settings(url, options), mapping)
+
+
+__all__ = ["K3CloudTarget", "open_target"]

@@ -17,13 +17,13 @@ import httpx
 import pytest
 
 from okki_assets.clients.http import RetrySettings
-from okki_assets.clients.target import RecordResult, TargetClient, canonical_body, new_attempt
 from okki_assets.errors import (
     TargetAuthError,
     TargetPermanentError,
     TargetRetriesExhausted,
     TargetUnreachable,
 )
+from okki_assets.targets.http import RecordResult, TargetClient, canonical_body, new_attempt
 from okki_assets_tests.factories import FakeClock, target_batch_reply
 
 BASE = "https://target.test/api"

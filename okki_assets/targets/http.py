@@ -1,4 +1,5 @@
-"""The target platform's client: batch upserts made safe to resend.
+"""The HTTP batch target: the target port spoken over the batch API (docs/target-api.md), with
+batch upserts made safe to resend.
 
 Behaviour covered (the target's batch write API; README.md, "Why re-runs are safe"):
 
@@ -17,6 +18,8 @@ Behaviour covered (the target's batch write API; README.md, "Why re-runs are saf
 - A first request that cannot even connect stops at once (``TargetUnreachable``: a wrong
   TARGET_URL or no network); once the target has answered, connection failures are retried.
 - The reply must carry one result per record, in request order.
+- ``read_back`` pages ``GET /v1/companies?after=<id>&limit=<n>`` until ``next`` is null; a 404
+  there means the target has no read-back (``TargetNotAuditable``).
 """
 
 from __future__ import annotations
@@ -26,9 +29,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Self
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -45,11 +47,14 @@ from okki_assets.clients.http import (
 from okki_assets.errors import (
     TargetAuthError,
     TargetBatchTooLarge,
+    TargetNotAuditable,
     TargetPermanentError,
     TargetRetriesExhausted,
     TargetTransientError,
     TargetUnreachable,
 )
+from okki_assets.mapping import content_hash
+from okki_assets.targets.port import RecordResult, RecordVersion, TargetRow
 
 __all__ = ["RecordResult", "TargetClient", "canonical_body", "new_attempt"]
 
@@ -57,19 +62,13 @@ log = logging.getLogger(__name__)
 
 BATCH_PATH = "/v1/companies/batch"
 RECORD_PATH = "/v1/companies/{id}"
+LIST_PATH = "/v1/companies"
+#: Records per read-back page (the contract's largest).
+READ_BACK_PAGE = 1000
 #: Words in a 400 message that mean "split me" rather than "I am malformed".
 TOO_LARGE_HINTS = ("too large", "too many", "max_batch", "exceeds")
 TARGET_CAUSES = ("http429", "http5xx", "body429", "body5xx", "timeout", "transport", "invalid_json")
 _MAX_SERVER_TEXT = 200
-
-
-@dataclass
-class RecordResult:
-    """The target's verdict on one record: created, updated, unchanged, deleted or rejected."""
-
-    id: str
-    status: str
-    error: str | None = None
 
 
 def canonical_body(records: list[dict[str, Any]]) -> bytes:
@@ -84,22 +83,10 @@ def new_attempt() -> str:
     return uuid.uuid4().hex
 
 
-class LandOnlyTarget:
-    """The target of land-only mode (no TARGET_URL): a null client that sends nothing, with
-    the same lifecycle as ``TargetClient``. The load stage records each version as landed."""
-
-    def close(self) -> None:
-        return None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
 class TargetClient(HttpClientBase):
     """Writes batches to, and reads records back from, the target platform. Thread-safe."""
+
+    kind = "http"
 
     def __init__(
         self,
@@ -139,15 +126,24 @@ class TargetClient(HttpClientBase):
         halves of a split batch, or a resend whose batch changed, never meet a 409)."""
         return "okki-" + hashlib.sha256(attempt.encode("utf-8") + b"\n" + body).hexdigest()
 
+    def check(self) -> None:
+        """Nothing to call: the URL and token were checked when the client was built, and the
+        first batch tells an unreachable target (``TargetUnreachable``) before anything else."""
+        return None
+
     # -- writes ----------------------------------------------------------------------------------
 
     def write_batch(
-        self, records: list[dict[str, Any]], attempt: str | None = None
+        self,
+        records: list[dict[str, Any]],
+        attempt: str | None = None,
+        versions: Sequence[RecordVersion] | None = None,
     ) -> list[RecordResult]:
         """Upsert ``records``; one result per record, in order. Splits oversized batches.
 
         ``attempt`` names this attempt to apply them (default: a new one); pass the id of an
-        interrupted attempt only to resend that attempt."""
+        interrupted attempt only to resend that attempt. ``versions`` are not used: the batch
+        API has no version guard (the ledger and the load lock keep older versions out)."""
         records = list(records)
         if not records:
             return []
@@ -221,6 +217,31 @@ class TargetClient(HttpClientBase):
             )
         return reply
 
+    def read_back(self) -> Iterator[TargetRow]:
+        """Every stored record, paged by id (deleted records are absent at this target)."""
+        after: str | None = None
+        while True:
+            params = {"limit": str(READ_BACK_PAGE)} | ({"after": after} if after else {})
+            reply = self._request("list", "GET", LIST_PATH, params=params)
+            if reply is None:
+                raise TargetNotAuditable(
+                    "the target has no read-back (GET /v1/companies answered 404)",
+                    endpoint=LIST_PATH,
+                    status=404,
+                )
+            records = reply.get("records") if isinstance(reply, dict) else None
+            if not isinstance(records, list):
+                raise TargetPermanentError(
+                    "the read-back reply has no records list", endpoint=LIST_PATH, status=200
+                )
+            for record in records:
+                if isinstance(record, dict) and "id" in record:
+                    yield TargetRow(str(record["id"]), record, content_hash(record), deleted=False)
+            nxt = reply.get("next")
+            if nxt in (None, "") or not records:
+                return
+            after = str(nxt)
+
     # -- one request with retries ----------------------------------------------------------------
 
     def _request(
@@ -231,6 +252,7 @@ class TargetClient(HttpClientBase):
         *,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
     ) -> Any:
         """Send (and resend, unchanged) one request; the parsed JSON reply, None for a 404 on
         a GET."""
@@ -240,7 +262,9 @@ class TargetClient(HttpClientBase):
             self.stats.add_throttled(self._limiter.acquire())
             self.stats.count_request(endpoint)
             try:
-                resp = self._http.request(method, path, content=content, headers=all_headers)
+                resp = self._http.request(
+                    method, path, content=content, headers=all_headers, params=params
+                )
             except httpx.TimeoutException as exc:
                 raise TargetTransientError(
                     f"request timed out ({type(exc).__name__})", cause="timeout", endpoint=path
