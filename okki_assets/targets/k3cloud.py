@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from okki_assets.clients.http import RetrySettings
 from okki_assets.errors import TargetRetriesExhausted
 from okki_assets.errors import TargetTransientError as Transient
 from okki_assets.mapping import TargetMapping, content_hash
@@ -453,7 +454,9 @@ def open_target(url: str, settings: TargetSettings) -> K3CloudTarget:
     """The port's entry point for ``k3cloud+`` URLs (okki_assets/targets/__init__.py)."""
     options = settings.k3cloud
     mapping = mapping_for(str(options.get("mapping_file") or "") or None)
-    return K3CloudTarget(k3cloud_settings(url, options), mapping)
+    k3 = k3cloud_settings(url, options)
+    api = K3CloudApi(k3, retry=RetrySettings(base_delay=settings.retry_base_delay))
+    return K3CloudTarget(k3, mapping, api=api)
 
 
 __all__ = ["K3CloudTarget", "open_target"]
