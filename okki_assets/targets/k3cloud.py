@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 FORM_ID = "BD_Customer"
 STATE_KEYS = ("FCUSTID", "FNumber", "FDocumentStatus", "FForbidStatus")
-MAX_ROUNDS = 6
+MAX_ROUNDS = 8
 QUERY_LIMIT = 2000
 NUMBERS_PER_QUERY = 200
 TEXT_LIMIT = 255

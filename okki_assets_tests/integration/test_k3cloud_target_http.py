@@ -21,6 +21,7 @@ import pytest
 
 from okki_assets.clients.http import RetrySettings
 from okki_assets.errors import TargetRetriesExhausted
+from okki_assets.mapping import content_hash
 from okki_assets.simulator.http import ServerThread
 from okki_assets.simulator.k3cloud import K3CloudSimConfig, K3CloudSimulator
 from okki_assets.targets.k3cloud import K3CloudTarget
@@ -181,6 +182,9 @@ def test_hand_edits_are_repaired(sim: K3CloudSimulator, server: ServerThread) ->
     t.write_batch([rec(1), rec(2)])
     sim.forbid_by_hand("OKKI1")
     sim.rename_by_hand("OKKI2", "renamed in Kingdee")
+    rows = list(t.read_back())  # what an audit sees: one forbidden, one with another hash
+    assert [(r.id, r.deleted) for r in rows] == [("1", True), ("2", False)]
+    assert rows[1].content_hash != content_hash(rec(2)) and rows[0].values == rec(1)
     assert [r.status for r in t.write_batch([rec(1), rec(2)])] == ["updated", "updated"]
     assert [(c["FForbidStatus"], c["FDocumentStatus"], c["FName"]) for c in sim.customers()] == [
         ("A", "C", "Company 1"),
