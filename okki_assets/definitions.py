@@ -17,7 +17,8 @@ Environment (see README and .env.example):
                        Kingdee signed-header credentials (第三方系统登录授权, docs/kingdee.md);
                        K3CLOUD_PASSWORD instead of the app id/secret: ValidateUser cookie login
   K3CLOUD_ORG (100), K3CLOUD_CURRENCY (PRE001), K3CLOUD_NUMBER_PREFIX (OKKI: FNumber = prefix +
-                       company id), K3CLOUD_BATCH_SIZE (50), K3CLOUD_COUNTRY_MAP (CN=China,...)
+                       company id), K3CLOUD_BATCH_SIZE (50), K3CLOUD_COUNTRY_MAP (CN=China,...),
+                       K3CLOUD_SETTLE_SECONDS (120: the wait after a lost create reply)
   TARGET_TABLE         SQL targets: the table, may be schema.table (default okki_companies)
   TARGET_BATCH_SIZE    records per batch (default 500)
   OKKI_MAPPING_FILE    YAML/JSON mapping file (default: built-in mapping)
@@ -144,6 +145,7 @@ def _k3cloud_from_env() -> K3CloudConfig:
         number_prefix=_env("K3CLOUD_NUMBER_PREFIX", "OKKI"),
         batch_size=_count("K3CLOUD_BATCH_SIZE", 50),
         country_map=_env("K3CLOUD_COUNTRY_MAP", ""),
+        settle_seconds=_number("K3CLOUD_SETTLE_SECONDS", 120.0),
     )
 
 

@@ -20,6 +20,7 @@ from okki_assets.cli.options import (
     HELP_FORMAT,
     add_partitions_argument,
     add_project_dir_argument,
+    add_target_argument,
     add_world_arguments,
     check_partitions,
 )
@@ -41,6 +42,7 @@ def _demo(args: argparse.Namespace) -> int:
         faults=args.faults,
         project_dir=Path(args.project_dir).resolve(),
         seed=args.seed,
+        target=args.target,
     )
     return run_demo(settings, out=sys.stdout)
 
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_world_arguments(demo, faults="moderate")
     add_partitions_argument(demo, default=7, help="most recent partitions to sync")
     add_project_dir_argument(demo)
+    add_target_argument(demo)
     demo.set_defaults(func=_demo, check=check_partitions, parser=demo)
 
     sim = sub.add_parser(

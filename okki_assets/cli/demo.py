@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 import dagster as dg
 
+from okki_assets.cli.kingdee import kingdee_if
 from okki_assets.cli.runs import QUIET, partition_row
 from okki_assets.definitions import build_defs
 from okki_assets.partitions import today_key
@@ -68,6 +69,7 @@ class DemoSettings:
     faults: str = "moderate"
     project_dir: Path = Path()
     seed: int = 7
+    target: str = "batch"  # or "k3cloud": the Kingdee K/3 Cloud simulator
 
 
 @dataclass(frozen=True)
@@ -126,10 +128,11 @@ def sync_partitions(
     sync_start: str,
     out: TextIO,
     stopped: Callable[[], bool] = lambda: False,
+    target: TargetResource | None = None,
 ) -> list[dict[str, Any]]:
     """Materialize ``keys`` one run each through ``okki_sync`` into ``world``, printing progress;
     ``stopped`` is asked before each partition (Ctrl-C in ``okki-assets dev``)."""
-    job = demo_defs(sims, world, sync_start).resolve_job_def("okki_sync")
+    job = demo_defs(sims, world, sync_start, target).resolve_job_def("okki_sync")
     rows = []
     with dg.DagsterInstance.from_config(str(world.home)) as instance:
         for i, key in enumerate(keys, 1):
@@ -160,9 +163,15 @@ def demo_overrides(first_key: str) -> dict[str, Any]:
     }
 
 
-def reconcile_account(sims: RunningSimulators, world: World, sync_start: str, out: TextIO) -> bool:
+def reconcile_account(
+    sims: RunningSimulators,
+    world: World,
+    sync_start: str,
+    out: TextIO,
+    target: TargetResource | None = None,
+) -> bool:
     """Run ``okki_reconcile`` once into ``world`` and print what it brought in."""
-    job = demo_defs(sims, world, sync_start).resolve_job_def("okki_reconcile")
+    job = demo_defs(sims, world, sync_start, target).resolve_job_def("okki_reconcile")
     out.write("reconciling the whole account (okki_reconcile) ... ")
     out.flush()
     t0 = time.monotonic()
@@ -188,7 +197,9 @@ def reconcile_account(sims: RunningSimulators, world: World, sync_start: str, ou
     return in_sync
 
 
-def demo_defs(sims: RunningSimulators, world: World, sync_start: str) -> dg.Definitions:
+def demo_defs(
+    sims: RunningSimulators, world: World, sync_start: str, target: TargetResource | None = None
+) -> dg.Definitions:
     return build_defs(
         okki=OkkiResource(
             base_url=sims.okki_url,
@@ -197,7 +208,7 @@ def demo_defs(sims: RunningSimulators, world: World, sync_start: str) -> dg.Defi
             rate_limit=200.0,
             concurrency=8,
         ),
-        target=TargetResource(url=sims.target_url, token=DEMO_TARGET_TOKEN),
+        target=target or TargetResource(url=sims.target_url, token=DEMO_TARGET_TOKEN),
         warehouse=WarehouseResource(database=str(world.database)),
         sync_start=sync_start,
     )
@@ -220,6 +231,7 @@ def dev_hint(settings: DemoSettings) -> str:
             *("--companies", str(settings.companies), "--days", str(settings.days)),
             *("--partitions", str(settings.partitions), "--faults", settings.faults),
             *("--seed", str(settings.seed), "--project-dir", str(settings.project_dir)),
+            *(("--target", settings.target) if settings.target != "batch" else ()),
         ]
     )
 
@@ -233,24 +245,26 @@ def run_demo(settings: DemoSettings, out: TextIO) -> int:
         f" fault profile '{profile.name}'\n"
     )
     started = time.monotonic()
-    with running_simulators(
-        companies=settings.companies,
-        days=settings.days,
-        profile=profile,
-        seed=settings.seed,
-        okki_overrides=demo_overrides(keys[0]),
-    ) as sims:
-        out.write(f"  OKKI simulator   {sims.okki_url}\n  target simulator {sims.target_url}\n")
-        out.write(f"  DuckDB file      {world.database}\n  DAGSTER_HOME     {world.home}\n\n")
-        rows = sync_partitions(sims, world, keys, keys[0], out)
-        out.write("\n" + _table(rows) + "\n\n")
-        in_sync = reconcile_account(sims, world, keys[0], out)
-        stats = sims.target.stats()
-        out.write(
-            f"target now holds {len(sims.target.records)} companies"
-            f" ({stats['replays']} replayed batches, {stats['dropped_replies']} dropped replies"
-            f" recovered, {stats['throttled']} throttled)\n"
+    with (
+        running_simulators(
+            companies=settings.companies,
+            days=settings.days,
+            profile=profile,
+            seed=settings.seed,
+            okki_overrides=demo_overrides(keys[0]),
+        ) as sims,
+        kingdee_if(settings.target == "k3cloud", settings.faults, settings.seed) as kingdee,
+    ):
+        target = kingdee.resource() if kingdee else None
+        where = (
+            f"Kingdee simulator {kingdee.url}" if kingdee else f"target simulator {sims.target_url}"
         )
+        out.write(f"  OKKI simulator   {sims.okki_url}\n  {where}\n")
+        out.write(f"  DuckDB file      {world.database}\n  DAGSTER_HOME     {world.home}\n\n")
+        rows = sync_partitions(sims, world, keys, keys[0], out, target=target)
+        out.write("\n" + _table(rows) + "\n\n")
+        in_sync = reconcile_account(sims, world, keys[0], out, target)
+        out.write((kingdee.summary() if kingdee else _target_summary(sims)) + "\n")
         out.write(
             f"OKKI simulator answered {sum(sims.okki.stats.calls.values())} requests"
             f" in {time.monotonic() - started:.0f}s\n\n"
@@ -263,6 +277,15 @@ def run_demo(settings: DemoSettings, out: TextIO) -> int:
         " http://127.0.0.1:3000 -> Assets -> okki; Ctrl-C stops it).\n"
     )
     return 0 if in_sync and all(r["status"] == "ok" for r in rows) else 1
+
+
+def _target_summary(sims: RunningSimulators) -> str:
+    stats = sims.target.stats()
+    return (
+        f"target now holds {len(sims.target.records)} companies"
+        f" ({stats['replays']} replayed batches, {stats['dropped_replies']} dropped replies"
+        f" recovered, {stats['throttled']} throttled)"
+    )
 
 
 def run_simulators(

@@ -48,9 +48,11 @@ import yaml
 
 import okki_assets
 from okki_assets.cli.demo import demo_overrides, fresh_world, recent_keys, sync_partitions
+from okki_assets.cli.kingdee import kingdee_if
 from okki_assets.cli.options import (
     add_partitions_argument,
     add_project_dir_argument,
+    add_target_argument,
     add_world_arguments,
     at_least,
     check_partitions,
@@ -82,7 +84,12 @@ SIMULATOR_VARIABLES = (
     "OKKI_ASSETS_DUCKDB",
     "OKKI_SYNC_START",
     "DAGSTER_HOME",
-)
+    # a real Kingdee account in the shell must never meet the simulators either
+    *(f"K3CLOUD_{name}" for name in (
+        "ACCT_ID", "USERNAME", "APP_ID", "APP_SECRET", "PASSWORD", "LCID", "ORG", "CURRENCY",
+        "NUMBER_PREFIX", "BATCH_SIZE", "COUNTRY_MAP", "SETTLE_SECONDS",
+    )),
+)  # fmt: skip
 # Reset SIGINT and SIGTERM to their defaults (an inherited "ignored" survives exec); on Linux,
 # ask for SIGTERM when the parent dies (PR_SET_PDEATHSIG, kept across exec), so that even a
 # killed parent leaves nothing behind; give up if the parent is already gone; then exec.
@@ -276,6 +283,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--okki-port", type=int, default=0, help="OKKI simulator port (0: free)")
     parser.add_argument("--target-port", type=int, default=0, help="target simulator port")
     add_project_dir_argument(parser)
+    add_target_argument(parser)
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -330,24 +338,28 @@ def run(args: argparse.Namespace) -> int:
     stop = _Stop()
     stop.install()  # before the child starts, so no signal is lost in between
     try:
-        with running_simulators(
-            companies=args.companies,
-            days=args.days,
-            profile=profile,
-            seed=args.seed,
-            okki_port=args.okki_port,
-            target_port=args.target_port,
-            okki_overrides=demo_overrides(keys[0]),
-        ) as sims:
+        with (
+            running_simulators(
+                companies=args.companies,
+                days=args.days,
+                profile=profile,
+                seed=args.seed,
+                okki_port=args.okki_port,
+                target_port=args.target_port,
+                okki_overrides=demo_overrides(keys[0]),
+            ) as sims,
+            kingdee_if(args.target == "k3cloud", args.faults, args.seed) as kingdee,
+        ):
             deleted = _delete_some(sims, args.deleted, keys) if args.deleted > 0 else []
             env = dev_environment(
                 os.environ, sims, database=database, home=home, sync_start=keys[0]
             )
+            env.update(kingdee.environment() if kingdee else {})
             out.write(
                 f"okki-assets dev: {args.companies} companies over {args.days} days,"
                 f" fault profile '{profile.name}', {len(deleted)} deleted today\n"
                 f"  OKKI simulator   {sims.okki_url}  (client_id {DEMO_CLIENT_ID})\n"
-                f"  target simulator {sims.target_url}\n"
+                f"  target simulator {kingdee.url if kingdee else sims.target_url}\n"
                 f"  DuckDB file      {database} (new)\n"
                 f"  DAGSTER_HOME     {home} (emptied)\n"
                 f"  partitions       {keys[0]} ... {keys[-1]} (today)\n"
@@ -358,7 +370,8 @@ def run(args: argparse.Namespace) -> int:
             if args.partitions and not stop.requested:
                 out.write(f"Syncing the {args.partitions} most recent partitions first:\n")
                 recent = keys[-args.partitions :]
-                sync_partitions(sims, world, recent, keys[0], out, lambda: stop.requested)
+                target = kingdee.resource() if kingdee else None
+                sync_partitions(sims, world, recent, keys[0], out, lambda: stop.requested, target)
             if stop.requested:  # Ctrl-C while the simulators were starting or syncing
                 return 0
             out.write(f"Starting dg dev on {url}; Ctrl-C stops everything.\n")

@@ -66,3 +66,12 @@ def add_project_dir_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--project-dir", default=".", help="where data/ and .dagster_home/ are kept"
     )
+
+
+def add_target_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        choices=("batch", "k3cloud"),
+        default="batch",
+        help="the target simulator: the batch API, or Kingdee K/3 Cloud (docs/kingdee.md)",
+    )
