@@ -56,6 +56,35 @@ IIS_PAGE = (
     "<html><head><title>Runtime Error</title></head><body><h1>Server Error in '/K3Cloud' "
     "Application.</h1><h2><i>Runtime Error</i></h2></body></html>"
 )
+#: BD_Customer's field keys (spec §5), lower case; custom ``F_...`` fields are accepted too.
+FIELDS = frozenset(
+    k.lower()
+    for k in [
+        "FCUSTID",
+        "FNumber",
+        "FName",
+        "FShortName",
+        "FCreateOrgId",
+        "FUseOrgId",
+        "FCOUNTRY",
+        "FPROVINCIAL",
+        "FADDRESS",
+        "FZIP",
+        "FWEBSITE",
+        "FTEL",
+        "FFAX",
+        "FTAXREGISTERCODE",
+        "FINVOICETITLE",
+        "FCustTypeId",
+        "FGroup",
+        "FTRADINGCURRID",
+        "FTaxRate",
+        "FDescription",
+        "FIsTrade",
+        "FDocumentStatus",
+        "FForbidStatus",
+    ]
+)
 WRITE_METHODS = frozenset({"save", "batchsave", "submit", "audit", "unaudit", "excuteoperation"})
 
 
@@ -467,12 +496,11 @@ class K3CloudSimulator:
         keys = [k.strip() for k in str(lower.get("fieldkeys") or "").split(",") if k.strip()]
         if not keys:
             raise Refused("FieldKeys不能为空", msg_code=8)
+        _matches(Customer(0, "", {}), lower.get("filterstring"))  # unreadable: refused, rows or not
         rows = [c for c in self.store.customers.values() if _matches(c, lower.get("filterstring"))]
         for key in keys:
-            known = key.lower().split(".")[0] in {
-                "fcustid", "fnumber", "fdocumentstatus", "fforbidstatus"
-            } or re.fullmatch(r"F[\w]+(\.FNumber)?", key, re.IGNORECASE)  # fmt: skip
-            if not known:
+            base = key.lower().split(".")[0]
+            if base not in FIELDS and not base.startswith("f_"):  # F_...: custom fields
                 raise Refused(f"元数据中标识为{key}的字段不存在", msg_code=9)
         order = str(lower.get("orderstring") or "").strip()
         if order:
