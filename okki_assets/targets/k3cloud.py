@@ -381,8 +381,7 @@ class K3CloudTarget:
 
     def _field_keys(self, models: dict[int, dict[str, Any]] | None = None) -> list[str]:
         keys = list(STATE_KEYS)
-        flat = [k for k in self.mapping.keys if "." not in k]
-        sample = self.model({"id": "0", **dict.fromkeys(flat, "")})
+        sample = self.model(_nested({k: "" for k in self.mapping.keys if k != "id"}, id="0"))
         for m in [sample, *(models or {}).values()]:
             keys += [k for k in _readable(m) if k not in keys and k != "FNumber"]
         return keys
@@ -432,18 +431,29 @@ class K3CloudTarget:
             if key == "FCOUNTRY":
                 code = _norm(values.get("FCOUNTRY.FNumber"))
                 record[key] = self._country_back.get(code, code)
-            elif key in values:
+            elif key in values:  # a plain field, or "X.FNumber": a reference by number
                 record[key] = _norm(values[key])
-            elif f"{key}.FNumber" in values:
-                record[key] = {"FNumber": _norm(values[f"{key}.FNumber"])}
             else:
                 exact = False
+        record = _nested(record)
         return TargetRow(
             id=record["id"],
             values=record,
             content_hash=content_hash(record) if exact else None,
             deleted=str(values.get("FForbidStatus")) == "B",
         )
+
+
+def _nested(flat: dict[str, Any], **more: Any) -> dict[str, Any]:
+    """Dotted mapping keys as nested objects, the shape of a mapped record."""
+    out: dict[str, Any] = dict(more)
+    for key, value in flat.items():
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
 
 
 def _quote(text: str) -> str:

@@ -21,7 +21,7 @@ import pytest
 
 from okki_assets.clients.http import RetrySettings
 from okki_assets.errors import TargetRetriesExhausted
-from okki_assets.mapping import content_hash
+from okki_assets.mapping import TargetMapping, content_hash, parse_mapping
 from okki_assets.simulator.http import ServerThread
 from okki_assets.simulator.k3cloud import K3CloudSimConfig, K3CloudSimulator
 from okki_assets.targets.k3cloud import K3CloudTarget
@@ -51,7 +51,9 @@ def _close_targets() -> Iterator[None]:
         _OPEN.pop().close()
 
 
-def target(server: ServerThread, sim: K3CloudSimulator, **kw: Any) -> K3CloudTarget:
+def target(
+    server: ServerThread, sim: K3CloudSimulator, mapping: TargetMapping | None = None, **kw: Any
+) -> K3CloudTarget:
     cfg = sim.config
     base: dict[str, Any] = dict(
         base_url=f"{server.url}/k3cloud/",
@@ -64,7 +66,7 @@ def target(server: ServerThread, sim: K3CloudSimulator, **kw: Any) -> K3CloudTar
     )
     settings = K3CloudSettings(**{**base, **kw})
     retry = RetrySettings(max_attempts=8, base_delay=0.01, max_delay=0.05)
-    _OPEN.append(K3CloudTarget(settings, api=K3CloudApi(settings, retry=retry)))
+    _OPEN.append(K3CloudTarget(settings, mapping, api=K3CloudApi(settings, retry=retry)))
     return _OPEN[-1]
 
 
@@ -160,6 +162,24 @@ def test_read_back_pages_past_short_pages(sim: K3CloudSimulator, server: ServerT
     assert [r.id for r in rows] == [str(i) for i in range(10)]
     assert [r.id for r in rows if r.deleted] == ["3"]
     assert rows[0].values == rec(0) and rows[0].content_hash is not None
+
+
+def test_a_mapping_file_with_references_and_custom_fields_reads_back_exactly(
+    sim: K3CloudSimulator, server: ServerThread
+) -> None:
+    fields = {
+        "id": {"column": "company_id", "type": "str"},
+        "FName": "name",
+        "FCustTypeId.FNumber": {"const": "KHLB001_SYS"},
+        "F_OKKI_Serial": "serial_id",
+    }
+    t = target(server, sim, parse_mapping({"fields": fields}))
+    record = {"id": "5", "FName": "Five", "FCustTypeId": {"FNumber": "KHLB001_SYS"},
+              "F_OKKI_Serial": "S-5"}  # fmt: skip
+    assert [r.status for r in t.write_batch([record])] == ["created"]
+    assert [r.status for r in t.write_batch([record])] == ["unchanged"]
+    (row,) = t.read_back()
+    assert row.values == record and row.content_hash == content_hash(record)
 
 
 @pytest.mark.parametrize("cookie", [False, True])  # signed headers; ValidateUser cookies
