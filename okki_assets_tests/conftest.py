@@ -29,6 +29,8 @@ from okki_assets.simulator.harness import (
 )
 
 SYNC_START = "2026-01-01"
+# Throwaway PostgreSQL and MariaDB servers (session-scoped, one per xdist worker) and sql_url.
+pytest_plugins = ["okki_assets_tests.dbservers"]
 
 
 @dataclass

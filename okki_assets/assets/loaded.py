@@ -97,6 +97,7 @@ def build_loaded_companies(
             with failure_on_error():
                 mapping = target.mapping()
                 with closing(target.open()) as client:
+                    client.check()
                     for key in context.partition_keys:
                         with warehouse.load_lock():  # one load per DuckDB file at a time
                             summary = load_partition(
