@@ -48,6 +48,7 @@ from okki_assets.assets.cleaned import CleanSummary, clean_partition
 from okki_assets.assets.common import Connect
 from okki_assets.assets.loaded import LoadSummary, load_partition
 from okki_assets.assets.raw import STAGE_CHUNK
+from okki_assets.audit import AuditSummary, audit_target
 from okki_assets.clients.okki import OkkiClient, record_key
 from okki_assets.errors import PaginationError, RepeatedPageError
 from okki_assets.mapping import TargetMapping, content_hash, tombstone
@@ -204,6 +205,7 @@ class ReconcileSummary:
     ledger_yielded: int = 0
     clean: CleanSummary | None = None
     load: LoadSummary | None = None
+    audit: AuditSummary | None = None
     seconds: float = 0.0
 
     def metadata(self) -> dict[str, Any]:
@@ -231,6 +233,8 @@ class ReconcileSummary:
                 self.load.statuses[LedgerStatus.DELETED],
             )
             out["failed"] = self.load.failed
+        if self.audit is not None:
+            out.update(self.audit.metadata())
         return out
 
 
@@ -313,8 +317,9 @@ def reconcile_account(
     started = time.monotonic()
     before_stats = okki.stats.as_metadata()
     observed_at = datetime.now(tz=UTC)
+    audit = audit_target(target, connect, load_lock, batch_size=batch_size)  # before observing
     live, deleted, state = observe(okki, connect, run_id)
-    summary = ReconcileSummary(state)
+    summary = ReconcileSummary(state, audit=audit)
 
     with connect() as conn:
         last_fetch = storage.last_info_fetches(conn)

@@ -47,6 +47,14 @@ RUN_FIGURES = (
     "info_requests",
     "sent",
     "tombstones_sent",
+    # The audit of the target itself (okki_assets/audit.py).
+    "target_audit",
+    "target_missing",
+    "target_different",
+    "target_extra",
+    "target_repaired",
+    "target_unrepaired",
+    "target_offending_ids",
 )
 
 
@@ -179,7 +187,7 @@ def _check_result(state: AccountState, figures: dict[str, Any]) -> dg.AssetCheck
     problems = len(state.missing) + len(state.stale) + len(state.restored)
     problems += len(state.deleted_but_present)
     return dg.AssetCheckResult(
-        passed=state.in_sync,
+        passed=state.in_sync and not figures.get("target_unrepaired"),
         severity=dg.AssetCheckSeverity.ERROR,
         description=f"{counts['at_target']} of {counts['companies_in_okki']} at the target;"
         f" {problems} missing, stale, not restored or deleted but present",

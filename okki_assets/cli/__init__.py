@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from okki_assets.cli.demo import DemoSettings, run_demo, run_simulators
+from okki_assets.cli.demo_sql import TARGET_KINDS
 from okki_assets.cli.options import (
     HELP_FORMAT,
     add_partitions_argument,
     add_project_dir_argument,
-    add_target_argument,
     add_world_arguments,
     check_partitions,
 )
@@ -82,7 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_world_arguments(demo, faults="moderate")
     add_partitions_argument(demo, default=7, help="most recent partitions to sync")
     add_project_dir_argument(demo)
-    add_target_argument(demo)
+    demo.add_argument(
+        "--target",
+        choices=(*TARGET_KINDS, "k3cloud"),
+        default="sim",
+        help="where the demo loads: the target simulator, an SQLite file (data/"
+        "demo_target.sqlite), a throwaway PostgreSQL server, or the Kingdee K/3 Cloud simulator"
+        " (docs/kingdee.md); SQL targets end with what the table holds",
+    )
     demo.set_defaults(func=_demo, check=check_partitions, parser=demo)
 
     sim = sub.add_parser(

@@ -19,13 +19,14 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 import dagster as dg
 
+from okki_assets.cli.demo_sql import demo_target, print_table
 from okki_assets.cli.kingdee import kingdee_if
 from okki_assets.cli.runs import QUIET, partition_row
 from okki_assets.definitions import build_defs
@@ -69,7 +70,7 @@ class DemoSettings:
     faults: str = "moderate"
     project_dir: Path = Path()
     seed: int = 7
-    target: str = "batch"  # or "k3cloud": the Kingdee K/3 Cloud simulator
+    target: str = "sim"  # sim, sqlite or postgres (demo_sql.py), k3cloud (kingdee.py)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class World:
 
     home: Path
     database: Path
+    target_url: str | None = None  # None: the target simulator
 
 
 def dagster_home(project_dir: Path) -> Path:
@@ -200,6 +202,7 @@ def reconcile_account(
 def demo_defs(
     sims: RunningSimulators, world: World, sync_start: str, target: TargetResource | None = None
 ) -> dg.Definitions:
+    """The demo's definitions; ``target`` replaces the target simulator (Kingdee's)."""
     return build_defs(
         okki=OkkiResource(
             base_url=sims.okki_url,
@@ -208,7 +211,8 @@ def demo_defs(
             rate_limit=200.0,
             concurrency=8,
         ),
-        target=target or TargetResource(url=sims.target_url, token=DEMO_TARGET_TOKEN),
+        target=target
+        or TargetResource(url=world.target_url or sims.target_url, token=DEMO_TARGET_TOKEN),
         warehouse=WarehouseResource(database=str(world.database)),
         sync_start=sync_start,
     )
@@ -231,13 +235,21 @@ def dev_hint(settings: DemoSettings) -> str:
             *("--companies", str(settings.companies), "--days", str(settings.days)),
             *("--partitions", str(settings.partitions), "--faults", settings.faults),
             *("--seed", str(settings.seed), "--project-dir", str(settings.project_dir)),
-            *(("--target", settings.target) if settings.target != "batch" else ()),
+            *(("--target", "k3cloud") if settings.target == "k3cloud" else ()),
         ]
     )
 
 
 def run_demo(settings: DemoSettings, out: TextIO) -> int:
-    world = fresh_world(settings.project_dir)
+    with demo_target(settings.target, settings.project_dir) as target_url:
+        world = replace(fresh_world(settings.project_dir), target_url=target_url)
+        code = _run_demo(settings, world, out)
+        if target_url is not None:
+            print_table(target_url, out)
+    return code
+
+
+def _run_demo(settings: DemoSettings, world: World, out: TextIO) -> int:
     profile = fault_profile(settings.faults)
     keys = recent_keys(settings.partitions)
     out.write(
@@ -255,16 +267,25 @@ def run_demo(settings: DemoSettings, out: TextIO) -> int:
         ) as sims,
         kingdee_if(settings.target == "k3cloud", settings.faults, settings.seed) as kingdee,
     ):
-        target = kingdee.resource() if kingdee else None
-        where = (
-            f"Kingdee simulator {kingdee.url}" if kingdee else f"target simulator {sims.target_url}"
-        )
-        out.write(f"  OKKI simulator   {sims.okki_url}\n  {where}\n")
+        out.write(f"  OKKI simulator   {sims.okki_url}\n  target simulator {sims.target_url}\n")
+        if world.target_url:
+            out.write(f"  target (SQL)     {settings.target}, table okki_companies\n")
+        if kingdee:
+            out.write(f"  target (Kingdee) {kingdee.url}\n")
         out.write(f"  DuckDB file      {world.database}\n  DAGSTER_HOME     {world.home}\n\n")
+        target = kingdee.resource() if kingdee else None
         rows = sync_partitions(sims, world, keys, keys[0], out, target=target)
         out.write("\n" + _table(rows) + "\n\n")
         in_sync = reconcile_account(sims, world, keys[0], out, target)
-        out.write((kingdee.summary() if kingdee else _target_summary(sims)) + "\n")
+        stats = sims.target.stats()
+        if kingdee:
+            out.write(kingdee.summary() + "\n")
+        elif not world.target_url:  # a SQL target's table is printed at the end
+            out.write(
+                f"target now holds {len(sims.target.records)} companies"
+                f" ({stats['replays']} replayed batches, {stats['dropped_replies']} dropped"
+                f" replies recovered, {stats['throttled']} throttled)\n"
+            )
         out.write(
             f"OKKI simulator answered {sum(sims.okki.stats.calls.values())} requests"
             f" in {time.monotonic() - started:.0f}s\n\n"
@@ -277,15 +298,6 @@ def run_demo(settings: DemoSettings, out: TextIO) -> int:
         " http://127.0.0.1:3000 -> Assets -> okki; Ctrl-C stops it).\n"
     )
     return 0 if in_sync and all(r["status"] == "ok" for r in rows) else 1
-
-
-def _target_summary(sims: RunningSimulators) -> str:
-    stats = sims.target.stats()
-    return (
-        f"target now holds {len(sims.target.records)} companies"
-        f" ({stats['replays']} replayed batches, {stats['dropped_replies']} dropped replies"
-        f" recovered, {stats['throttled']} throttled)"
-    )
 
 
 def run_simulators(

@@ -16,7 +16,6 @@ from okki_assets.resources import K3CloudConfig, TargetResource
 from okki_assets.simulator.http import ServerThread
 from okki_assets.simulator.k3cloud import K3CloudSimConfig, K3CloudSimulator
 
-TARGETS = ("batch", "k3cloud")
 #: Kingdee faults per demo profile (the late commits are waited out: SETTLE_SECONDS).
 FAULTS: dict[str, dict[str, Any]] = {
     "none": {},

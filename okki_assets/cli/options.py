@@ -71,7 +71,8 @@ def add_project_dir_argument(parser: argparse.ArgumentParser) -> None:
 def add_target_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
-        choices=("batch", "k3cloud"),
-        default="batch",
-        help="the target simulator: the batch API, or Kingdee K/3 Cloud (docs/kingdee.md)",
+        choices=("sim", "k3cloud"),
+        default="sim",
+        help="the target: the target simulator, or the Kingdee K/3 Cloud simulator"
+        " (docs/kingdee.md)",
     )

@@ -17,6 +17,9 @@ What it reproduces, so the loader's retry and idempotency logic can be proved ag
   client sees a transport error, resends with the same key and gets the replay.
 - ``GET /v1/companies/{id}`` reads a stored record back (200 or 404); ``GET /v1/_stats`` and
   ``POST /v1/_reset`` (no auth) expose and clear the counters.
+- ``GET /v1/companies?after=<id>&limit=<n>`` pages through the stored records by id compared as
+  text (``limit`` capped at 1000): ``{"records": [...], "next": <last id> | null}``; deleted
+  records are absent. ``read_back=False`` answers 404 there (a target without a read-back).
 
 Choices the spec leaves open, fixed here:
 
@@ -58,6 +61,8 @@ log = logging.getLogger(__name__)
 
 BATCH_PATH = "/v1/companies/batch"
 RECORD_PREFIX = "/v1/companies/"
+LIST_PATH = "/v1/companies"
+MAX_LIST_LIMIT = 1000
 STATS_PATH = "/v1/_stats"
 RESET_PATH = "/v1/_reset"
 
@@ -83,6 +88,7 @@ class TargetSimConfig:
     reject_rule: Callable[[dict[str, Any]], str | None] | None = None  # error text -> rejected
     reject_delete_rule: Callable[[dict[str, Any]], str | None] | None = None  # same, for deletes
     seed: int = 11
+    read_back: bool = True  # False: GET /v1/companies answers 404 (no read-back)
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,15 @@ class TargetSimulator:
         with self._lock:
             return self._stats_snapshot()
 
+    def edit_by_hand(self, record_id: str, record: dict[str, Any] | None) -> None:
+        """Replace (or, with None, remove) a stored record outside the API, as a person editing
+        the target would: no history, no stats."""
+        with self._lock:
+            if record is None:
+                self._records.pop(record_id, None)
+            else:
+                self._records[record_id] = copy.deepcopy(record)
+
     def reset(self) -> None:
         """What ``POST /v1/_reset`` does: clear records, stats, history and idempotency store."""
         with self._lock:
@@ -191,6 +206,8 @@ class TargetSimulator:
         if path == RESET_PATH and method == "POST":
             self._clear()
             return SimResponse.json({"code": 0, "message": "reset"})
+        if path == LIST_PATH and method == "GET":
+            return self._list(request)
         if path.startswith(RECORD_PREFIX) and len(path) > len(RECORD_PREFIX):
             if method != "GET":
                 return _error(405, "method not allowed")
@@ -201,6 +218,26 @@ class TargetSimulator:
                 return _error(404, "no such company")
             return SimResponse.json(record)
         return _error(404, f"no route for {method} {path}")
+
+    def _list(self, request: SimRequest) -> SimResponse:
+        if not self._authorized(request):
+            return _error(401, "missing or invalid bearer token")
+        if not self.config.read_back:
+            return _error(404, "no route for GET /v1/companies")
+        try:
+            limit = min(max(int(request.query.get("limit", "100")), 1), MAX_LIST_LIMIT)
+        except ValueError:
+            return _error(400, "limit must be a whole number")
+        after = request.query.get("after", "")
+        ids = sorted(i for i in self._records if i > after)
+        page = ids[:limit]
+        more = len(ids) > limit
+        return SimResponse.json(
+            {
+                "records": [copy.deepcopy(self._records[i]) for i in page],
+                "next": page[-1] if more else None,
+            }
+        )
 
     # ------------------------------------------------------------------ the batch endpoint
 

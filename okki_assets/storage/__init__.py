@@ -26,6 +26,7 @@ from okki_assets.storage.account import (
     settle_account_copies,
     yield_to_observation,
 )
+from okki_assets.storage.audit import acknowledged_versions, demote_for_resend
 from okki_assets.storage.cleaned import (
     append_cleaned,
     duplicate_company_ids,
@@ -71,6 +72,8 @@ __all__ = [
     "DELETE_DONE",
     "SENT_STATUSES",
     "UPSERT_DONE",
+    "acknowledged_versions",
+    "demote_for_resend",
     "Claim",
     "KeptInfo",
     "LedgerStatus",

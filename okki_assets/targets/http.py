@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -222,7 +222,7 @@ class TargetClient(HttpClientBase):
         after: str | None = None
         while True:
             params = {"limit": str(READ_BACK_PAGE)} | ({"after": after} if after else {})
-            reply = self._request("list", "GET", LIST_PATH, params=params)
+            reply = self._request("list", "GET", f"{LIST_PATH}?{urlencode(params)}")
             if reply is None:
                 raise TargetNotAuditable(
                     "the target has no read-back (GET /v1/companies answered 404)",
@@ -252,7 +252,6 @@ class TargetClient(HttpClientBase):
         *,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
-        params: dict[str, str] | None = None,
     ) -> Any:
         """Send (and resend, unchanged) one request; the parsed JSON reply, None for a 404 on
         a GET."""
@@ -262,9 +261,7 @@ class TargetClient(HttpClientBase):
             self.stats.add_throttled(self._limiter.acquire())
             self.stats.count_request(endpoint)
             try:
-                resp = self._http.request(
-                    method, path, content=content, headers=all_headers, params=params
-                )
+                resp = self._http.request(method, path, content=content, headers=all_headers)
             except httpx.TimeoutException as exc:
                 raise TargetTransientError(
                     f"request timed out ({type(exc).__name__})", cause="timeout", endpoint=path

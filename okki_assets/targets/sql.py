@@ -11,12 +11,13 @@ Writes:
 
 - Each batch is one transaction. The batch's rows are read and locked first (``SELECT ... FOR
   UPDATE``; SQLite takes the database's write lock at ``BEGIN IMMEDIATE``), so a concurrent run
-  waits; the UPDATE also carries the version guard in its WHERE clause.
+  waits, and the version is compared with what the lock returned (the row as last committed).
 - A record whose stored values hash the same as it (and whose liveness is the same) is
   ``unchanged`` and not written, so ``_synced_at`` stays; the hash is computed from the stored
   values, not read from ``_content_hash``, so a row edited by hand is written again.
 - A record older than the stored version (``older_than_stored``) is ``unchanged`` with the
-  reason, and not written: a concurrent or late run never overwrites a newer version.
+  reason, and not written: a concurrent or late run never overwrites a newer version. A
+  deletion or a restore is the ledger's call (it may keep an old time).
 - One bad row (a value too long for its column, a NULL in a NOT NULL column) is that row's
   ``rejected`` with the database's message: the batch is retried row by row, each in its own
   savepoint. Lost connections and deadlocks retry the whole transaction (``MAX_TRIES``).
@@ -87,8 +88,10 @@ def open_target(url: str, settings: TargetSettings) -> SqlTarget:
             "TARGET_URL is not a database URL: expected scheme://user:password@host:port/database"
             " or sqlite:///path"
         ) from None
-    driver = DRIVERS.get(parsed.drivername, parsed.drivername)
-    return SqlTarget(parsed.set(drivername=driver), settings.table)
+    parsed = parsed.set(drivername=DRIVERS.get(parsed.drivername, parsed.drivername))
+    if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})  # all of Unicode, emoji too
+    return SqlTarget(parsed, settings.table)
 
 
 def value_kind(value: Any) -> str | None:
@@ -324,6 +327,8 @@ class SqlTarget:
             sa.Column(DELETED_AT, time_type, nullable=True),
             sa.Column(SYNCED_AT, time_type, nullable=True),
             schema=self.schema,
+            mysql_charset="utf8mb4",  # a server whose default is latin1 still takes any name
+            mariadb_charset="utf8mb4",
         )
 
     # -- writes ------------------------------------------------------------------------------

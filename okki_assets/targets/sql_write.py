@@ -35,11 +35,18 @@ def naive_utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-def older_than_stored(incoming: RecordVersion, stored_time: datetime | None) -> bool:
+def older_than_stored(
+    incoming: RecordVersion, stored_time: datetime | None, *, flip: bool = False
+) -> bool:
     """The version order at the target: a record is older when its update time (a tombstone's
-    delete time) is before the stored one. Equal times are not older (the newer word wins)."""
+    delete time) is before the stored one; equal times are not older (the newer word wins).
+
+    A ``flip`` (a tombstone over a live row, a live record over a soft-deleted one) is the
+    ledger's call, not the times': OKKI deletes and restores companies keeping their old update
+    time, and the reconcile sends the state it observed (see reconcile.py, "the ledger
+    yields"), so a restore may carry a time before the tombstone's."""
     new = naive_utc(incoming.update_time)
-    return new is not None and stored_time is not None and new < stored_time
+    return not flip and new is not None and stored_time is not None and new < stored_time
 
 
 def is_tombstone(record: dict[str, Any]) -> bool:
@@ -83,7 +90,8 @@ class BatchWriter:
         rid = str(record[ID])
         if row is None:
             return RecordResult(rid, "unchanged") if is_tombstone(record) else "insert"
-        if older_than_stored(version, row[UPDATE_TIME]):
+        flip = is_tombstone(record) != (row[DELETED_AT] is not None)
+        if older_than_stored(version, row[UPDATE_TIME], flip=flip):
             return RecordResult(rid, "unchanged", "the target holds a newer version")
         deleted = row[DELETED_AT] is not None
         if is_tombstone(record):
@@ -107,9 +115,8 @@ class BatchWriter:
         t = self.table
         if insert:
             return sa.insert(t)
-        guard = sa.or_(t.c[UPDATE_TIME].is_(None), t.c[UPDATE_TIME] <= sa.bindparam("b_time"))
         values: dict[str, Any] = {k: sa.bindparam(f"b{n}") for n, k in enumerate(keys) if k != ID}
-        return sa.update(t).where(t.c[ID] == sa.bindparam("b_id"), guard).values(values)
+        return sa.update(t).where(t.c[ID] == sa.bindparam("b_id")).values(values)
 
     def _run(
         self,
@@ -139,7 +146,7 @@ class BatchWriter:
     @staticmethod
     def _bound(keys: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any]:
         out = {f"b{n}": params[k] for n, k in enumerate(keys) if k != ID}
-        return {**out, "b_id": params[ID], "b_time": params[UPDATE_TIME]}
+        return {**out, "b_id": params[ID]}
 
     @staticmethod
     def _verdict(record: dict[str, Any], params: dict[str, Any], insert: bool) -> RecordResult:

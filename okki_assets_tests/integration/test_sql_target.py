@@ -11,13 +11,16 @@ one line that never shows it; the read-back.
 
 from __future__ import annotations
 
+import io
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from okki_assets.cli.demo_sql import print_table
 from okki_assets.errors import TargetAuthError, TargetSchemaError, TargetUnreachable
 from okki_assets.mapping import content_hash
 from okki_assets.targets import RecordVersion, TargetSettings, open_target
@@ -74,7 +77,7 @@ def test_verdicts_soft_deletes_and_synced_at(sql_url: str) -> None:
     assert after["2"]["_deleted_at"] is not None and after["2"]["fullName"] == "Beta"
     assert after["2"]["_synced_at"] > first["2"]["_synced_at"]
     assert write(t, (gone, ver(2, gone))) == ["unchanged"]  # already deleted
-    assert write(t, (b, ver(3, b))) == ["updated"]  # restored
+    assert write(t, (b, ver(1, b))) == ["updated"]  # restored, keeping its old time
     assert rows(sql_url)["2"]["_deleted_at"] is None
     back = {r.id: r for r in t.read_back()}
     assert back["1"].content_hash == content_hash(a2) and not back["2"].deleted
@@ -181,3 +184,27 @@ def test_a_wrong_password_fails_in_one_line_without_showing_it(sql_url: str) -> 
     text = str(info.value)
     assert "\n" not in text and "wrong-pw-Zx9" not in text and "***" in text
     t.close()
+
+
+def test_any_unicode_round_trips_even_on_a_latin1_server(sql_url: str) -> None:
+    """The MariaDB server of the tests defaults to latin1 (as a bare install does): the table is
+    created utf8mb4 and the connection speaks utf8mb4, so Chinese names and emoji land."""
+    t = target(sql_url)
+    a = rec(1, "上海贸易有限公司 🚀", contactInfo={"contactName": "王小明"})
+    assert write(t, (a, ver(1, a))) == ["created"]
+    (row,) = t.read_back()
+    assert row.content_hash == content_hash(a)
+    t.close()
+
+
+def test_the_demo_prints_what_the_table_holds(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.sqlite'}"
+    t = target(url)
+    a, gone = rec(1, "Acme"), {"id": "2", "deleted": True}
+    write(t, (a, ver(1, a)), (rec(2), ver(1, rec(2))))
+    write(t, (gone, ver(2, gone)))
+    t.close()
+    out = io.StringIO()
+    print_table(url, out)
+    text = out.getvalue()
+    assert "1 live rows, 1 soft-deleted" in text and "Acme" in text and "_synced_at" in text

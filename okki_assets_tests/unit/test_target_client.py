@@ -19,15 +19,20 @@ import pytest
 from okki_assets.clients.http import RetrySettings
 from okki_assets.errors import (
     TargetAuthError,
+    TargetNotAuditable,
     TargetPermanentError,
     TargetRetriesExhausted,
     TargetUnreachable,
 )
+from okki_assets.mapping import content_hash
+from okki_assets.simulator.http import mock_transport
+from okki_assets.simulator.target import TargetSimConfig, TargetSimulator
 from okki_assets.targets.http import RecordResult, TargetClient, canonical_body, new_attempt
 from okki_assets_tests.factories import FakeClock, target_batch_reply
 
 BASE = "https://target.test/api"
 TOKEN = "target-token-never-shown"
+SIM = "http://target.test"  # the simulator serves at the root
 BATCH = "/api/v1/companies/batch"
 
 Step = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
@@ -360,3 +365,21 @@ def test_a_connection_refused_after_the_target_answered_is_retried() -> None:
         assert client.stats.retries["transport"] == 1
     assert [r.id for r in results] == ["2"]
     assert target.applied == {"1": 1, "2": 1}
+
+
+def test_read_back_follows_next_until_null_and_hashes_each_record() -> None:
+    """2,500 stored records come back in three pages of at most 1,000, each with the
+    project's content hash; a target without the read-back (404) is not auditable."""
+    sim = TargetSimulator(TargetSimConfig(token=TOKEN))
+    records = [{"id": f"{i:05d}", "fullName": f"C{i}"} for i in range(2500)]
+    with TargetClient(SIM, TOKEN, transport=mock_transport(sim, sleep=False)) as client:
+        for start in range(0, 2500, 500):
+            client.write_batch(records[start : start + 500], new_attempt())
+        rows = list(client.read_back())
+        assert client.stats.requests["list"] == 3
+    assert [r.id for r in rows] == [r["id"] for r in records]
+    assert all(r.content_hash == content_hash(rec) for r, rec in zip(rows, records, strict=True))
+    off = TargetSimulator(TargetSimConfig(token=TOKEN, read_back=False))
+    client = TargetClient(SIM, TOKEN, transport=mock_transport(off, sleep=False))
+    with client, pytest.raises(TargetNotAuditable):
+        list(client.read_back())

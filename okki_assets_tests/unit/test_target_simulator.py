@@ -513,3 +513,25 @@ def test_concurrent_batches_all_land() -> None:
 def test_unknown_routes_and_methods(target, method, path, status):
     _, client, _ = target
     assert client.request(method, path, headers=AUTH).status_code == status
+
+
+def test_read_back_pages_by_id_as_text_without_deleted_records(target):
+    sim, client, _ = target
+    post(client, [company(str(i)) for i in (1, 2, 10, 3)], key="k1")
+    post(client, [{"id": "2", "deleted": True}], key="k2")
+    pages, after = [], None
+    while True:
+        params = {"limit": "2", **({"after": after} if after else {})}
+        body = client.get("/v1/companies", params=params, headers=AUTH).json()
+        pages.append([r["id"] for r in body["records"]])
+        after = body["next"]
+        if after is None:
+            break
+    assert pages == [["1", "10"], ["3"]]  # "10" sorts before "3" as text; "2" is deleted
+
+
+def test_read_back_needs_the_token_and_can_be_switched_off():
+    sim, client, _ = make(read_back=False)
+    with client:
+        assert client.get("/v1/companies").status_code == 401
+        assert client.get("/v1/companies", headers=AUTH).status_code == 404
