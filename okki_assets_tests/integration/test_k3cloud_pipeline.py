@@ -5,7 +5,8 @@ call limits and a BatchSave cap, dropped replies, creates that commit late, sess
 A week of daily windows, then deletions, a flap (deleted and restored), name edits and
 ``okki_reconcile``: every live OKKI company is exactly one customer ``OKKI<id>``, audited and
 enabled, with OKKI's (cleaned) name; deleted companies are forbidden; no FNumber was ever
-created twice.
+created twice. A customer forbidden or renamed by hand in Kingdee is found by the reconcile's
+audit of the target (read back through the port) and repaired: enabled, renamed back.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from okki_assets.assets.account import build_account
+from okki_assets.assets.account import ACCOUNT_ASSET, build_account
 from okki_assets.field_rules import clean_text
 from okki_assets.resources import K3CloudConfig, TargetResource
 from okki_assets.simulator.http import ServerThread
@@ -79,6 +80,11 @@ def reconcile(pipeline: Pipeline) -> dg.ExecuteInProcessResult:
     )  # fmt: skip
 
 
+def figures(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    (event,) = result.asset_materializations_for_node(ACCOUNT_ASSET)
+    return {k: v.value for k, v in event.metadata.items()}
+
+
 def live_names(pipeline: Pipeline) -> dict[str, str]:
     """OKKI's live, valid companies: number -> the cleaned name Kingdee should hold."""
     out = {}
@@ -130,11 +136,6 @@ def test_a_week_deletions_a_flap_edits_and_a_reconcile_leave_one_customer_each(
     assert sum(v for k, v in sim.stats.items() if k.startswith("fault.")) > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="okki_reconcile repairs only what its audit of the target (read_back) finds; that"
-    " audit is not in okki_reconcile yet",
-)
 def test_the_next_reconcile_repairs_customers_forbidden_or_renamed_by_hand(
     pipeline: Pipeline, kingdee: tuple[K3CloudSimulator, str]
 ) -> None:
@@ -144,7 +145,12 @@ def test_the_next_reconcile_repairs_customers_forbidden_or_renamed_by_hand(
     forbidden, renamed = sorted(live_names(pipeline))[:2]
     sim.forbid_by_hand(forbidden)
     sim.rename_by_hand(renamed, "renamed in Kingdee")
-    assert reconcile(pipeline).success
+    repairing = reconcile(pipeline)
+    assert repairing.success
+    found = figures(repairing)
+    assert (found["target_missing"], found["target_different"]) == (1, 1)  # forbidden: missing
     held = customers(sim)
     assert held[forbidden][0]["FForbidStatus"] == "A"
     assert held[renamed][0]["FName"] == live_names(pipeline)[renamed]
+    after = figures(reconcile(pipeline))
+    assert (after["target_missing"], after["target_different"], after["target_extra"]) == (0, 0, 0)
