@@ -25,7 +25,7 @@ from okki_assets.errors import TargetAuthError, TargetSchemaError, TargetUnreach
 from okki_assets.mapping import content_hash
 from okki_assets.targets import RecordVersion, TargetSettings, open_target
 from okki_assets.targets.sql import SqlTarget
-from okki_assets_tests.dbservers import PASSWORD
+from okki_assets_tests.dbservers import PASSWORD, DbServer
 
 
 def rec(cid: int, name: str = "Acme", **extra: Any) -> dict[str, Any]:
@@ -208,3 +208,15 @@ def test_the_demo_prints_what_the_table_holds(tmp_path: Path) -> None:
     print_table(url, out)
     text = out.getvalue()
     assert "1 live rows, 1 soft-deleted" in text and "Acme" in text and "_synced_at" in text
+
+
+def test_the_sql_bench_runs_small(
+    postgresql_server: DbServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.bench_sql import main
+
+    assert main(["--rows", "1500", "--url", postgresql_server.new_database()]) == 0
+    out = capsys.readouterr().out
+    assert "new rows: 1,500 rows" in out and "{'created': 1500}" in out
+    assert "{'unchanged': 1500}" in out and "audit: 1,500 rows read back" in out
+    assert PASSWORD not in out
