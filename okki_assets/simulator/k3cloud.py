@@ -14,7 +14,8 @@
   rows committed), ``Submit``/``Audit``/``UnAudit``, ``ExcuteOperation`` Forbid/Enable, ``View``,
   ``ExecuteBillQuery`` (string filters ``F in ('a','b')``, ``F = 'x'``, ``F like 'x%'`` joined
   by ``and``; ``Limit`` silently capped at ``query_cap``; without ``OrderString`` the rows come in
-  a new random order on every call) and ``Logout``. The store's rules are in ``k3cloud_store``.
+  a new random order on every call; ``k3cloud_query``) and ``Logout``. The store's rules are in
+  ``k3cloud_store``.
 - Faults, from a seeded RNG, on form-service calls: ``http519_rate`` (gateway JSON, nothing
   done), ``html_before_rate`` (IIS HTML 500, nothing done), ``limit_rate`` (MsgCode 14 调用限制,
   nothing done), and on writes ``html_after_rate`` (done, then the HTML page), ``drop_reply_rate``
@@ -32,7 +33,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-import re
 import threading
 import time
 from collections import Counter
@@ -48,6 +48,7 @@ from okki_assets.simulator.k3cloud_auth import (
     api_signature,
     kd_signature,
 )
+from okki_assets.simulator.k3cloud_query import run_query
 from okki_assets.simulator.k3cloud_store import Customer, Refused, Store
 
 SUFFIX = ".common.kdsvc"
@@ -55,35 +56,6 @@ SESSION_LOST = "会话信息已丢失，请重新登录"
 IIS_PAGE = (
     "<html><head><title>Runtime Error</title></head><body><h1>Server Error in '/K3Cloud' "
     "Application.</h1><h2><i>Runtime Error</i></h2></body></html>"
-)
-#: BD_Customer's field keys (spec §5), lower case; custom ``F_...`` fields are accepted too.
-FIELDS = frozenset(
-    k.lower()
-    for k in [
-        "FCUSTID",
-        "FNumber",
-        "FName",
-        "FShortName",
-        "FCreateOrgId",
-        "FUseOrgId",
-        "FCOUNTRY",
-        "FPROVINCIAL",
-        "FADDRESS",
-        "FZIP",
-        "FWEBSITE",
-        "FTEL",
-        "FFAX",
-        "FTAXREGISTERCODE",
-        "FINVOICETITLE",
-        "FCustTypeId",
-        "FGroup",
-        "FTRADINGCURRID",
-        "FTaxRate",
-        "FDescription",
-        "FIsTrade",
-        "FDocumentStatus",
-        "FForbidStatus",
-    ]
 )
 WRITE_METHODS = frozenset({"save", "batchsave", "submit", "audit", "unaudit", "excuteoperation"})
 
@@ -490,68 +462,5 @@ class K3CloudSimulator:
         return _reply({"Result": {"ResponseStatus": None, "Result": result}})
 
     def _query(self, data: dict[str, Any]) -> SimResponse:
-        lower = {k.lower(): v for k, v in data.items()}
-        if str(lower.get("formid", "")).lower() != "bd_customer":
-            raise Refused(f"标识为“{lower.get('formid')}”的业务对象不存在，或者被删除", 4)
-        keys = [k.strip() for k in str(lower.get("fieldkeys") or "").split(",") if k.strip()]
-        if not keys:
-            raise Refused("FieldKeys不能为空", msg_code=8)
-        _matches(Customer(0, "", {}), lower.get("filterstring"))  # unreadable: refused, rows or not
-        rows = [c for c in self.store.customers.values() if _matches(c, lower.get("filterstring"))]
-        for key in keys:
-            base = key.lower().split(".")[0]
-            if base not in FIELDS and not base.startswith("f_"):  # F_...: custom fields
-                raise Refused(f"元数据中标识为{key}的字段不存在", msg_code=9)
-        order = str(lower.get("orderstring") or "").strip()
-        if order:
-            field_key, _, direction = order.partition(" ")
-            rows.sort(key=lambda c: _sort_key(c.value(field_key)))
-            if direction.strip().lower() == "desc":
-                rows.reverse()
-        else:
-            self._rng.shuffle(rows)
-        start = int(lower.get("startrow") or 0)
-        limit = int(lower.get("limit") or 0) or self.config.query_cap
-        top = int(lower.get("toprowcount") or 0)
-        if top:
-            rows = rows[:top]
-        page = rows[start : start + min(limit, self.config.query_cap)]
-        return _reply([[c.value(k) for k in keys] for c in page])
-
-
-def _sort_key(value: Any) -> tuple[int, Any]:
-    return (0, value) if isinstance(value, int) else (1, str(value))
-
-
-_CLAUSE = re.compile(
-    r"^\s*([A-Za-z_][\w.]*)\s*(=|<>|\bin\b|\blike\b)\s*(.+?)\s*$", re.IGNORECASE | re.DOTALL
-)
-_QUOTED = re.compile(r"'((?:[^']|'')*)'")
-
-
-def _matches(customer: Customer, filter_string: Any) -> bool:
-    text = str(filter_string or "").strip()
-    if not text:
-        return True
-    for clause in re.split(r"\s+and\s+", text, flags=re.IGNORECASE):
-        m = _CLAUSE.match(clause)
-        if m is None:
-            raise Refused(f"GetRealExpress error: {clause}", msg_code=4)
-        key, op, rest = m.group(1), m.group(2).lower(), m.group(3)
-        values = [v.replace("''", "'") for v in _QUOTED.findall(rest)]
-        if not values and rest.strip().lstrip("-").isdigit():
-            values = [rest.strip()]
-        if not values:
-            raise Refused(f"GetRealExpress error: {clause}", msg_code=4)
-        actual = "" if customer.value(key) is None else str(customer.value(key))
-        if op == "=" and actual != values[0]:
-            return False
-        if op == "<>" and actual == values[0]:
-            return False
-        if op == "in" and actual not in values:
-            return False
-        if op == "like" and not re.fullmatch(
-            re.escape(values[0]).replace("%", ".*").replace("_", "."), actual
-        ):
-            return False
-    return True
+        rows = run_query(self.store, data, self.config.query_cap, self._rng)
+        return _reply(rows)
