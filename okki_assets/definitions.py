@@ -13,6 +13,12 @@ Environment (see README and .env.example):
   TARGET_URL           the target, by scheme: http(s):// batch API, postgresql://, mysql://,
                        mariadb://, sqlite:///path, k3cloud+http(s)://; unset = land-only mode
   TARGET_TOKEN         target bearer token                   (required for an http(s) TARGET_URL)
+  K3CLOUD_ACCT_ID, K3CLOUD_USERNAME, K3CLOUD_APP_ID, K3CLOUD_APP_SECRET, K3CLOUD_LCID (2052)
+                       Kingdee signed-header credentials (第三方系统登录授权, docs/kingdee.md);
+                       K3CLOUD_PASSWORD instead of the app id/secret: ValidateUser cookie login
+  K3CLOUD_ORG (100), K3CLOUD_CURRENCY (PRE001), K3CLOUD_NUMBER_PREFIX (OKKI: FNumber = prefix +
+                       company id), K3CLOUD_BATCH_SIZE (50), K3CLOUD_COUNTRY_MAP (CN=China,...),
+                       K3CLOUD_SETTLE_SECONDS (120: the wait after a lost create reply)
   TARGET_TABLE         SQL targets: the table, may be schema.table (default okki_companies)
   TARGET_BATCH_SIZE    records per batch (default 500)
   OKKI_MAPPING_FILE    YAML/JSON mapping file (default: built-in mapping)
@@ -42,6 +48,7 @@ from okki_assets.partitions import DEFAULT_SYNC_START, build_sync_partitions
 from okki_assets.reconcile import DEFAULT_REFRESH_DAYS
 from okki_assets.resources import (
     REAL_OKKI_BASE_URL,
+    K3CloudConfig,
     OkkiResource,
     TargetResource,
     WarehouseResource,
@@ -154,6 +161,25 @@ def _memory_limit() -> str:
     return "" if raw.lower() == "none" else raw
 
 
+def _k3cloud_from_env(env: _Reader) -> K3CloudConfig:
+    if not _env("TARGET_URL", "").lower().startswith("k3cloud+"):
+        return K3CloudConfig()
+    return K3CloudConfig(
+        acct_id=_env("K3CLOUD_ACCT_ID", ""),
+        username=_env("K3CLOUD_USERNAME", ""),
+        app_id=_env("K3CLOUD_APP_ID", ""),
+        app_secret=_secret("K3CLOUD_APP_SECRET"),
+        password=_secret("K3CLOUD_PASSWORD"),
+        lcid=env.count("K3CLOUD_LCID", 2052),
+        org=_env("K3CLOUD_ORG", "100"),
+        currency=_env("K3CLOUD_CURRENCY", "PRE001"),
+        number_prefix=_env("K3CLOUD_NUMBER_PREFIX", "OKKI"),
+        batch_size=env.count("K3CLOUD_BATCH_SIZE", 50),
+        country_map=_env("K3CLOUD_COUNTRY_MAP", ""),
+        settle_seconds=env.number("K3CLOUD_SETTLE_SECONDS", 120.0),
+    )
+
+
 def defs_from_env() -> dg.Definitions:
     env = _Reader()
     target_url = _env("TARGET_URL", "")
@@ -173,6 +199,7 @@ def defs_from_env() -> dg.Definitions:
         table=_env("TARGET_TABLE", "okki_companies"),
         batch_size=env.count("TARGET_BATCH_SIZE", 500),
         mapping_file=_env("OKKI_MAPPING_FILE", ""),
+        k3cloud=_k3cloud_from_env(env),
     )
     sync_start = env.day("OKKI_SYNC_START", DEFAULT_SYNC_START)
     quarantine_threshold = env.number("OKKI_QUARANTINE_THRESHOLD", DEFAULT_QUARANTINE_THRESHOLD)

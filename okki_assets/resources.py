@@ -27,6 +27,7 @@ from okki_assets.clients.ratecontrol import AutoRate, LearnedRate
 from okki_assets.errors import ConfigError, StorageError
 from okki_assets.mapping import TargetMapping, load_mapping
 from okki_assets.targets import Target, TargetSettings, open_target
+from okki_assets.targets.k3cloud_config import mapping_for as k3cloud_mapping_for
 
 try:
     import fcntl
@@ -160,6 +161,25 @@ class OkkiResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                     log.warning("could not keep the learned OKKI rate: %s", e)
 
 
+class K3CloudConfig(dg.Config):
+    """Kingdee K/3 Cloud settings, used when TARGET_URL is ``k3cloud+http(s)://host/k3cloud/``
+    (docs/kingdee.md); checked by okki_assets/targets/k3cloud.py."""
+
+    acct_id: str = Field(default="", description="账套ID, the data centre id (K3CLOUD_ACCT_ID).")
+    username: str = Field(default="", description="The integration user (K3CLOUD_USERNAME).")
+    app_id: str = Field(default="", description="第三方系统登录授权 AppID (K3CLOUD_APP_ID).")
+    app_secret: str = Field(default="", description="Its AppSecret (K3CLOUD_APP_SECRET).")
+    password: str = Field(default="", description="Set instead: ValidateUser (K3CLOUD_PASSWORD).")
+    lcid: int = Field(default=2052, description="Language id (K3CLOUD_LCID).")
+    org: str = Field(default="100", description="Create/use organisation number (K3CLOUD_ORG).")
+    currency: str = Field(default="PRE001", description="Trading currency (K3CLOUD_CURRENCY).")
+    number_prefix: str = Field(default="OKKI", description="FNumber = prefix + company id.")
+    batch_size: int = Field(default=50, description="Customers per BatchSave (K3CLOUD_BATCH_SIZE).")
+    country_map: str = Field(default="", description="ISO=number pairs (K3CLOUD_COUNTRY_MAP).")
+    timeout_seconds: float = Field(default=120.0, description="Seconds to wait for a reply.")
+    settle_seconds: float = Field(default=120.0, description="Wait after a lost create reply.")
+
+
 class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The target, chosen by the scheme of ``url`` (okki_assets/targets). An empty ``url`` is
     land-only mode: nothing is sent."""
@@ -181,10 +201,17 @@ class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         description="Seconds before the first retry of a transient failure (doubles each time).",
     )
     mapping_file: str = Field(default="", description="YAML/JSON mapping file; empty = built-in.")
+    k3cloud: K3CloudConfig = Field(
+        default_factory=lambda: K3CloudConfig(), description="Kingdee settings (K3CLOUD_*)."
+    )
 
     @property
     def land_only(self) -> bool:
         return not self.url.strip()
+
+    @property
+    def is_k3cloud(self) -> bool:
+        return self.url.strip().lower().startswith("k3cloud+")
 
     def settings(self) -> TargetSettings:
         return TargetSettings(
@@ -193,6 +220,7 @@ class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             read_timeout=self.read_timeout,
             retry_base_delay=self.retry_base_delay,
             table=self.table.strip() or TargetSettings.table,
+            k3cloud={**self.k3cloud.model_dump(), "mapping_file": self.mapping_file},
         )
 
     def open(self) -> Target:
@@ -214,6 +242,8 @@ class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return {"target": f"{kind} at {shown_url(url) or '(not a URL)'}"}
 
     def mapping(self) -> TargetMapping:
+        if self.is_k3cloud:
+            return k3cloud_mapping_for(self.mapping_file or None)
         return load_mapping(self.mapping_file or None)
 
     def check(self) -> None:

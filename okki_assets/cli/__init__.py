@@ -98,11 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_project_dir_argument(demo)
     demo.add_argument(
         "--target",
-        choices=TARGET_KINDS,
+        choices=(*TARGET_KINDS, "k3cloud"),
         default="sim",
         help="where the demo loads: the target simulator, an SQLite file (data/"
-        "demo_target.sqlite) or a throwaway PostgreSQL server; SQL targets end with what the"
-        " table holds",
+        "demo_target.sqlite), a throwaway PostgreSQL server, or the Kingdee K/3 Cloud simulator"
+        " (docs/kingdee.md); SQL targets end with what the table holds",
     )
     demo.set_defaults(func=_demo, check=check_partitions, parser=demo)
 

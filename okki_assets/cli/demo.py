@@ -29,6 +29,7 @@ import dagster as dg
 import yaml
 
 from okki_assets.cli.demo_sql import demo_target, print_table
+from okki_assets.cli.kingdee import kingdee_if
 from okki_assets.cli.runs import QUIET, partition_row
 from okki_assets.definitions import build_defs
 from okki_assets.partitions import ACCOUNT_WINDOW, today_key, window_for_key
@@ -73,7 +74,7 @@ class DemoSettings:
     faults: str = "moderate"
     project_dir: Path = Path()
     seed: int = 7
-    target: str = "sim"  # sim, sqlite or postgres (demo_sql.py)
+    target: str = "sim"  # sim, sqlite or postgres (demo_sql.py), k3cloud (kingdee.py)
 
 
 @dataclass(frozen=True)
@@ -143,10 +144,11 @@ def sync_partitions(
     sync_start: str,
     out: TextIO,
     stopped: Callable[[], bool] = lambda: False,
+    target: TargetResource | None = None,
 ) -> list[dict[str, Any]]:
     """Materialize ``keys`` one run each through ``okki_sync`` into ``world``, printing progress;
     ``stopped`` is asked before each partition (Ctrl-C in ``okki-assets dev``)."""
-    job = demo_defs(sims, world, sync_start).resolve_job_def("okki_sync")
+    job = demo_defs(sims, world, sync_start, target).resolve_job_def("okki_sync")
     rows = []
     with dg.DagsterInstance.from_config(str(world.home)) as instance:
         for i, key in enumerate(keys, 1):
@@ -182,9 +184,15 @@ def demo_overrides(first_key: str) -> dict[str, Any]:
     }
 
 
-def reconcile_account(sims: RunningSimulators, world: World, sync_start: str, out: TextIO) -> bool:
+def reconcile_account(
+    sims: RunningSimulators,
+    world: World,
+    sync_start: str,
+    out: TextIO,
+    target: TargetResource | None = None,
+) -> bool:
     """Run ``okki_reconcile`` once into ``world`` and print what it brought in."""
-    job = demo_defs(sims, world, sync_start).resolve_job_def("okki_reconcile")
+    job = demo_defs(sims, world, sync_start, target).resolve_job_def("okki_reconcile")
     out.write("reconciling the whole account (okki_reconcile) ... ")
     out.flush()
     t0 = time.monotonic()
@@ -220,7 +228,10 @@ def account_lines(figures: dict[str, Any], sync_start: str, history: int) -> str
     )
 
 
-def demo_defs(sims: RunningSimulators, world: World, sync_start: str) -> dg.Definitions:
+def demo_defs(
+    sims: RunningSimulators, world: World, sync_start: str, target: TargetResource | None = None
+) -> dg.Definitions:
+    """The demo's definitions; ``target`` replaces the target simulator (Kingdee's)."""
     return build_defs(
         okki=OkkiResource(
             base_url=sims.okki_url,
@@ -229,7 +240,8 @@ def demo_defs(sims: RunningSimulators, world: World, sync_start: str) -> dg.Defi
             rate_limit=200.0,
             concurrency=8,
         ),
-        target=TargetResource(url=world.target_url or sims.target_url, token=DEMO_TARGET_TOKEN),
+        target=target
+        or TargetResource(url=world.target_url or sims.target_url, token=DEMO_TARGET_TOKEN),
         warehouse=WarehouseResource(database=str(world.database)),
         sync_start=sync_start,
     )
@@ -252,6 +264,7 @@ def dev_hint(settings: DemoSettings) -> str:
             *("--companies", str(settings.companies), "--days", str(settings.days)),
             *("--partitions", str(settings.partitions), "--faults", settings.faults),
             *("--seed", str(settings.seed), "--project-dir", str(settings.project_dir)),
+            *(("--target", "k3cloud") if settings.target == "k3cloud" else ()),
         ]
     )
 
@@ -273,22 +286,30 @@ def _run_demo(settings: DemoSettings, world: World, out: TextIO) -> int:
         f" fault profile '{profile.name}'\n"
     )
     started = time.monotonic()
-    with running_simulators(
-        companies=settings.companies,
-        days=settings.days,
-        profile=profile,
-        seed=settings.seed,
-        okki_overrides=demo_overrides(keys[0]),
-    ) as sims:
+    with (
+        running_simulators(
+            companies=settings.companies,
+            days=settings.days,
+            profile=profile,
+            seed=settings.seed,
+            okki_overrides=demo_overrides(keys[0]),
+        ) as sims,
+        kingdee_if(settings.target == "k3cloud", settings.faults, settings.seed) as kingdee,
+    ):
         out.write(f"  OKKI simulator   {sims.okki_url}\n  target simulator {sims.target_url}\n")
         if world.target_url:
             out.write(f"  target (SQL)     {settings.target}, table okki_companies\n")
+        if kingdee:
+            out.write(f"  target (Kingdee) {kingdee.url}\n")
         out.write(f"  DuckDB file      {world.database}\n  DAGSTER_HOME     {world.home}\n\n")
-        rows = sync_partitions(sims, world, keys, keys[0], out)
+        target = kingdee.resource() if kingdee else None
+        rows = sync_partitions(sims, world, keys, keys[0], out, target=target)
         out.write("\n" + _table(rows) + "\n\n")
-        in_sync = reconcile_account(sims, world, keys[0], out)
+        in_sync = reconcile_account(sims, world, keys[0], out, target)
         stats = sims.target.stats()
-        if not world.target_url:  # a SQL target's table is printed at the end
+        if kingdee:
+            out.write(kingdee.summary() + "\n")
+        elif not world.target_url:  # a SQL target's table is printed at the end
             out.write(
                 f"target now holds {len(sims.target.records)} companies"
                 f" ({stats['replays']} replayed batches, {stats['dropped_replies']} dropped"

@@ -57,9 +57,11 @@ from okki_assets.cli.demo import (
     recent_keys,
     sync_partitions,
 )
+from okki_assets.cli.kingdee import kingdee_if
 from okki_assets.cli.options import (
     add_partitions_argument,
     add_project_dir_argument,
+    add_target_argument,
     add_world_arguments,
     at_least,
     check_partitions,
@@ -95,7 +97,12 @@ SIMULATOR_VARIABLES = (
     "OKKI_ASSETS_DUCKDB",
     "OKKI_SYNC_START",
     "DAGSTER_HOME",
-)
+    # a real Kingdee account in the shell must never meet the simulators either
+    *(f"K3CLOUD_{name}" for name in (
+        "ACCT_ID", "USERNAME", "APP_ID", "APP_SECRET", "PASSWORD", "LCID", "ORG", "CURRENCY",
+        "NUMBER_PREFIX", "BATCH_SIZE", "COUNTRY_MAP", "SETTLE_SECONDS",
+    )),
+)  # fmt: skip
 # Reset SIGINT and SIGTERM to their defaults (an inherited "ignored" survives exec); on Linux,
 # ask for SIGTERM when the parent dies (PR_SET_PDEATHSIG, kept across exec), so that even a
 # killed parent leaves nothing behind; give up if the parent is already gone; then exec.
@@ -182,6 +189,11 @@ def dev_environment(
     return env
 
 
+def _given(env: Mapping[str, str]) -> list[str]:
+    """The variables dev sets: the simulators', and Kingdee's with ``--target k3cloud``."""
+    return [*SIMULATOR_VARIABLES, *sorted(k for k in env if k.startswith("K3CLOUD_"))]
+
+
 def write_environment(home: Path, env: Mapping[str, str]) -> Path:
     """The simulator variables of ``env`` as a file a shell can ``source`` (``dev-env.sh`` in
     the instance folder), so that ``dg launch`` from a shell reaches the same simulators,
@@ -190,7 +202,7 @@ def write_environment(home: Path, env: Mapping[str, str]) -> Path:
     lines = [
         "# okki-assets dev: the environment given to dg dev (the simulators' demo values).",
         "# Valid while that okki-assets dev runs; `source` it, then run dg launch.",
-        *(f"export {name}={shlex.quote(env[name])}" for name in SIMULATOR_VARIABLES),
+        *(f"export {name}={shlex.quote(env[name])}" for name in _given(env)),
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -198,7 +210,7 @@ def write_environment(home: Path, env: Mapping[str, str]) -> Path:
 
 def environment_lines(env: Mapping[str, str], path: Path) -> str:
     """The banner's list of the simulator variables given to dg dev, and where they are kept."""
-    shown = "".join(f"    {name}={env[name]}\n" for name in SIMULATOR_VARIABLES)
+    shown = "".join(f"    {name}={env[name]}\n" for name in _given(env))
     return (
         "  environment given to dg dev (demo values; to run dg launch from a shell,"
         f" first: source {shlex.quote(str(path))}):\n{shown}"
@@ -316,6 +328,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--target-port", type=port(free_ok=True), default=0, help="target simulator port"
     )
     add_project_dir_argument(parser)
+    add_target_argument(parser)
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -376,13 +389,14 @@ def _banner(
     world: World,
     keys: list[str],
     env: Mapping[str, str],
+    target_url: str,
 ) -> str:
     """What dev serves, and the environment it gives dg dev (also written for ``source``)."""
     return (
         f"okki-assets dev: {args.companies} companies over {args.days} days,"
         f" fault profile '{profile}', {deleted} deleted today\n"
         f"  OKKI simulator   {sims.okki_url}  (client_id {DEMO_CLIENT_ID})\n"
-        f"  target simulator {sims.target_url}\n"
+        f"  target simulator {target_url}\n"
         f"  DuckDB file      {world.database} (new)\n"
         f"  DAGSTER_HOME     {world.home} (emptied)\n"
         f"  partitions       {keys[0]} ... {keys[-1]} (today)\n"
@@ -401,20 +415,25 @@ def run(args: argparse.Namespace) -> int:
     stop = _Stop()
     stop.install()  # before the child starts, so no signal is lost in between
     try:
-        with running_simulators(
-            companies=args.companies,
-            days=args.days,
-            profile=profile,
-            seed=args.seed,
-            okki_port=args.okki_port,
-            target_port=args.target_port,
-            okki_overrides=demo_overrides(keys[0]),
-        ) as sims:
+        with (
+            running_simulators(
+                companies=args.companies,
+                days=args.days,
+                profile=profile,
+                seed=args.seed,
+                okki_port=args.okki_port,
+                target_port=args.target_port,
+                okki_overrides=demo_overrides(keys[0]),
+            ) as sims,
+            kingdee_if(args.target == "k3cloud", args.faults, args.seed) as kingdee,
+        ):
             deleted = _delete_some(sims, args.deleted, keys) if args.deleted > 0 else []
             env = dev_environment(
                 os.environ, sims, database=database, home=home, sync_start=keys[0]
             )
-            out.write(_banner(args, profile.name, len(deleted), sims, world, keys, env))
+            env.update(kingdee.environment() if kingdee else {})
+            target_url = kingdee.url if kingdee else sims.target_url
+            out.write(_banner(args, profile.name, len(deleted), sims, world, keys, env, target_url))
             if (project / ".env").exists():
                 out.write(
                     "  (.env is not read by okki-assets dev: the simulators' settings win; but"
@@ -424,7 +443,8 @@ def run(args: argparse.Namespace) -> int:
             if args.partitions and not stop.requested:
                 out.write(f"Syncing the {args.partitions} most recent partitions first:\n")
                 recent = keys[-args.partitions :]
-                sync_partitions(sims, world, recent, keys[0], out, lambda: stop.requested)
+                target = kingdee.resource() if kingdee else None
+                sync_partitions(sims, world, recent, keys[0], out, lambda: stop.requested, target)
             if stop.requested:  # Ctrl-C while the simulators were starting or syncing
                 return 0
             out.write(f"Starting dg dev on {url}; Ctrl-C stops everything.\n")

@@ -129,3 +129,13 @@ def add_project_dir_argument(parser: argparse.ArgumentParser) -> None:
         default=".",
         help="where data/ and .dagster_home/ are kept (an existing folder)",
     )
+
+
+def add_target_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        choices=("sim", "k3cloud"),
+        default="sim",
+        help="the target: the target simulator, or the Kingdee K/3 Cloud simulator"
+        " (docs/kingdee.md)",
+    )

@@ -26,8 +26,8 @@ an adapter module outside this package's core (the Kingdee one, ``k3cloud.py``) 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -87,6 +87,8 @@ class TargetSettings:
     read_timeout: float = 30.0  # seconds to wait for an answer
     retry_base_delay: float = 0.5  # seconds before the first retry (doubles each time)
     table: str = "okki_companies"  # SQL targets: the table, may be "schema.table" (TARGET_TABLE)
+    #: Kingdee K/3 Cloud: the K3CLOUD_* settings by name (k3cloud.py reads them); secrets inside
+    k3cloud: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 class Stats(Protocol):

@@ -1,0 +1,156 @@
+"""The pipeline into Kingdee K/3 Cloud through Dagster, against the OKKI and K/3 Cloud simulators
+over HTTP with the Kingdee faults on (IIS pages before and after a commit, HTTP 519, MsgCode 14
+call limits and a BatchSave cap, dropped replies, creates that commit late, sessions that die).
+
+A week of daily windows, then deletions, a flap (deleted and restored), name edits and
+``okki_reconcile``: every live OKKI company is exactly one customer ``OKKI<id>``, audited and
+enabled, with OKKI's (cleaned) name; deleted companies are forbidden; no FNumber was ever
+created twice. A customer forbidden or renamed by hand in Kingdee is found by the reconcile's
+audit of the target (read back through the port) and repaired: enabled, renamed back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from okki_assets.assets.account import ACCOUNT_ASSET, build_account
+from okki_assets.field_rules import clean_text
+from okki_assets.resources import K3CloudConfig, TargetResource
+from okki_assets.simulator.http import ServerThread
+from okki_assets.simulator.k3cloud import K3CloudSimConfig, K3CloudSimulator
+from okki_assets_tests.conftest import SYNC_START, Pipeline, day_keys, make_pipeline
+
+EVERYTHING = (datetime(1970, 1, 2), datetime(2200, 1, 1))
+FAULTS = K3CloudSimConfig(
+    html_before_rate=0.05,
+    html_after_rate=0.05,
+    http519_rate=0.03,
+    limit_rate=0.03,
+    drop_reply_rate=0.05,
+    late_commit_rate=0.05,
+    late_commit_seconds=0.2,
+    max_batch=6,  # under K3CLOUD_BATCH_SIZE: the first BatchSaves are halved
+    session_max_calls=40,
+)
+
+
+@pytest.fixture
+def kingdee() -> Iterator[tuple[K3CloudSimulator, str]]:
+    sim = K3CloudSimulator(dataclasses.replace(FAULTS))
+    with ServerThread(sim) as server:
+        yield sim, f"k3cloud+{server.url}/k3cloud/"
+
+
+@pytest.fixture
+def pipeline(
+    tmp_path: Path, instance: dg.DagsterInstance, kingdee: tuple[K3CloudSimulator, str]
+) -> Iterator[Pipeline]:
+    sim, url = kingdee
+    config = sim.config
+    target = TargetResource(
+        url=url,
+        retry_base_delay=0.01,
+        k3cloud=K3CloudConfig(
+            acct_id=config.acct_id,
+            username=config.username,
+            app_id=config.app_id,
+            app_secret=config.app_secret,
+            batch_size=10,
+            timeout_seconds=5.0,
+            settle_seconds=0.4,  # past the simulator's late commits
+        ),
+    )
+    history = {"history_share": 0.3, "history_before": date.fromisoformat(SYNC_START)}
+    for p in make_pipeline(tmp_path, instance, companies=150, days=7, okki_overrides=history):
+        yield dataclasses.replace(p, target=target)
+
+
+def reconcile(pipeline: Pipeline) -> dg.ExecuteInProcessResult:
+    asset, check, _, _ = build_account(refresh_days=7)
+    return dg.materialize(
+        [asset, check], resources=pipeline.resources(), instance=pipeline.instance,
+        raise_on_error=False,
+    )  # fmt: skip
+
+
+def figures(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    (event,) = result.asset_materializations_for_node(ACCOUNT_ASSET)
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def live_names(pipeline: Pipeline) -> dict[str, str]:
+    """OKKI's live, valid companies: number -> the cleaned name Kingdee should hold."""
+    out = {}
+    for r in pipeline.sims.okki.companies_in_window(*EVERYTHING):
+        cid, name = str(r.get("company_id", "")), clean_text(r.get("name"))
+        if cid.isdigit() and name and r.get("update_time", "").startswith(("19", "20")):
+            out[f"OKKI{cid}"] = name
+    return out
+
+
+def customers(sim: K3CloudSimulator) -> dict[str, list[dict[str, Any]]]:
+    sim.flush()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for c in sim.customers():
+        out.setdefault(c["FNumber"], []).append(c)
+    return out
+
+
+def test_a_week_deletions_a_flap_edits_and_a_reconcile_leave_one_customer_each(
+    pipeline: Pipeline, kingdee: tuple[K3CloudSimulator, str]
+) -> None:
+    sim, _ = kingdee
+    okki = pipeline.sims.okki
+    for key in day_keys(7):
+        assert pipeline.materialize(key).success
+    assert reconcile(pipeline).success
+    numbers = sorted(live_names(pipeline))
+    gone, flap, edited = numbers[:3], numbers[3], numbers[4:7]
+    for number in gone + [flap]:
+        okki.delete_company(number[4:])
+    okki.restore_company(flap[4:])
+    for number in edited:
+        okki.update_company(number[4:], {"name": f"Renamed {number}"})
+    assert pipeline.materialize(day_keys(1)[0]).success
+    assert reconcile(pipeline).success
+
+    held = customers(sim)
+    assert sim.duplicates() == {} and all(len(c) == 1 for c in held.values())
+    live = live_names(pipeline)
+    for number, name in live.items():
+        (customer,) = held[number]
+        assert (customer["FDocumentStatus"], customer["FForbidStatus"]) == ("C", "A"), number
+        assert customer["FName"] == name
+    assert all(held[n][0]["FName"] == f"Renamed {n}" for n in edited)
+    for number in gone:
+        (customer,) = held[number]
+        assert customer["FForbidStatus"] == "B"
+    assert set(held) - set(live) == set(gone)
+    assert sum(v for k, v in sim.stats.items() if k.startswith("fault.")) > 0
+
+
+def test_the_next_reconcile_repairs_customers_forbidden_or_renamed_by_hand(
+    pipeline: Pipeline, kingdee: tuple[K3CloudSimulator, str]
+) -> None:
+    sim, _ = kingdee
+    sim.config.html_before_rate = sim.config.html_after_rate = 0.0  # the audit, not the faults
+    assert reconcile(pipeline).success
+    forbidden, renamed = sorted(live_names(pipeline))[:2]
+    sim.forbid_by_hand(forbidden)
+    sim.rename_by_hand(renamed, "renamed in Kingdee")
+    repairing = reconcile(pipeline)
+    assert repairing.success
+    found = figures(repairing)
+    assert (found["target_missing"], found["target_different"]) == (1, 1)  # forbidden: missing
+    held = customers(sim)
+    assert held[forbidden][0]["FForbidStatus"] == "A"
+    assert held[renamed][0]["FName"] == live_names(pipeline)[renamed]
+    after = figures(reconcile(pipeline))
+    assert (after["target_missing"], after["target_different"], after["target_extra"]) == (0, 0, 0)
