@@ -113,21 +113,50 @@ def test_every_fault_on_still_one_customer_per_number(
     assert sum(v for k, v in sim.stats.items() if k.startswith("fault.")) >= 3
 
 
+class _SharedClock:
+    """One simulated clock for the simulator's late commits and the adapter's waits: only the
+    adapter's sleeps move it, so a loaded machine cannot reorder a resend and a commit."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.mark.parametrize("settle", [0.0, 0.6])  # no wait; a wait past the slow commit
-def test_a_slow_create_is_waited_for_before_confirming(
-    sim: K3CloudSimulator, server: ServerThread, settle: float
-) -> None:
+def test_a_slow_create_is_waited_for_before_confirming(settle: float) -> None:
     # Every create commits 0.5 s after it arrived and its reply is lost at once: a client that
     # confirms (and resends) at once meets the uniqueness race and makes several customers.
+    clock = _SharedClock()
+    sim = K3CloudSimulator(K3CloudSimConfig(), clock=clock)
     sim.config.late_commit_rate, sim.config.late_commit_seconds = 1.0, 0.5
-    t = target(server, sim, settle_seconds=settle)
-    if settle:
-        assert [r.status for r in t.write_batch([rec(1)])] == ["created"]
-    else:
-        with pytest.raises(TargetRetriesExhausted):
-            t.write_batch([rec(1)])
-    sim.flush()
-    copies = len(by_number(sim)["OKKI1"])
+    with ServerThread(sim) as server:
+        cfg = sim.config
+        settings = K3CloudSettings(
+            base_url=f"{server.url}/k3cloud/",
+            acct_id=cfg.acct_id,
+            username=cfg.username,
+            app_id=cfg.app_id,
+            app_secret=cfg.app_secret,
+            settle_seconds=settle,
+            timeout_seconds=10,
+        )
+        retry = RetrySettings(max_attempts=8, base_delay=0.01, max_delay=0.05)
+        api = K3CloudApi(settings, retry=retry, sleep=clock.sleep, clock=clock)
+        t = K3CloudTarget(settings, None, api=api, sleep=clock.sleep)
+        _OPEN.append(t)
+        if settle:
+            assert [r.status for r in t.write_batch([rec(1)])] == ["created"]
+        else:
+            with pytest.raises(TargetRetriesExhausted):
+                t.write_batch([rec(1)])
+        clock.sleep(1.0)  # every late commit is due
+        sim.flush()
+        copies = len(by_number(sim)["OKKI1"])
     assert (copies == 1) if settle else (copies > 1)
 
 
