@@ -245,11 +245,14 @@ def pull_partition(
     ids = [k for k in listed if not k.startswith("raw:")]
     list_times = {k: t for k in ids if isinstance(t := listed.update_time(k), str)}
     stored_times: dict[str, str] = {}
+    kept: dict[str, str | None] = {}
     with connect() as conn:
+        storage.prune_kept_infos(conn, partition_key, list_times, now() - KEPT_MAX_AGE)
+        # With refresh_info every payload is read by this pull: one kept by an earlier pull,
+        # however recent, may predate an edit that did not move update_time.
         if not refresh_info:
             stored_times = storage.stored_update_times(conn, ids)
-        storage.prune_kept_infos(conn, partition_key, list_times, now() - KEPT_MAX_AGE)
-        kept = storage.kept_info_times(conn, list_times)
+            kept = storage.kept_info_times(conn, list_times)
 
     def reusable(company_id: str, update_time: object) -> bool:
         if update_time is None:
