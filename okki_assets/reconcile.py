@@ -347,19 +347,36 @@ def reconcile_account(
     with load_lock():
         with connect() as conn:
             summary.ledger_yielded = storage.yield_to_observation(conn, flips, observed_at)
+            held = held_contents(conn, due)
         summary.load = load_partition(
             target, connect, ACCOUNT_KEY, run_id, mapping, batch_size=batch_size
         )
     with connect() as conn:
-        changed = storage.ledger_ids_for_run(
-            conn, run_id, (LedgerStatus.UPDATED, LedgerStatus.LANDED)
-        )
+        summary.contacts_changed_by_refresh = changed_by_refresh(conn, run_id, held)
         summary.after = state_of(conn, snapshot_frame(live, deleted))
-    summary.contacts_changed_by_refresh = len({str(c) for c in changed} & due)
     after_stats = okki.stats.as_metadata()
     summary.list_requests = int(after_stats["requests_list"] - before_stats["requests_list"])
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def held_contents(conn: Any, ids: set[str]) -> dict[str, str | None]:
+    """company_id -> the content hash the ledger holds for it (None: no ledger row)."""
+    rows = storage.ledger_rows(conn, [int(c) for c in ids])
+    held: dict[str, str | None] = dict.fromkeys(ids)
+    held.update(zip(rows["company_id"].astype(str), rows["content_hash"], strict=True))
+    return held
+
+
+def changed_by_refresh(conn: Any, run_id: str, held: dict[str, str | None]) -> int:
+    """How many of the refreshed companies (``held``: their content hashes before the load)
+    this run sent or landed with other content. Land-only mode lands every refreshed company
+    again (nothing is acknowledged there), so the ledger's status alone would count them all."""
+    written = storage.ledger_ids_for_run(
+        conn, run_id, (LedgerStatus.CREATED, LedgerStatus.UPDATED, LedgerStatus.LANDED)
+    )
+    now_held = held_contents(conn, {c for c in held if int(c) in written})
+    return sum(1 for cid, content in now_held.items() if content != held[cid])
 
 
 def _pull(
