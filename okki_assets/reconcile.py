@@ -55,6 +55,7 @@ from okki_assets.mapping import TargetMapping, content_hash, tombstone
 from okki_assets.okki_time import CHINA_TZ, parse_okki_times
 from okki_assets.partitions import ACCOUNT_KEY
 from okki_assets.pull import InfoReport, ListedRecords, fetch_infos
+from okki_assets.purged import Purged, confirm_purged
 from okki_assets.storage import LedgerStatus
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,8 @@ class ReconcileSummary:
     info_requests: int = 0
     info_reused: int = 0
     ledger_yielded: int = 0
+    purged: int = 0  # live at the target, listed nowhere in OKKI, info 404: tombstoned
+    unlisted_still_answered: list[str] = field(default_factory=list)  # listed nowhere, info ok
     clean: CleanSummary | None = None
     load: LoadSummary | None = None
     seconds: float = 0.0
@@ -221,6 +224,8 @@ class ReconcileSummary:
             "info_requests": self.info_requests,
             "info_reused": self.info_reused,
             "ledger_yielded": self.ledger_yielded,
+            "purged_in_okki": self.purged,
+            "unlisted_still_answered": len(self.unlisted_still_answered),
             "duration_seconds": round(self.seconds, 2),
         }
         if self.clean is not None:
@@ -330,17 +335,10 @@ def reconcile_account(
     for key in sorted(work):
         to_pull.add(key, live[key])
     summary.info_reused, summary.info_requests = _pull(okki, connect, to_pull, due, run_id)
-    with connect() as conn:
-        storage.replace_deleted(
-            conn,
-            ACCOUNT_KEY,
-            [
-                (k, _text(deleted.update_time(k)), json.dumps(deleted[k], ensure_ascii=False))
-                for k in state.deleted_but_present
-            ],
-            run_id,
-            datetime.now(tz=UTC),
-        )
+    purged = _purged(okki, connect, run_id)
+    summary.purged, summary.unlisted_still_answered = len(purged.rows), purged.still_answered
+    summary.info_requests += purged.info_requests
+    _keep_deletions(connect, deleted, state.deleted_but_present, purged.rows, run_id)
     summary.clean = clean_partition(connect, ACCOUNT_KEY, run_id)
 
     flips = _flips(live, deleted, state)
@@ -420,6 +418,33 @@ def _pull(
             storage.discard_staging(conn, run_id)
         raise
     return report.reused, report.requested
+
+
+def _keep_deletions(
+    connect: Connect,
+    deleted: ListedRecords,
+    present: list[str],
+    purged: list[tuple[str, str | None, str]],
+    run_id: str,
+) -> None:
+    """The account's deleted companies to tombstone: those deleted in OKKI but present at the
+    target, and those purged from OKKI."""
+    rows = [
+        (k, _text(deleted.update_time(k)), json.dumps(deleted[k], ensure_ascii=False))
+        for k in present
+    ]
+    with connect() as conn:
+        storage.replace_deleted(conn, ACCOUNT_KEY, rows + purged, run_id, datetime.now(tz=UTC))
+
+
+def _purged(okki: OkkiClient, connect: Connect, run_id: str) -> Purged:
+    """Companies the ledger holds live (not as a tombstone) that the run's account list shows
+    nowhere, confirmed gone by info (see purged.py)."""
+    with connect() as conn:
+        unlisted = storage.unlisted_ledger_rows(conn, run_id, LIVE_STATUSES)
+    if not unlisted.empty:
+        unlisted = unlisted[~_is_tombstone(unlisted)]
+    return confirm_purged(okki, unlisted)
 
 
 def _flips(live: ListedRecords, deleted: ListedRecords, state: AccountState) -> pd.DataFrame:

@@ -29,8 +29,8 @@ order of calls the answers are the same. The token endpoint is never throttled o
 throttled or faulted request changes no data.
 
 Besides the HTTP surface there is a truth API for tests (``companies_in_window``,
-``update_company``, ``delete_company``, ``restore_company``, ...), never to be used by
-production code.
+``update_company``, ``delete_company``, ``restore_company``, ``purge_company``, ...), never to
+be used by production code.
 
 A company belongs to the public pool (公海, ``all=2``) when it has no owner (``user_id`` empty),
 to the private pool (私海, ``all=0``) otherwise. A deleted company is listed under ``removed=1``
@@ -349,6 +349,15 @@ class OkkiSimulator:
             self._store.flip(
                 entry, restore_time, removed=False, moves_time=self.config.deletion_moves_time
             )
+            return copy.deepcopy(entry.record)
+
+    def purge_company(self, company_id: object) -> dict[str, Any]:
+        """Remove a company (live or deleted) for good, as OKKI's recycle bin does once it is
+        emptied: it is then in neither list and info answers 404. Returns a copy of the record
+        it had."""
+        with self._lock:
+            entry = self._store.lookup(company_id)
+            self._store.purge(entry)
             return copy.deepcopy(entry.record)
 
     def edit_contact(
