@@ -8,7 +8,9 @@ One pass over OKKI's full list (``removed=0``, no time filter) and its full dele
 - ``restored``: live, but the ledger's last word is a tombstone;
 - ``deleted_but_present``: in the deleted list, but the ledger's last word is a live record;
 - ``due``: at the target and in sync, but due for the rolling info refresh (contacts can change
-  without moving ``update_time``).
+  without moving ``update_time``);
+- ``purged``: the ledger says live, neither list shows it and info answers 404 (purged.py): it
+  gets a tombstone.
 
 Only those are fetched (info), stored under the partition ``account`` of the stage tables,
 cleaned and loaded by the very functions a daily window uses. Cost: ``ceil(N / page size) +
