@@ -46,7 +46,7 @@ def confirm_purged(okki: OkkiClient, unlisted: pd.DataFrame) -> Purged:
     found.info_requests = len(times)
     for result in okki.company_infos(sorted(times)):
         cid = str(result.company_id)
-        if result.data is None and result.code is None:
+        if result.data is None and result.code is None and result.unusable is None:
             record = {"company_id": cid, "update_time": times[cid], "purged": True}
             found.rows.append((cid, times[cid], json.dumps(record)))
         else:

@@ -149,6 +149,7 @@ def raw_complete(summary: "PullSummary") -> CheckOutcome:
             "distinct_in_duckdb": summary.distinct_in_duckdb,
             "deleted_while_syncing": len(summary.deleted_while_syncing),
             "info_refused": len(summary.info_refused),
+            "info_unusable": len(summary.info_unusable),
             "info_ahead_of_list": len(summary.info_ahead_of_list),
             "list_passes_until_stable": summary.passes,
         },
@@ -177,6 +178,7 @@ class PullSummary:
     deleted_listed: int = 0
     deleted_while_syncing: list[str] = field(default_factory=list)
     info_refused: list[str] = field(default_factory=list)
+    info_unusable: list[str] = field(default_factory=list)
     info_ahead_of_list: list[str] = field(default_factory=list)
     client_stats: dict[str, float | int] = field(default_factory=dict)
     pacing: dict[str, float] = field(default_factory=dict)
@@ -209,6 +211,7 @@ class PullSummary:
             "distinct_in_duckdb": self.distinct_in_duckdb,
             "deleted_while_syncing": len(self.deleted_while_syncing),
             "info_refused": len(self.info_refused),
+            "info_unusable": len(self.info_unusable),
             "info_ahead_of_list": len(self.info_ahead_of_list),
             "duration_seconds": round(self.seconds, 2),
             **self.pacing,
@@ -321,6 +324,7 @@ def pull_partition(
     summary.info_reused = info.reused - summary.info_resumed  # from the published copy
     summary.deleted_while_syncing = info.deleted_while_syncing
     summary.info_refused, summary.info_ahead_of_list = info.info_refused, info.info_ahead_of_list
+    summary.info_unusable = info.info_unusable
     count_stored(connect, summary)
     summary.client_stats = stats_delta(client.stats.as_metadata(), before)
     summary.pacing = pacing_metadata(client.pacer, answers_before)

@@ -21,8 +21,9 @@ variant the client must survive, each switched on by ``OkkiSimConfig``:
   ``totalItem`` is positive, ``totalItem`` capped below the real count, sent as a string, missing
   or not a number, and a page answered with the previous page's rows (what a bulk edit shifting
   the list by exactly one page looks like);
-- info answering another business code (403, say) for chosen companies, or an ``update_time``
-  ahead of the list's (the company was edited between the two calls).
+- info answering another business code (403, say) for chosen companies, an ``update_time``
+  ahead of the list's (the company was edited between the two calls), or a payload that is
+  JSON but unusable (a field nested 5,000 levels deep, a name that is not UTF-8).
 
 Faults, throttles and drift come from RNGs seeded by ``OkkiSimConfig.seed``: for a given seed and
 order of calls the answers are the same. The token endpoint is never throttled or faulted, and a
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import logging
 import random
 import threading
@@ -93,6 +95,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/v1/oauth2/access_token"
+DEEP_LEVELS = 5000  # a "nested_too_deep" info payload's custom field
+UNUSABLE_MARK = "okki-simulator-spoils-this"  # where an unusable info payload is spoilt
 LIST_PATH = "/v1/company/list"
 INFO_PATH = "/v1/company/info"
 
@@ -268,12 +272,26 @@ class OkkiSimulator:
         code = self.config.info_error_codes.get(key)
         if code is not None:
             return business_error(code, "No permission for this resource")
+        fault = self.config.info_payload_faults.get(key)
+        if fault is not None:
+            return self._unusable_info(entry.record, fault)
         ahead = self.config.info_time_ahead.get(key)
         listed = parse_time(entry.record.get("update_time"))
         if ahead is not None and listed is not None:
             later = format_okki_time(listed + dt.timedelta(seconds=ahead))
             return self._envelope({**entry.record, "update_time": later})
         return self._envelope(entry.record)  # serialised here, under the lock
+
+    def _unusable_info(self, record: dict[str, Any], fault: str) -> SimResponse:
+        """The company's info, spoilt the way ``fault`` names (see OkkiSimConfig)."""
+        response = self._envelope({**record, "name": UNUSABLE_MARK})
+        mark = json.dumps(UNUSABLE_MARK).encode()
+        if fault == "nested_too_deep":
+            spoilt = b'"custom", "deep": ' + b"[" * DEEP_LEVELS + b"]" * DEEP_LEVELS
+        else:  # invalid_utf8: Latin-1 bytes and two that UTF-8 never uses
+            spoilt = b'"caf\xe9 \xff\xfe"'
+        response.body = response.body.replace(mark, spoilt, 1)
+        return response
 
     # --- the truth and test API ---------------------------------------------------------------
 
