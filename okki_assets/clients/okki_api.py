@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from okki_assets.clients.masking import mask_secrets
+
 TOKEN_PATH = "/v1/oauth2/access_token"
 LIST_PATH = "/v1/company/list"
 INFO_PATH = "/v1/company/info"
@@ -134,12 +136,13 @@ def json_body(resp: httpx.Response) -> Any:
     return NOT_JSON if isinstance(body, UnusableBody) else body
 
 
-def server_text(body: object) -> str:
-    """The server's own words (error / error_description / message), shortened."""
+def server_text(body: object, secrets: Iterable[str]) -> str:
+    """The server's own words (error / error_description / message), the ``secrets`` and any
+    echoed token masked, then shortened."""
     if not isinstance(body, dict):
         return ""
     parts = [str(body[k]) for k in ("error", "error_description", "message") if body.get(k)]
-    return " ".join(parts)[:_MAX_SERVER_TEXT]
+    return mask_secrets(" ".join(parts), secrets, limit=_MAX_SERVER_TEXT)
 
 
 def is_scope_refusal(text: str) -> bool:

@@ -200,7 +200,7 @@ class OkkiCaller:
     ) -> tuple[int, dict[str, Any]]:
         status = resp.status_code
         body = read_json(resp)
-        said = self._auth.scrub(server_text(body))
+        said = server_text(body, self._auth.secrets())
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         where: dict[str, Any] = {"endpoint": path, "params": params}
         if refuses_token(status, body):
@@ -245,8 +245,7 @@ class OkkiCaller:
                 code=code,
                 **where,
             )
+        shown = code if code is not None else self._auth.scrub(repr(body.get("code")))[:40]
         raise OkkiBusinessError(
-            f"OKKI answered code {body.get('code')!r}" + (f": {said}" if said else ""),
-            code=body.get("code"),
-            **where,
+            f"OKKI answered code {shown}" + (f": {said}" if said else ""), code=shown, **where
         )

@@ -14,7 +14,8 @@ variant the client must survive, each switched on by ``OkkiSimConfig``:
   halves mid-run); a daily budget of requests, past which every business call is answered
   HTTP 429 with a long ``Retry-After`` (until midnight, China time, by default);
 - faults: HTTP 5xx, ``code`` 5xx in a 200 body, a connection reset, an HTML page instead of JSON;
-  latency and latency spikes;
+  latency and latency spikes; every list refused with one business code; error messages that
+  repeat the request's access token (a gateway echoing the request);
 - drift, the 漏单 trap: on the first pass over a window, companies leave it, enter it or jump to
   its front while the client pages, so rows repeat across pages and others are skipped;
 - how a list may end or lie [GAP]: page 1 answered empty (``list: []`` or ``null``) while
@@ -67,7 +68,7 @@ from okki_assets.simulator.okki_config import (
     OkkiSimStats,
 )
 from okki_assets.simulator.okki_drift import DriftEntry, Drifter
-from okki_assets.simulator.okki_gate import AccessGate, business_error, now_text
+from okki_assets.simulator.okki_gate import AccessGate, business_error, echo_token, now_text
 from okki_assets.simulator.okki_store import (
     CompanyStore,
     ParamError,
@@ -174,6 +175,10 @@ class OkkiSimulator:
                 response = self._gate.token_endpoint(request, self.config)
             elif business:
                 response = self._business(path, request)
+                if self.config.echo_token_in_errors:
+                    header = request.headers.get("authorization", "").strip()
+                    token = header[7:].strip() if header[:7].lower() == "bearer " else header
+                    response = echo_token(response, token, self.config.success_code)
             else:
                 response = SimResponse.json({"code": 404, "message": "Not Found"}, status=404)
             response.delay += self._latency(business)
@@ -211,6 +216,8 @@ class OkkiSimulator:
         if refusal is not None:
             return refusal
         token.calls += 1
+        if path == LIST_PATH and cfg.list_error_code is not None:
+            return business_error(cfg.list_error_code, "Invalid request")
         if path == LIST_PATH:
             return self._list(request.query)
         return self._info(request.query)

@@ -54,6 +54,8 @@ class OkkiSimConfig:
     daily_retry_after: float | None = None  # Retry-After once spent; None = until midnight
     fault_rate: float = 0.0  # fraction of business calls answered with a fault
     fault_kinds: tuple[str, ...] = FAULT_KINDS
+    list_error_code: int | None = None  # every list request answered with this business code
+    echo_token_in_errors: bool = False  # error messages repeat the request's access token
     revoke_token_after: int | None = None  # each token dies after N served business calls
     denied_in_body: bool = False  # HTTP 200 + {"error":"access_denied"} instead of 401
     drift_rate: float = 0.0  # fraction of a window's companies mutated on its first pass
