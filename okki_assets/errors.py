@@ -54,6 +54,16 @@ class OkkiBusinessError(OkkiPermanentError):
     """An HTTP 200 whose body ``code`` is neither success, nor transient, nor an auth refusal."""
 
 
+class OkkiUnusableReply(OkkiPermanentError):
+    """A reply that is JSON but cannot be used, the same on every try: ``reason`` says why
+    (nested too deep, not valid UTF-8). Info quarantines the one company; elsewhere the call
+    fails."""
+
+    def __init__(self, message: str, *, reason: str, **kw: object):
+        self.reason = reason
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
 class OkkiTransientError(OkkiError):
     """A transient signal (throttle, 5xx, reset, timeout, bad JSON), retried within a budget."""
 

@@ -272,6 +272,7 @@ class InfoReport:
     reused: int = 0
     deleted_while_syncing: list[str] = field(default_factory=list)
     info_refused: list[str] = field(default_factory=list)  # info answered another code
+    info_unusable: list[str] = field(default_factory=list)  # a payload too deep, not UTF-8
     info_ahead_of_list: list[str] = field(default_factory=list)  # info newer than the list
 
 
@@ -301,7 +302,8 @@ def fetch_infos(
     cannot detail) is reported and kept, its list record marked with ``INFO_ERROR_KEY`` so that
     cleaning quarantines it with the reason ``info_not_found`` (a deletion still reaches the
     target from the deleted list). Another business code (403, say) is kept the same way with
-    the reason ``info_code_<code>``; the next sync asks info again.
+    the reason ``info_code_<code>``, a payload that cannot be used with ``info_<why>`` (such as
+    ``info_payload_nested_too_deep``); the next sync asks info again.
     """
     to_fetch: list[str] = []  # keys only: records are looked up again as infos arrive
     for key, record in listed.items():
@@ -321,7 +323,10 @@ def fetch_infos(
         key = str(result.company_id)
         record = listed[key]
         if result.data is None:
-            if result.code is None:
+            if result.unusable is not None:
+                report.info_unusable.append(key)
+                reason = f"info_{result.unusable}"
+            elif result.code is None:
                 report.deleted_while_syncing.append(key)
                 reason = "info_not_found"
             else:

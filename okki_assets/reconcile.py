@@ -11,7 +11,9 @@ One pass over OKKI's full list (``removed=0``, no time filter) and its full dele
   moved it back with a change (or its list lags info); only an info read tells;
 - ``different``: read since the list, it maps to other content than the ledger's version;
 - ``due``: at the target and in sync, but due for the rolling info refresh (contacts can change
-  without moving ``update_time``).
+  without moving ``update_time``);
+- ``purged``: the ledger says live, neither list shows it and info answers 404 (purged.py): it
+  gets a tombstone.
 
 Only those are fetched (info), stored under the partition ``account`` of the stage tables,
 cleaned and loaded by the very functions a daily window uses, the lists under a window's guard
@@ -57,6 +59,7 @@ from okki_assets.mapping import TargetMapping, content_hash, map_records, tombst
 from okki_assets.okki_time import CHINA_TZ, parse_okki_times
 from okki_assets.partitions import ACCOUNT_KEY
 from okki_assets.pull import InfoReport, ListedRecords, fetch_infos, list_everything
+from okki_assets.purged import Purged, confirm_purged
 from okki_assets.storage import LedgerStatus
 from okki_assets.targets import Target
 
@@ -240,6 +243,8 @@ class ReconcileSummary:
     info_requests: int = 0
     info_reused: int = 0
     ledger_yielded: int = 0
+    purged: int = 0  # live at the target, listed nowhere in OKKI, info 404: tombstoned
+    unlisted_still_answered: list[str] = field(default_factory=list)  # listed nowhere, info ok
     clean: CleanSummary | None = None
     load: LoadSummary | None = None
     audit: AuditSummary | None = None
@@ -260,6 +265,8 @@ class ReconcileSummary:
             "info_requests": self.info_requests,
             "info_reused": self.info_reused,
             "ledger_yielded": self.ledger_yielded,
+            "purged_in_okki": self.purged,
+            "unlisted_still_answered": len(self.unlisted_still_answered),
             "duration_seconds": round(self.seconds, 2),
         }
         if self.clean is not None:
@@ -370,51 +377,64 @@ def reconcile_account(
     for key in sorted(work):
         to_pull.add(key, live[key])
     summary.info_reused, summary.info_requests = _pull(okki, connect, to_pull, due, run_id)
-    summary.ledger_yielded = _yield_and_list_deleted(
-        connect, load_lock, (live, deleted, state), observed_at, run_id
+    purged = _purged(okki, connect, run_id)
+    summary.purged, summary.unlisted_still_answered = len(purged.rows), purged.still_answered
+    summary.info_requests += purged.info_requests
+    summary.ledger_yielded = _yield_and_keep_deletions(
+        connect, load_lock, (live, deleted, state), observed_at, (purged.rows, run_id)
     )
     summary.clean = clean_partition(connect, ACCOUNT_KEY, run_id)
 
     with load_lock():
+        with connect() as conn:
+            held = held_contents(conn, due)
         summary.load = load_partition(
             target, connect, ACCOUNT_KEY, run_id, mapping, batch_size=batch_size
         )
     with connect() as conn:
-        changed = storage.ledger_ids_for_run(
-            conn, run_id, (LedgerStatus.UPDATED, LedgerStatus.LANDED)
-        )
+        summary.contacts_changed_by_refresh = changed_by_refresh(conn, run_id, held)
         summary.after = state_of(conn, snapshot_frame(live, deleted), observed_at, mapping)
-    summary.contacts_changed_by_refresh = len({str(c) for c in changed} & due)
     after_stats = okki.stats.as_metadata()
     summary.list_requests = int(after_stats["requests_list"] - before_stats["requests_list"])
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _yield_and_list_deleted(
+def _yield_and_keep_deletions(
     connect: Connect,
     load_lock: Callable[[], AbstractContextManager[None]],
     observed: tuple[ListedRecords, ListedRecords, AccountState],
     observed_at: datetime,
-    run_id: str,
+    purged_and_run: tuple[list[tuple[str, str | None, str]], str],
 ) -> int:
     """The ledger yields to the observation (before the clean: the copies read now then win
-    the settling too); the companies deleted but present become the account's deleted list."""
+    the settling too); the companies deleted but present, and those purged, become the
+    account's deleted list."""
     live, deleted, state = observed
     with load_lock(), connect() as conn:
         yielded = storage.yield_to_observation(conn, _flips(live, deleted, state), observed_at)
-    with connect() as conn:
-        storage.replace_deleted(
-            conn,
-            ACCOUNT_KEY,
-            [
-                (k, _text(deleted.update_time(k)), json.dumps(deleted[k], ensure_ascii=False))
-                for k in state.deleted_but_present
-            ],
-            run_id,
-            datetime.now(tz=UTC),
-        )
+    purged, run_id = purged_and_run
+    _keep_deletions(connect, deleted, state.deleted_but_present, purged, run_id)
     return yielded
+
+
+def held_contents(conn: Any, ids: set[str]) -> dict[str, str | None]:
+    """company_id -> the content hash the ledger holds for it (None: no ledger row)."""
+    rows = storage.ledger_rows(conn, [int(c) for c in ids])
+    held: dict[str, str | None] = dict.fromkeys(ids)
+    held.update(zip(rows["company_id"].astype(str), rows["content_hash"], strict=True))
+    return held
+
+
+def changed_by_refresh(conn: Any, run_id: str, held: dict[str, str | None]) -> int:
+    """How many of the refreshed companies (``held``: their content hashes before the load)
+    this run sent or landed with other content. Land-only mode lands every refreshed company
+    again (nothing is acknowledged there), so the ledger's status alone would count them all."""
+    written = storage.ledger_ids_for_run(
+        conn, run_id, (LedgerStatus.CREATED, LedgerStatus.UPDATED, LedgerStatus.LANDED)
+    )
+    now_held = held_contents(conn, {c for c in held if int(c) in written})
+    return sum(1 for cid, content in now_held.items() if content != held[cid])
 
 
 def _pull(
@@ -458,6 +478,33 @@ def _pull(
             storage.discard_staging(conn, run_id)
         raise
     return report.reused, report.requested
+
+
+def _keep_deletions(
+    connect: Connect,
+    deleted: ListedRecords,
+    present: list[str],
+    purged: list[tuple[str, str | None, str]],
+    run_id: str,
+) -> None:
+    """The account's deleted companies to tombstone: those deleted in OKKI but present at the
+    target, and those purged from OKKI."""
+    rows = [
+        (k, _text(deleted.update_time(k)), json.dumps(deleted[k], ensure_ascii=False))
+        for k in present
+    ]
+    with connect() as conn:
+        storage.replace_deleted(conn, ACCOUNT_KEY, rows + purged, run_id, datetime.now(tz=UTC))
+
+
+def _purged(okki: OkkiClient, connect: Connect, run_id: str) -> Purged:
+    """Companies the ledger holds live (not as a tombstone) that the run's account list shows
+    nowhere, confirmed gone by info (see purged.py)."""
+    with connect() as conn:
+        unlisted = storage.unlisted_ledger_rows(conn, run_id, LIVE_STATUSES)
+    if not unlisted.empty:
+        unlisted = unlisted[~_is_tombstone(unlisted)]
+    return confirm_purged(okki, unlisted)
 
 
 def _flips(live: ListedRecords, deleted: ListedRecords, state: AccountState) -> pd.DataFrame:

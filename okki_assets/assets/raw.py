@@ -152,6 +152,7 @@ def raw_complete(summary: "PullSummary") -> CheckOutcome:
             "distinct_in_duckdb": summary.distinct_in_duckdb,
             "deleted_while_syncing": len(summary.deleted_while_syncing),
             "info_refused": len(summary.info_refused),
+            "info_unusable": len(summary.info_unusable),
             "info_ahead_of_list": len(summary.info_ahead_of_list),
             "list_passes_until_stable": summary.passes,
         },
@@ -194,6 +195,7 @@ class PullSummary:
     deleted_listed: int = 0
     deleted_while_syncing: list[str] = field(default_factory=list)
     info_refused: list[str] = field(default_factory=list)
+    info_unusable: list[str] = field(default_factory=list)
     info_ahead_of_list: list[str] = field(default_factory=list)
     client_stats: dict[str, float | int] = field(default_factory=dict)
     pacing: dict[str, float] = field(default_factory=dict)
@@ -226,6 +228,7 @@ class PullSummary:
             "distinct_in_duckdb": self.distinct_in_duckdb,
             "deleted_while_syncing": len(self.deleted_while_syncing),
             "info_refused": len(self.info_refused),
+            "info_unusable": len(self.info_unusable),
             "info_ahead_of_list": len(self.info_ahead_of_list),
             "duration_seconds": round(self.seconds, 2),
             **self.pacing,
@@ -262,11 +265,14 @@ def pull_partition(
     ids = [k for k in listed if not k.startswith("raw:")]
     list_times = {k: t for k in ids if isinstance(t := listed.update_time(k), str)}
     stored_times: dict[str, str] = {}
+    kept: dict[str, str | None] = {}
     with connect() as conn:
+        storage.prune_kept_infos(conn, partition_key, list_times, now() - KEPT_MAX_AGE)
+        # With refresh_info every payload is read by this pull: one kept by an earlier pull,
+        # however recent, may predate an edit that did not move update_time.
         if not refresh_info:
             stored_times = storage.stored_update_times(conn, ids)
-        storage.prune_kept_infos(conn, partition_key, list_times, now() - KEPT_MAX_AGE)
-        kept = storage.kept_info_times(conn, list_times)
+            kept = storage.kept_info_times(conn, list_times)
 
     def reusable(company_id: str, update_time: object) -> bool:
         if update_time is None:
@@ -335,6 +341,7 @@ def pull_partition(
     summary.info_reused = info.reused - summary.info_resumed  # from the published copy
     summary.deleted_while_syncing = info.deleted_while_syncing
     summary.info_refused, summary.info_ahead_of_list = info.info_refused, info.info_ahead_of_list
+    summary.info_unusable = info.info_unusable
     count_stored(connect, summary)
     summary.client_stats = stats_delta(client.stats.as_metadata(), before)
     summary.pacing = pacing_metadata(client.pacer, answers_before)

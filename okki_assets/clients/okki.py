@@ -27,7 +27,9 @@ API quirks the client covers (see docs/okki-api.md):
   Paging refuses a page that repeats the previous one (``RepeatedPageError``) or a run past
   ``max_pages``.
 - Info answering a business code other than 404 for one company (403, say) gives
-  ``InfoResult(data=None, code=...)``; auth and scope refusals still stop the call.
+  ``InfoResult(data=None, code=...)``, and a payload that cannot be used (nested too deep, not
+  valid UTF-8: the same on every try) ``InfoResult(data=None, unusable=reason)``; auth and
+  scope refusals still stop the call.
 - Times go out as ``YYYY-MM-DD HH:MM:SS`` in China Standard Time.
 """
 
@@ -63,7 +65,7 @@ from okki_assets.clients.okki_auth import OkkiAuth
 from okki_assets.clients.okki_calls import OkkiCaller
 from okki_assets.clients.okki_paging import checked_pages, list_reply, pages_in_order
 from okki_assets.clients.ratecontrol import AdaptivePacer, AutoRate, FixedPacer, Pacer
-from okki_assets.errors import OkkiBusinessError, OkkiPermanentError
+from okki_assets.errors import OkkiBusinessError, OkkiPermanentError, OkkiUnusableReply
 from okki_assets.okki_time import format_okki_time
 
 __all__ = [
@@ -244,6 +246,9 @@ class OkkiClient(HttpClientBase):
         params = {"company_id": cid}
         try:
             code, body = self._caller.call("info", INFO_PATH, params, accept_codes=frozenset({404}))
+        except OkkiUnusableReply as unusable:
+            log.debug("info for company %s cannot be used (%s)", cid, unusable.reason)
+            return InfoResult(cid, None, unusable=unusable.reason)
         except OkkiBusinessError as refused:
             refused_code = coerce_int(refused.code)
             if refused_code is None:

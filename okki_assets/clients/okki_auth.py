@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 import httpx
 
 from okki_assets.clients.http import CallStats, parse_retry_after
+from okki_assets.clients.masking import mask_secrets
 from okki_assets.clients.okki_api import (
     NOT_JSON,
     TOKEN_PATH,
@@ -68,6 +69,7 @@ class TokenCache:
         self._token: str | None = None
         self._renew_at = 0.0
         self._served: set[str] = set()  # tokens that answered at least one call
+        self._issued: list[str] = []  # every token obtained, to mask wherever it is echoed
 
     def served(self, token: str) -> None:
         """Note that ``token`` answered a call (it was good when issued)."""
@@ -84,8 +86,15 @@ class TokenCache:
                 obtained = self._clock()
                 token, lifetime = self._fetch()
                 self._token = token
+                self._issued.append(token)
                 self._renew_at = obtained + lifetime - min(RENEW_EARLY_SECONDS, lifetime / 10)
             return self._token
+
+    def issued(self) -> tuple[str, ...]:
+        """Every token obtained so far (expired and refused ones too). Takes no lock: it is
+        called while a token is fetched under the lock (to mask a refusal), and copying a list
+        that is only appended to is atomic."""
+        return tuple(self._issued)
 
     def invalidate(self, stale: str) -> None:
         """Forget ``stale`` unless another thread already replaced it."""
@@ -117,9 +126,13 @@ class OkkiAuth:
         self._contacted = False  # any answer from OKKI yet (a first connection refused is fatal)
         self.tokens = TokenCache(self._fetch_token, clock)
 
+    def secrets(self) -> tuple[str, ...]:
+        """What no message may hold: the client secret and every access token obtained."""
+        return (self._client_secret, *self.tokens.issued())
+
     def scrub(self, text: str) -> str:
-        """``text`` with the client secret masked."""
-        return text.replace(self._client_secret, "***") if self._client_secret else text
+        """``text`` with the client secret, every access token and any echoed token masked."""
+        return mask_secrets(text, self.secrets())
 
     def renew_refused(
         self,
@@ -214,8 +227,8 @@ class OkkiAuth:
         raise self._token_refusal(status, body, params)
 
     def _token_refusal(self, status: int, body: object, params: Mapping[str, object]) -> Exception:
-        error = str(body.get("error") or "") if isinstance(body, dict) else ""
-        said = self.scrub(server_text(body))
+        error = self.scrub(str(body.get("error") or ""))[:40] if isinstance(body, dict) else ""
+        said = server_text(body, self.secrets())
         if error == "invalid_client":
             what = (
                 "OKKI refused the client credentials (invalid_client): "

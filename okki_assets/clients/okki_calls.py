@@ -8,7 +8,9 @@ the answer means.
   a non-JSON page are all retried with backoff; every request passes the pacer, fixed or adaptive
   (ratecontrol.py), and tells it whether its answer was clean or a throttle (HTTP 429, ``code``
   429, HTTP or ``code`` 503). A transient answer whose ``Retry-After`` lies past the retry budget
-  (a daily quota) stops every call at once with ``OkkiQuotaExhausted``.
+  (a daily quota) stops every call at once with ``OkkiQuotaExhausted``. A body that is JSON but
+  cannot be used (nested too deep, not UTF-8: okki_api.read_json) is the same on every try:
+  ``OkkiUnusableReply``, not retried.
 - A refused token is renewed and the request repeated (okki_auth.py); a missing scope stops the
   call with a message naming it.
 """
@@ -26,9 +28,10 @@ from okki_assets.clients.http import CallStats, RetrySettings, call_with_retries
 from okki_assets.clients.okki_api import (
     NOT_JSON,
     SUCCESS_CODES,
+    UnusableBody,
     coerce_int,
     is_scope_refusal,
-    json_body,
+    read_json,
     server_text,
     unreachable_hint,
 )
@@ -41,6 +44,7 @@ from okki_assets.errors import (
     OkkiQuotaExhausted,
     OkkiRetriesExhausted,
     OkkiTransientError,
+    OkkiUnusableReply,
 )
 from okki_assets.okki_time import CHINA_TZ, format_okki_time
 
@@ -195,8 +199,8 @@ class OkkiCaller:
         accept_codes: frozenset[int],
     ) -> tuple[int, dict[str, Any]]:
         status = resp.status_code
-        body = json_body(resp)
-        said = self._auth.scrub(server_text(body))
+        body = read_json(resp)
+        said = server_text(body, self._auth.secrets())
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         where: dict[str, Any] = {"endpoint": path, "params": params}
         if refuses_token(status, body):
@@ -224,6 +228,10 @@ class OkkiCaller:
             raise OkkiTransientError(
                 "the reply is not JSON", cause="invalid_json", retry_after=retry_after, **where
             )
+        if isinstance(body, UnusableBody):
+            raise OkkiUnusableReply(
+                f"the reply cannot be used ({body.reason})", reason=body.reason, **where
+            )
         if not isinstance(body, dict):
             raise OkkiPermanentError("the reply is JSON but not an object", **where)
         code = coerce_int(body.get("code"))
@@ -237,8 +245,7 @@ class OkkiCaller:
                 code=code,
                 **where,
             )
+        shown = code if code is not None else self._auth.scrub(repr(body.get("code")))[:40]
         raise OkkiBusinessError(
-            f"OKKI answered code {body.get('code')!r}" + (f": {said}" if said else ""),
-            code=body.get("code"),
-            **where,
+            f"OKKI answered code {shown}" + (f": {said}" if said else ""), code=shown, **where
         )

@@ -14,7 +14,8 @@ variant the client must survive, each switched on by ``OkkiSimConfig``:
   halves mid-run); a daily budget of requests, past which every business call is answered
   HTTP 429 with a long ``Retry-After`` (until midnight, China time, by default);
 - faults: HTTP 5xx, ``code`` 5xx in a 200 body, a connection reset, an HTML page instead of JSON;
-  latency and latency spikes;
+  latency and latency spikes; every list refused with one business code; error messages that
+  repeat the request's access token (a gateway echoing the request);
 - drift, the 漏单 trap: on the first pass over a window, companies leave it, enter it or jump to
   its front while the client pages, so rows repeat across pages and others are skipped;
 - how a list may end or lie [GAP]: page 1 answered empty (``list: []`` or ``null``) while
@@ -22,16 +23,17 @@ variant the client must survive, each switched on by ``OkkiSimConfig``:
   once; pages smaller than the ``count`` asked for (``max_page_size``); ``totalItem`` capped
   below the real count, sent as a string, missing or not a number, and a page answered with the
   previous page's rows (what a bulk edit shifting the list by exactly one page looks like);
-- info answering another business code (403, say) for chosen companies, or an ``update_time``
-  ahead of the list's (the company was edited between the two calls).
+- info answering another business code (403, say) for chosen companies, an ``update_time``
+  ahead of the list's (the company was edited between the two calls), or a payload that is
+  JSON but unusable (a field nested 5,000 levels deep, a name that is not UTF-8).
 
 Faults, throttles and drift come from RNGs seeded by ``OkkiSimConfig.seed``: for a given seed and
 order of calls the answers are the same. The token endpoint is never throttled or faulted, and a
 throttled or faulted request changes no data.
 
 Besides the HTTP surface there is a truth API for tests (``companies_in_window``,
-``update_company``, ``delete_company``, ``restore_company``, ...), never to be used by
-production code.
+``update_company``, ``delete_company``, ``restore_company``, ``purge_company``, ...), never to
+be used by production code.
 
 A company belongs to the public pool (公海, ``all=2``) when it has no owner (``user_id`` empty),
 to the private pool (私海, ``all=0``) otherwise. A deleted company is listed under ``removed=1``
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import logging
 import random
 import threading
@@ -66,7 +69,7 @@ from okki_assets.simulator.okki_config import (
     OkkiSimStats,
 )
 from okki_assets.simulator.okki_drift import DriftEntry, Drifter
-from okki_assets.simulator.okki_gate import AccessGate, business_error, now_text
+from okki_assets.simulator.okki_gate import AccessGate, business_error, echo_token, now_text
 from okki_assets.simulator.okki_store import (
     CompanyStore,
     ParamError,
@@ -94,6 +97,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/v1/oauth2/access_token"
+DEEP_LEVELS = 5000  # a "nested_too_deep" info payload's custom field
+UNUSABLE_MARK = "okki-simulator-spoils-this"  # where an unusable info payload is spoilt
 LIST_PATH = "/v1/company/list"
 INFO_PATH = "/v1/company/info"
 
@@ -172,6 +177,10 @@ class OkkiSimulator:
                 response = self._gate.token_endpoint(request, self.config)
             elif business:
                 response = self._business(path, request)
+                if self.config.echo_token_in_errors:
+                    header = request.headers.get("authorization", "").strip()
+                    token = header[7:].strip() if header[:7].lower() == "bearer " else header
+                    response = echo_token(response, token, self.config.success_code)
             else:
                 response = SimResponse.json({"code": 404, "message": "Not Found"}, status=404)
             response.delay += self._latency(business)
@@ -209,6 +218,8 @@ class OkkiSimulator:
         if refusal is not None:
             return refusal
         token.calls += 1
+        if path == LIST_PATH and cfg.list_error_code is not None:
+            return business_error(cfg.list_error_code, "Invalid request")
         if path == LIST_PATH:
             return self._list(request.query)
         return self._info(request.query)
@@ -285,12 +296,26 @@ class OkkiSimulator:
         code = self.config.info_error_codes.get(key)
         if code is not None:
             return business_error(code, "No permission for this resource")
+        fault = self.config.info_payload_faults.get(key)
+        if fault is not None:
+            return self._unusable_info(entry.record, fault)
         ahead = self.config.info_time_ahead.get(key)
         listed = parse_time(entry.record.get("update_time"))
         if ahead is not None and listed is not None:
             later = okki_text(listed + dt.timedelta(seconds=ahead))
             return self._envelope({**entry.record, "update_time": later})
         return self._envelope(entry.record)  # serialised here, under the lock
+
+    def _unusable_info(self, record: dict[str, Any], fault: str) -> SimResponse:
+        """The company's info, spoilt the way ``fault`` names (see OkkiSimConfig)."""
+        response = self._envelope({**record, "name": UNUSABLE_MARK})
+        mark = json.dumps(UNUSABLE_MARK).encode()
+        if fault == "nested_too_deep":
+            spoilt = b'"custom", "deep": ' + b"[" * DEEP_LEVELS + b"]" * DEEP_LEVELS
+        else:  # invalid_utf8: Latin-1 bytes and two that UTF-8 never uses
+            spoilt = b'"caf\xe9 \xff\xfe"'
+        response.body = response.body.replace(mark, spoilt, 1)
+        return response
 
     # --- the truth and test API ---------------------------------------------------------------
 
@@ -366,6 +391,15 @@ class OkkiSimulator:
             self._store.flip(
                 entry, restore_time, removed=False, moves_time=self.config.deletion_moves_time
             )
+            return copy.deepcopy(entry.record)
+
+    def purge_company(self, company_id: object) -> dict[str, Any]:
+        """Remove a company (live or deleted) for good, as OKKI's recycle bin does once it is
+        emptied: it is then in neither list and info answers 404. Returns a copy of the record
+        it had."""
+        with self._lock:
+            entry = self._store.lookup(company_id)
+            self._store.purge(entry)
             return copy.deepcopy(entry.record)
 
     def edit_contact(

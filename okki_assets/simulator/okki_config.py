@@ -4,7 +4,7 @@
 module docstring of ``okki`` tells what each variant reproduces), ``OkkiSimStats`` what the
 simulator saw. The tuples name the shapes the switches choose from: window boundary modes,
 throttle shapes, fault kinds (``httpNNN``, ``bodyNNN`` for any 5xx, ``reset``, ``invalid_json``),
-drift kinds, empty-page shapes and ``totalItem`` shapes.
+drift kinds, empty-page shapes, ``totalItem`` shapes and unusable info payloads.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ FAULT_KINDS: tuple[str, ...] = ("http500", "http502", "http503", "body500", "res
 DRIFT_KINDS: tuple[str, ...] = ("leave", "enter", "bump")
 EMPTY_PAGE_SHAPES: tuple[str, ...] = ("empty", "null", "zero_total")
 TOTAL_ITEM_SHAPES: tuple[str, ...] = ("number", "string", "missing", "not_a_number")
+INFO_PAYLOAD_FAULTS: tuple[str, ...] = ("nested_too_deep", "invalid_utf8")
 DEFAULT_TOKEN_LIFETIME = 28800
 
 
@@ -53,6 +54,8 @@ class OkkiSimConfig:
     daily_retry_after: float | None = None  # Retry-After once spent; None = until midnight
     fault_rate: float = 0.0  # fraction of business calls answered with a fault
     fault_kinds: tuple[str, ...] = FAULT_KINDS
+    list_error_code: int | None = None  # every list request answered with this business code
+    echo_token_in_errors: bool = False  # error messages repeat the request's access token
     revoke_token_after: int | None = None  # each token dies after N served business calls
     denied_in_body: bool = False  # HTTP 200 + {"error":"access_denied"} instead of 401
     drift_rate: float = 0.0  # fraction of a window's companies mutated on its first pass
@@ -74,6 +77,9 @@ class OkkiSimConfig:
     # seconds ahead of the list's (the list keeps the older time).
     info_error_codes: dict[str, int] = field(default_factory=dict)
     info_time_ahead: dict[str, int] = field(default_factory=dict)
+    # Info per company: a payload that is JSON but cannot be used, on every call: a custom field
+    # nested 5,000 levels deep ("nested_too_deep") or a name that is not UTF-8 ("invalid_utf8").
+    info_payload_faults: dict[str, str] = field(default_factory=dict)
     # False (the default, the worst case): a deletion or restore keeps the company's old
     # update_time unless the test names a time; True: it moves to the next second held.
     deletion_moves_time: bool = False
@@ -103,6 +109,9 @@ class OkkiSimConfig:
             raise ValueError(f"total_item_shape must be one of {TOTAL_ITEM_SHAPES}")
         if self.empty_middle_pages < 0:
             raise ValueError("empty_middle_pages must not be negative")
+        for kind in self.info_payload_faults.values():
+            if kind not in INFO_PAYLOAD_FAULTS:
+                raise ValueError(f"unknown info payload fault {kind!r}")
         if self.empty_first_page_every < 1:
             raise ValueError("empty_first_page_every must be at least 1")
         if self.total_item_cap is not None and self.total_item_cap < 0:

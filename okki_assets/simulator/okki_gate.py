@@ -12,6 +12,7 @@ The gate takes no lock: ``okki.OkkiSimulator`` calls it under its own.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import random
 import secrets
@@ -50,6 +51,21 @@ def now_text() -> str:
 def business_error(code: int, message: str) -> SimResponse:
     """HTTP 200 with another business ``code`` in the envelope."""
     return SimResponse.json({"code": code, "message": message, "now": now_text()})
+
+
+def echo_token(response: SimResponse, token: str, success_code: int) -> SimResponse:
+    """An error answer whose ``message`` repeats the request's access token, as a gateway that
+    echoes the request might; other answers as they are."""
+    try:
+        body = json.loads(response.body)
+    except ValueError:
+        return response
+    if not isinstance(body, dict) or "message" not in body or body.get("code") == success_code:
+        return response
+    body["message"] = f"{body['message']} (access_token={token}; Authorization: Bearer {token})"
+    echoed = SimResponse.json(body, status=response.status, headers=response.headers)
+    echoed.delay, echoed.fault = response.delay, response.fault
+    return echoed
 
 
 def _oauth_error(error: str, description: str, *, message: str | None = None) -> SimResponse:

@@ -136,6 +136,7 @@ class CompanyStore:
             (removed, time_type): [] for removed in (False, True) for time_type in (1, 2, 3)
         }
         self.version = 0
+        self._next_seq = 0  # sequence numbers are never reused, purged entries' included
         self._cache: dict[tuple[Any, ...], list[Entry]] = {}
         self._cache_version = 0
         self._live_times: dict[int, object] = {}  # seq -> update_time before its deletion
@@ -155,7 +156,8 @@ class CompanyStore:
         company_id = record.get("company_id")
         if company_id is not None and str(company_id) in self.by_id:
             raise ValueError(f"duplicate company_id {company_id}")
-        entry = Entry(seq=len(self.entries), record=record)
+        entry = Entry(seq=self._next_seq, record=record)
+        self._next_seq += 1
         self.entries[entry.seq] = entry
         if company_id is not None:
             self.by_id[str(company_id)] = entry.seq
@@ -175,6 +177,21 @@ class CompanyStore:
         entry.keys = _index_keys(entry.seq, entry.record)
         for time_type, key in zip((1, 2, 3), entry.keys, strict=True):
             insort(self.index[(removed, time_type)], key)
+        self.version += 1
+
+    def purge(self, entry: Entry) -> None:
+        """Forget the entry altogether: in no list, live or deleted, and unknown to info."""
+        for time_type, key in zip((1, 2, 3), entry.keys, strict=True):
+            keys = self.index[(entry.removed, time_type)]
+            del keys[bisect_left(keys, key)]
+        for lookup, name in (
+            (self.by_id, entry.record.get("company_id")),
+            (self.by_serial, entry.record.get("serial_id")),
+        ):
+            if lookup.get(str(name)) == entry.seq:
+                del lookup[str(name)]
+        del self.entries[entry.seq]
+        self._live_times.pop(entry.seq, None)
         self.version += 1
 
     def move(self, entry: Entry, *, update_time: dt.datetime, removed: bool | None = None) -> None:

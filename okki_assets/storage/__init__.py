@@ -24,6 +24,7 @@ from okki_assets.storage.account import (
     record_info_fetches,
     replace_account_list,
     settle_account_copies,
+    unlisted_ledger_rows,
     yield_to_observation,
 )
 from okki_assets.storage.audit import acknowledged_versions, demote_for_resend
@@ -114,6 +115,7 @@ __all__ = [
     "stage_raw",
     "stored_update_times",
     "transaction",
+    "unlisted_ledger_rows",
     "unreconciled_rows",
     "yield_to_observation",
 ]

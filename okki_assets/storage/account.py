@@ -6,11 +6,13 @@ copy kept per company between the account's partition and the windows'.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import duckdb
 import pandas as pd
 
+from okki_assets.okki_time import TIMEZONE
 from okki_assets.versions import sql_copy_key, sql_observed
 
 
@@ -64,6 +66,24 @@ def record_info_fetches(conn: duckdb.DuckDBPyConnection, partition_key: str, run
         " and info_json is not null and not info_reused group by company_id",
         [partition_key, run_id],
     )
+
+
+def unlisted_ledger_rows(
+    conn: duckdb.DuckDBPyConnection, run_id: str, statuses: Sequence[str]
+) -> pd.DataFrame:
+    """Ledger rows with one of ``statuses`` whose company is in neither list (live nor deleted)
+    of the account list snapshot taken by run ``run_id``: company_id, content_hash,
+    update_time (Asia/Shanghai), status."""
+    frame = conn.execute(
+        "select l.company_id, l.content_hash, l.update_time, l.status from load_ledger l"
+        " where l.status in (select unnest(?::varchar[])) and not exists ("
+        "  select 1 from account_list a where a.run_id = ?"
+        "  and a.company_id = l.company_id::varchar)"
+        " order by l.company_id",
+        [list(statuses), run_id],
+    ).df()
+    frame["update_time"] = pd.to_datetime(frame["update_time"], utc=True).dt.tz_convert(TIMEZONE)
+    return frame
 
 
 def last_info_fetches(conn: duckdb.DuckDBPyConnection) -> dict[str, datetime]:

@@ -44,6 +44,7 @@ from okki_assets.clients.http import (
     call_with_retries,
     parse_retry_after,
 )
+from okki_assets.clients.masking import mask_secrets
 from okki_assets.errors import (
     TargetAuthError,
     TargetBatchTooLarge,
@@ -307,7 +308,7 @@ class TargetClient(HttpClientBase):
 
     def _server_text(self, body: Any) -> str:
         text = str(body.get("message") or "") if isinstance(body, dict) else ""
-        return text.replace(self._token, "***")[:_MAX_SERVER_TEXT] if self._token else text
+        return mask_secrets(text, (self._token,), limit=_MAX_SERVER_TEXT)
 
     def _interpret(self, method: str, path: str, resp: httpx.Response) -> Any:
         status = resp.status_code

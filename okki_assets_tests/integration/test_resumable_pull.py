@@ -12,6 +12,7 @@ Judged from the OKKI simulator's own per-company info counters and the rows in D
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -191,3 +192,43 @@ def test_a_failed_pull_keeps_its_payloads_and_a_changed_company_is_asked_again(
         assert set(published) == truth
         assert published[changed] == (new_time, "Renamed between the runs")
         assert _kept_ids(pipeline) == set()
+
+
+def _emails(pipeline: Pipeline, key: str) -> dict[str, str]:
+    rows = pipeline.query(
+        "select company_id, info_json from raw_companies where partition_key = ?"
+        " and info_json is not null",
+        [key],
+    )
+    return {cid: json.dumps(json.loads(info).get("customers")) for cid, info in rows}
+
+
+def test_refresh_info_reads_every_payload_again_even_those_an_interrupted_pull_kept(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # OKKI_REFRESH_INFO=1 promises to catch edits that do not move update_time: a payload kept
+    # by an earlier, interrupted pull may predate such an edit, so none is taken over.
+    sim = InfoOutage.demo(n=80, days=1, seed=7)
+    assert isinstance(sim, InfoOutage)
+    key = day_keys(1)[0]
+    truth = {str(c["company_id"]) for c in sim.companies_in_window(*window_for_key(key))}
+    sim.budget = len(truth) // 2
+    for pipeline in make_pipeline(tmp_path, instance, okki=sim, land_only=True):
+        fields = {**pipeline.okki.model_dump(), "concurrency": 1, "refresh_info": True}
+        okki = OkkiResource(**fields)
+        assert not pipeline.materialize(key, selection=RAW, raise_on_error=False, okki=okki).success
+        kept = _kept_ids(pipeline)
+        assert len(kept) == sim.budget
+
+        edited = sorted(kept)[0]
+        sim.edit_contact(edited, email="silently.edited@example.com")
+        sim.budget = None
+        second = pipeline.materialize(key, selection=RAW, okki=okki)
+
+        assert _metadata(second, "info_resumed") == 0
+        assert _metadata(second, "info_requested") == len(truth)
+        counts = sim.stats.info_by_company
+        assert {cid: counts[cid] for cid in kept} == dict.fromkeys(kept, 2)
+        emails = _emails(pipeline, key)
+        assert set(emails) == truth
+        assert "silently.edited@example.com" in emails[edited]

@@ -108,3 +108,26 @@ def test_edit_contact_changes_info_but_not_update_time() -> None:
         assert primary["tel_list"] == [["", "13800000000"]]
         assert info["update_time"] == record["update_time"]
         assert _all_ids(client, token)[cid] == record["update_time"]
+
+
+def test_a_purged_company_is_in_no_list_and_info_answers_404() -> None:
+    records = generate_companies(50, START, END, seed=5)
+    sim, client = make(records)
+    token = get_token(client)
+    live, deleted = records[10], records[11]
+    sim.delete_company(deleted["company_id"])
+    for record in (live, deleted):
+        sim.purge_company(record["company_id"])
+        info = client.get(
+            INFO_PATH,
+            params={"company_id": record["company_id"]},
+            headers={"Authorization": token},
+        ).json()
+        assert info["code"] == 404
+    assert live["company_id"] not in _all_ids(client, token)
+    assert _all_ids(client, token, removed=1) == {}
+    assert len(sim) == len(records) - 2
+    # A company added afterwards is its own (sequence numbers are not reused).
+    added = sim.add_company({**live, "company_id": 99999999, "serial_id": "NEW"})
+    assert _all_ids(client, token)[added["company_id"]] == live["update_time"]
+    assert sim.get_company(records[49]["company_id"]) == records[49]
