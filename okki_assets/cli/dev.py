@@ -191,7 +191,7 @@ def dev_environment(
 
 def _given(env: Mapping[str, str]) -> list[str]:
     """The variables dev sets: the simulators', and Kingdee's with ``--target k3cloud``."""
-    return [*SIMULATOR_VARIABLES, *sorted(k for k in env if k.startswith("K3CLOUD_"))]
+    return [name for name in SIMULATOR_VARIABLES if name in env]
 
 
 def write_environment(home: Path, env: Mapping[str, str]) -> Path:
