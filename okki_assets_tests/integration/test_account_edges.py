@@ -79,22 +79,27 @@ def _id(record: dict[str, Any]) -> int:
 
 
 class ListMisses(OkkiSimulator):
-    """OKKI whose list leaves out the companies in ``hidden`` (totalItem counts without them)
-    while info still details them."""
+    """OKKI whose live account list (no time filter) leaves out the live companies in
+    ``hidden`` on every page, ``totalItem`` counting without them, while info still details
+    them."""
 
     hidden: frozenset[str] = frozenset()
 
     def handle(self, request: SimRequest) -> SimResponse:
         response = super().handle(request)
+        whole_live_list = request.query.get("removed", "0") == "0" and not any(
+            request.query.get(k) for k in ("start_time", "end_time")
+        )
         if request.path != LIST_PATH or not self.hidden or response.status != 200:
+            return response
+        if not whole_live_list:
             return response
         body = json.loads(response.body)
         data = body.get("data")
-        if not isinstance(data, dict) or not data.get("list"):
+        if not isinstance(data, dict) or data.get("list") is None:
             return response
         rows = [r for r in data["list"] if str(r.get("company_id")) not in self.hidden]
-        left_out = len(data["list"]) - len(rows)
-        data.update(list=rows, count=len(rows), totalItem=int(data["totalItem"]) - left_out)
+        data.update(list=rows, count=len(rows), totalItem=int(data["totalItem"]) - len(self.hidden))
         return SimResponse.json(body)
 
 

@@ -788,7 +788,7 @@ def test_the_ui_in_a_browser_shows_the_graph_the_check_partitions_and_the_figure
     ui.q("mutation { setNuxSeen }")  # the first-visit community dialog would cover the page
     with Chromium(executable) as page:
         # The asset graph: the three assets, each with its checks and partitions.
-        page.goto(f"{ui.url}/asset-groups/okki")
+        page.goto(f"{ui.url}/locations/okki_assets/asset-groups/okki")
         page.wait_for_text(*ASSETS, "Asset checks", f"{len(synced)} partitions")
         graph = page.bounds_of(*ASSETS, containing="Latest event")
         page.screenshot(shots / "ui-asset-graph.png", clip=graph, scale=2)
