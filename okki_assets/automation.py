@@ -34,6 +34,7 @@ import httpx
 
 from okki_assets.errors import OkkiAssetsError
 from okki_assets.okki_time import CHINA_TZ, TIMEZONE
+from okki_assets.partitions import today_key
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,7 @@ def build_automation(
     )
     def okki_intraday_sync(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         when = _china(context.scheduled_execution_time)
-        return dg.RunRequest(
-            run_key=f"intraday-{when:%Y%m%dT%H%M}", partition_key=intraday_key(when)
-        )
+        return dg.RunRequest(run_key=f"intraday-{when:%Y%m%dT%H%M}", partition_key=today_key(when))
 
     @dg.schedule(
         job=job,
@@ -99,11 +98,6 @@ def build_automation(
 
 def _china(moment: datetime | None) -> datetime:
     return (moment or datetime.now(tz=CHINA_TZ)).astimezone(CHINA_TZ)
-
-
-def intraday_key(moment: datetime) -> str:
-    """The window an intraday tick at ``moment`` syncs: the China day in progress."""
-    return _china(moment).date().isoformat()
 
 
 def daily_key(moment: datetime) -> str:

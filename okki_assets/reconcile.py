@@ -52,24 +52,25 @@ from okki_assets.assets.common import Connect
 from okki_assets.assets.loaded import LoadSummary, load_partition
 from okki_assets.assets.raw import STAGE_CHUNK
 from okki_assets.audit import AuditSummary, audit_target
-from okki_assets.clients.okki import OkkiClient
-from okki_assets.mapping import TargetMapping, content_hash, map_records, tombstone
+from okki_assets.clients.okki import OkkiClient, is_raw_key
+from okki_assets.identity import ledger_ids
+from okki_assets.mapping import (
+    TargetMapping,
+    content_hash,
+    holds_tombstone,
+    map_records,
+    tombstone_hash,
+)
 from okki_assets.okki_time import CHINA_TZ, parse_okki_times
 from okki_assets.partitions import ACCOUNT_KEY
 from okki_assets.pull import InfoReport, ListedRecords, fetch_infos, list_everything
-from okki_assets.storage import LedgerStatus
+from okki_assets.storage import UPSERT_DONE, LedgerStatus
 from okki_assets.targets import Target
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_DAYS = 7
 SAMPLE_IDS = 50
-LIVE_STATUSES = (
-    LedgerStatus.CREATED,
-    LedgerStatus.UPDATED,
-    LedgerStatus.UNCHANGED,
-    LedgerStatus.LANDED,
-)
 
 
 @dataclass
@@ -124,15 +125,6 @@ class AccountState:
         return pd.DataFrame(rows[:SAMPLE_IDS], columns=["company_id", "problem"])
 
 
-def _is_tombstone(ledger: pd.DataFrame) -> pd.Series:
-    """The ledger's last word is a tombstone (by its content, whatever its status)."""
-    return ledger["content_hash"] == _tombstone_hashes(ledger["company_id"])
-
-
-def _tombstone_hashes(ids: pd.Series) -> list[str]:
-    return [content_hash(tombstone(int(c))) for c in ids]
-
-
 def compare(
     snapshot: pd.DataFrame,
     ledger: pd.DataFrame,
@@ -152,7 +144,7 @@ def compare(
     live = snapshot[~snapshot["removed"] & ~snapshot["company_id"].isin(deleted_ids)].copy()
     state.companies_in_okki, state.deleted_in_okki = len(live), len(removed)
     live["when"] = parse_okki_times(live["update_time"])
-    numeric = live["company_id"].str.fullmatch(r"\d+").fillna(False)
+    numeric = ledger_ids(live["company_id"]).notna()
     good = numeric & live["when"].notna()
     state.malformed = int((~good).sum())
     live = live[good]
@@ -165,7 +157,7 @@ def compare(
     held = _held(ledger, observed_at, fresh)
     merged = live.merge(held, on="company_id", how="left")
     tomb = merged["tomb"].astype("boolean").fillna(False).astype(bool)
-    live_word = merged["status"].isin(LIVE_STATUSES) & ~tomb
+    live_word = merged["status"].isin(UPSERT_DONE) & ~tomb
     stale = live_word & (merged["l_time"].isna() | (merged["l_time"] < merged["when"]))
     # OKKI's list says an older time than the ledger: the list may lag info, or OKKI moved
     # the company back with a change. Only a read since the list (the reconcile's) tells.
@@ -196,7 +188,7 @@ def _held(
             "status": ledger["status"],
             "l_time": ledger["update_time"],
             "hash": ledger["content_hash"],
-            "tomb": _is_tombstone(ledger) if not ledger.empty else pd.Series(dtype=bool),
+            "tomb": holds_tombstone(ledger["company_id"], ledger["content_hash"]),
             "read_since": (seen >= observed_at).fillna(False) if observed_at else False,
         }
     )
@@ -287,7 +279,7 @@ def snapshot_frame(live: ListedRecords, deleted: ListedRecords) -> pd.DataFrame:
     """The run's view of the account; a row without a company_id keeps its ``raw:`` key and is
     counted (as malformed) with the companies."""
     rows = [(k, live.update_time(k), False) for k in live]
-    rows += [(k, deleted.update_time(k), True) for k in deleted if not k.startswith("raw:")]
+    rows += [(k, deleted.update_time(k), True) for k in deleted if not is_raw_key(k)]
     return pd.DataFrame(rows, columns=["company_id", "update_time", "removed"]).astype(
         {"company_id": object, "update_time": object, "removed": bool}
     )
@@ -316,7 +308,7 @@ def state_of(
 ) -> AccountState:
     """The snapshot (read at ``observed_at``) against the ledger and, with a ``mapping``, the
     content of the account's copies read since: what the target should hold."""
-    ids = [int(c) for c in snapshot["company_id"] if str(c).isdigit()]
+    ids = [int(c) for c in ledger_ids(snapshot["company_id"]).dropna()]
     fresh = None
     if observed_at is not None and mapping is not None:
         rows = storage.read_cleaned(conn, ACCOUNT_KEY, observed_since=observed_at)
@@ -422,7 +414,7 @@ def _pull(
 ) -> tuple[int, int]:
     """Fetch info for the work set (reusing a stored payload of the same version unless the
     company is due for refresh) and publish it as the account's raw partition."""
-    ids = [k for k in to_pull if not k.startswith("raw:")]
+    ids = [k for k in to_pull if not is_raw_key(k)]
     with connect() as conn:
         stored = storage.stored_update_times(conn, ids)
 
@@ -470,7 +462,7 @@ def _flips(live: ListedRecords, deleted: ListedRecords, state: AccountState) -> 
     frame["update_time"] = parse_okki_times(frame["update_time"].astype(object))
     frame = frame[frame["update_time"].notna()]
     frame = frame.assign(company_id=frame["company_id"].astype("int64"))
-    return frame.assign(tombstone_hash=_tombstone_hashes(frame["company_id"]))
+    return frame.assign(tombstone_hash=[tombstone_hash(int(c)) for c in frame["company_id"]])
 
 
 def _text(value: object) -> str | None:

@@ -41,6 +41,7 @@ from okki_assets.errors import (
     TargetSchemaError,
     TargetUnreachable,
 )
+from okki_assets.identity import ledger_ids
 from okki_assets.loading import plan_load
 from okki_assets.mapping import TargetMapping
 from okki_assets.resources import TargetResource, WarehouseResource
@@ -229,9 +230,9 @@ def load_partition(
     with connect() as conn:
         cleaned = storage.read_cleaned(conn, partition_key)
         deleted = storage.read_deleted(conn, partition_key)
-        ids = list(cleaned["company_id"].astype("int64")) + [
-            int(c) for c in deleted["company_id"] if str(c).isdigit()
-        ]
+        ids = list(cleaned["company_id"].astype("int64")) + list(
+            ledger_ids(deleted["company_id"]).dropna()
+        )
         ledger = storage.ledger_rows(conn, ids)
     plan = plan_load(cleaned, deleted, ledger, mapping, partition_key)
     summary.candidates = len(plan.to_send)

@@ -32,7 +32,7 @@ from okki_assets.assets.common import (
     specs,
     stats_delta,
 )
-from okki_assets.clients.okki import OkkiClient
+from okki_assets.clients.okki import OkkiClient, is_raw_key
 from okki_assets.clients.ratecontrol import pacing_metadata
 from okki_assets.errors import OkkiQuotaExhausted
 from okki_assets.partitions import window_for_key
@@ -259,7 +259,7 @@ def pull_partition(
     summary.edge_rows_left_to_neighbour = report.edge_rows_left_to_neighbour
     log.info("%s: %d companies listed in %d pages", partition_key, len(listed), report.pages)
 
-    ids = [k for k in listed if not k.startswith("raw:")]
+    ids = [k for k in listed if not is_raw_key(k)]
     list_times = {k: t for k in ids if isinstance(t := listed.update_time(k), str)}
     stored_times: dict[str, str] = {}
     with connect() as conn:
@@ -316,7 +316,7 @@ def pull_partition(
                 [
                     (k, r.get("update_time"), json.dumps(r, ensure_ascii=False))
                     for k, r in deleted.items()
-                    if not k.startswith("raw:")
+                    if not is_raw_key(k)
                 ],
                 run_id,
                 now(),  # read after the infos: a later observation (versions.py)

@@ -57,6 +57,7 @@ from okki_assets.clients.okki_api import (
     InfoResult,
     ListPage,
     coerce_int,
+    is_raw_key,
     record_key,
 )
 from okki_assets.clients.okki_auth import OkkiAuth
@@ -75,6 +76,7 @@ __all__ = [
     "OkkiClient",
     "RetrySettings",
     "Timeouts",
+    "is_raw_key",
     "record_key",
 ]
 
