@@ -35,7 +35,7 @@ from okki_assets.assets.common import Connect, table_metadata
 from okki_assets.errors import TargetNotAuditable
 from okki_assets.mapping import holds_tombstone, tombstone
 from okki_assets.storage import LedgerStatus
-from okki_assets.targets import RecordResult, RecordVersion, Target
+from okki_assets.targets import RecordResult, RecordVersion, Target, TargetSettings
 from okki_assets.targets.http import new_attempt
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def audit_target(
     connect: Connect,
     load_lock: Callable[[], AbstractContextManager[None]],
     *,
-    batch_size: int = 500,
+    batch_size: int = TargetSettings.batch_size,
 ) -> AuditSummary:
     """Compare the target with the ledger's acknowledged versions and repair what differs
     (under the load lock: no load claims the demoted rows meanwhile)."""

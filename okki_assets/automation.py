@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -52,16 +51,9 @@ _DINGTALK_WECOM = ("dingtalk.com", "qyapi.weixin.qq.com")
 _FEISHU = ("feishu.cn", "larksuite.com")
 
 
-@dataclass
-class Automation:
-    jobs: list[dg.UnresolvedAssetJobDefinition]
-    schedules: list[dg.ScheduleDefinition]
-    sensors: list[dg.SensorDefinition]
-
-
 def build_automation(
     assets: Sequence[dg.AssetsDefinition], *, alert_webhook: str = ""
-) -> Automation:
+) -> dg.Definitions:
     job = dg.define_asset_job(
         SYNC_JOB,
         selection=dg.AssetSelection.assets(*assets),
@@ -93,7 +85,9 @@ def build_automation(
     sensors: list[dg.SensorDefinition] = []
     if alert_webhook.strip():
         sensors.append(_alert_sensor(alert_webhook.strip()))
-    return Automation([job], [okki_intraday_sync, okki_daily_sync], sensors)
+    return dg.Definitions(
+        jobs=[job], schedules=[okki_intraday_sync, okki_daily_sync], sensors=sensors
+    )
 
 
 def _china(moment: datetime | None) -> datetime:

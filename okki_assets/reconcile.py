@@ -24,8 +24,8 @@ info call) so that the account's quarantine, replaced on every run, keeps it.
 Tombstones against upserts: a deletion, restore or edit that keeps or lowers ``update_time``
 would lose on the version order (versions.py), so where the account list (read after the
 ledger's version) says otherwise, the ledger row yields to it under the load lock, before the
-account's clean (see ``storage.yield_to_observation``), and the ordinary rule sends the observed
-state; a version read before the observation (a replayed deletion day) stays superseded.
+account's clean (see ``storage.yield_ledger_to_observation``), and the ordinary rule sends the
+observed state; a version read before the observation (a replayed deletion day) stays superseded.
 
 The rolling refresh: a company is due when ``crc32(company_id) mod refresh_days`` equals the
 China day number mod ``refresh_days`` (an even slice per day), or when its info was last read
@@ -65,11 +65,18 @@ from okki_assets.okki_time import CHINA_TZ, parse_okki_times
 from okki_assets.partitions import ACCOUNT_KEY
 from okki_assets.pull import InfoReport, ListedRecords, fetch_infos, list_everything
 from okki_assets.storage import UPSERT_DONE, LedgerStatus
-from okki_assets.targets import Target
+from okki_assets.targets import Target, TargetSettings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_DAYS = 7
+
+
+def refresh_days_problem(days: int) -> str | None:
+    """What is wrong with a number of refresh days (OKKI_INFO_REFRESH_DAYS), if anything."""
+    return None if days >= 1 else f"OKKI_INFO_REFRESH_DAYS must be at least 1, got {days}"
+
+
 SAMPLE_IDS = 50
 
 
@@ -154,49 +161,50 @@ def compare(
     state.known_bad = sorted(live.loc[bad, "company_id"])
     live = live[[not b for b in bad]]
 
-    held = _held(ledger, observed_at, fresh)
-    merged = live.merge(held, on="company_id", how="left")
-    tomb = merged["tomb"].astype("boolean").fillna(False).astype(bool)
-    live_word = merged["status"].isin(UPSERT_DONE) & ~tomb
-    stale = live_word & (merged["l_time"].isna() | (merged["l_time"] < merged["when"]))
+    ledger_words = _ledger_words(ledger, observed_at, fresh)
+    merged = live.merge(ledger_words, on="company_id", how="left")
+    ledger_deleted = merged["ledger_tombstone"].astype("boolean").fillna(False).astype(bool)
+    ledger_live = merged["status"].isin(UPSERT_DONE) & ~ledger_deleted
+    stale = ledger_live & (merged["l_time"].isna() | (merged["l_time"] < merged["when"]))
     # OKKI's list says an older time than the ledger: the list may lag info, or OKKI moved
     # the company back with a change. Only a read since the list (the reconcile's) tells.
     read_since = merged["read_since"].astype("boolean").fillna(False).astype(bool)
-    back = live_word & (merged["l_time"] > merged["when"]) & ~read_since
+    back = ledger_live & (merged["l_time"] > merged["when"]) & ~read_since
     other = (merged["fresh_time"] == merged["l_time"]) & (merged["fresh_hash"] != merged["hash"])
-    different = live_word & other  # read since the list: the ledger's version, other content
-    state.missing = sorted(merged.loc[~live_word & ~tomb, "company_id"])
-    state.restored = sorted(merged.loc[tomb, "company_id"])
+    different = ledger_live & other  # read since the list: the ledger's version, other content
+    state.missing = sorted(merged.loc[~ledger_live & ~ledger_deleted, "company_id"])
+    state.restored = sorted(merged.loc[ledger_deleted, "company_id"])
     state.stale = sorted(merged.loc[stale, "company_id"])
     state.moved_back = sorted(merged.loc[back, "company_id"])
     state.different = sorted(merged.loc[different & ~stale & ~back, "company_id"])
-    state.at_target = sorted(merged.loc[live_word & ~stale & ~back & ~different, "company_id"])
-    present = held[held["company_id"].isin(deleted_ids) & ~held["tomb"].astype(bool)]
+    state.at_target = sorted(merged.loc[ledger_live & ~stale & ~back & ~different, "company_id"])
+    in_ledger_live = ~ledger_words["ledger_tombstone"].astype(bool)
+    present = ledger_words[ledger_words["company_id"].isin(deleted_ids) & in_ledger_live]
     state.deleted_but_present = sorted(present["company_id"])
     return state
 
 
-def _held(
+def _ledger_words(
     ledger: pd.DataFrame, observed_at: datetime | None, fresh: pd.DataFrame | None
 ) -> pd.DataFrame:
     """The ledger's word per company (a tombstone? read since ``observed_at``?) and the fresh
     version read."""
     seen = pd.to_datetime(ledger.get("observed_at", pd.Series(dtype=object)), utc=True)
-    held = pd.DataFrame(
+    words = pd.DataFrame(
         {
             "company_id": ledger["company_id"].astype("int64").astype(str),
             "status": ledger["status"],
             "l_time": ledger["update_time"],
             "hash": ledger["content_hash"],
-            "tomb": holds_tombstone(ledger["company_id"], ledger["content_hash"]),
+            "ledger_tombstone": holds_tombstone(ledger["company_id"], ledger["content_hash"]),
             "read_since": (seen >= observed_at).fillna(False) if observed_at else False,
         }
     )
     if fresh is None:
         fresh = pd.DataFrame(columns=["company_id", "update_time", "content_hash"])
     fresh = fresh.rename(columns={"content_hash": "fresh_hash", "update_time": "fresh_time"})
-    held = held.merge(fresh.astype({"company_id": str}), on="company_id", how="left")
-    return held.assign(read_since=held["read_since"].astype(bool))
+    words = words.merge(fresh.astype({"company_id": str}), on="company_id", how="left")
+    return words.assign(read_since=words["read_since"].astype(bool))
 
 
 def refresh_slice(company_id: str, refresh_days: int, day: date) -> bool:
@@ -337,7 +345,7 @@ def reconcile_account(
     mapping: TargetMapping,
     *,
     refresh_days: int = DEFAULT_REFRESH_DAYS,
-    batch_size: int = 500,
+    batch_size: int = TargetSettings.batch_size,
 ) -> ReconcileSummary:
     """Bring the whole account to the target (see the module docstring); re-running is safe:
     the account partition is replaced, and the ledger skips what the target already has."""
@@ -394,7 +402,9 @@ def _yield_and_list_deleted(
     the settling too); the companies deleted but present become the account's deleted list."""
     live, deleted, state = observed
     with load_lock(), connect() as conn:
-        yielded = storage.yield_to_observation(conn, _flips(live, deleted, state), observed_at)
+        yielded = storage.yield_ledger_to_observation(
+            conn, _ledger_disagreements(live, deleted, state), observed_at
+        )
     with connect() as conn:
         storage.replace_deleted(
             conn,
@@ -452,7 +462,9 @@ def _pull(
     return report.reused, report.requested
 
 
-def _flips(live: ListedRecords, deleted: ListedRecords, state: AccountState) -> pd.DataFrame:
+def _ledger_disagreements(
+    live: ListedRecords, deleted: ListedRecords, state: AccountState
+) -> pd.DataFrame:
     """The observed state of every company whose ledger says the opposite, or a newer time
     (see the module): company_id, update_time, deleted, moved_back, and the tombstone's hash."""
     rows = [(cid, live.update_time(cid), False, False) for cid in state.restored]

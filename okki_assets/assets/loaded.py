@@ -25,8 +25,8 @@ from okki_assets.assets.common import (
     GROUP,
     CheckOutcome,
     Connect,
+    ErrorsAsFailure,
     emit,
-    failure_on_error,
     now,
     partitioned_checks_allowed,
     specs,
@@ -46,7 +46,7 @@ from okki_assets.loading import plan_load
 from okki_assets.mapping import TargetMapping
 from okki_assets.resources import TargetResource, WarehouseResource
 from okki_assets.storage import LedgerStatus
-from okki_assets.targets import KIND_LAND_ONLY, RecordVersion, Target
+from okki_assets.targets import KIND_LAND_ONLY, RecordVersion, Target, TargetSettings
 from okki_assets.targets.http import new_attempt
 
 ASSET = "loaded_companies"
@@ -96,7 +96,7 @@ def build_loaded_companies(
             kept with the ledger's claim, so a resend of an attempt is not applied twice.
             """
             outcomes: list[CheckOutcome] = []
-            with failure_on_error():
+            with ErrorsAsFailure():
                 mapping = target.mapping()
                 with closing(target.open()) as client:
                     client.check()
@@ -221,7 +221,7 @@ def load_partition(
     run_id: str,
     mapping: TargetMapping,
     *,
-    batch_size: int = 500,
+    batch_size: int = TargetSettings.batch_size,
 ) -> LoadSummary:
     """Send one partition's new and changed records (and tombstones) and keep the ledger."""
     started = time.monotonic()

@@ -25,8 +25,8 @@ from okki_assets.assets.common import (
     GROUP,
     CheckOutcome,
     Connect,
+    ErrorsAsFailure,
     emit,
-    failure_on_error,
     now,
     partitioned_checks_allowed,
     specs,
@@ -94,13 +94,13 @@ def build_raw_companies(
             OKKI only for the companies (or the versions) it does not have yet.
             """
             outcomes: list[CheckOutcome] = []
-            with failure_on_error():
+            with ErrorsAsFailure():
                 # Settings the later steps need fail now, before OKKI is called or a row written.
                 okki.check()
                 target.check()
                 warehouse.check()
             used = {**okki.settings_used(), **target.settings_used()}  # which OKKI, which target
-            with failure_on_error(), okki.session(warehouse.get_connection) as client:
+            with ErrorsAsFailure(), okki.session(warehouse.get_connection) as client:
                 for key in context.partition_keys:
                     summary = pull_partition(
                         client,
@@ -276,7 +276,7 @@ def pull_partition(
     info = InfoReport()
     fetched_at = now()
     buffer: list[storage.RawRow] = []
-    keeper = _Keeper(connect, partition_key, run_id)
+    keeper = _KeptInfoWriter(connect, partition_key, run_id)
     try:
         for company in fetch_infos(client, listed, reusable=reusable, report=info):
             info_json = (
@@ -342,7 +342,7 @@ def pull_partition(
     return summary
 
 
-class _Keeper:
+class _KeptInfoWriter:
     """Keeps the info payloads a pull fetches, a few at a time, as they arrive."""
 
     def __init__(self, connect: Connect, partition_key: str, run_id: str) -> None:

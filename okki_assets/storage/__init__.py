@@ -24,7 +24,7 @@ from okki_assets.storage.account import (
     record_info_fetches,
     replace_account_list,
     settle_account_copies,
-    yield_to_observation,
+    yield_ledger_to_observation,
 )
 from okki_assets.storage.audit import acknowledged_versions, demote_for_resend
 from okki_assets.storage.cleaned import (
@@ -115,5 +115,5 @@ __all__ = [
     "stored_update_times",
     "transaction",
     "unreconciled_rows",
-    "yield_to_observation",
+    "yield_ledger_to_observation",
 ]

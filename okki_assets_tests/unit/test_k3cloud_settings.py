@@ -36,7 +36,7 @@ def test_environment_becomes_settings_and_the_secret_stays_a_name(
 ) -> None:
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
-    config = definitions._k3cloud_from_env()
+    config = definitions._k3cloud_from_env(definitions._Reader())
     assert config.app_secret == "K3CLOUD_APP_SECRET"  # a dg.EnvVar: resolved at run start only
     assert (config.org, config.batch_size, config.lcid, config.currency) == (
         "101",
