@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         "history_share": args.history,
         "history_before": date.fromisoformat(DEFAULT_SYNC_START),
     }
-    asset, check, _, _ = build_account(refresh_days=args.refresh_days)
+    account_defs = build_account(refresh_days=args.refresh_days)
     with (
         running_simulators(companies=args.companies, days=14, okki_overrides=overrides) as sims,
         dg.instance_for_test() as instance,
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             sims.okki.reset_stats()
             started = time.monotonic()
             result = dg.materialize(
-                [asset, check],
+                [*(account_defs.assets or []), *(account_defs.asset_checks or [])],
                 resources=resources,
                 instance=instance,
                 raise_on_error=False,

@@ -33,8 +33,9 @@ import pandas as pd
 from okki_assets import storage
 from okki_assets.assets.common import Connect, table_metadata
 from okki_assets.errors import TargetNotAuditable
-from okki_assets.mapping import content_hash, tombstone
-from okki_assets.targets import RecordResult, RecordVersion, Target
+from okki_assets.mapping import holds_tombstone, tombstone
+from okki_assets.storage import LedgerStatus
+from okki_assets.targets import RecordResult, RecordVersion, Target, TargetSettings
 from okki_assets.targets.http import new_attempt
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def audit_target(
     connect: Connect,
     load_lock: Callable[[], AbstractContextManager[None]],
     *,
-    batch_size: int = 500,
+    batch_size: int = TargetSettings.batch_size,
 ) -> AuditSummary:
     """Compare the target with the ledger's acknowledged versions and repair what differs
     (under the load lock: no load claims the demoted rows meanwhile)."""
@@ -128,8 +129,8 @@ def classify(expected: pd.DataFrame, found: pd.DataFrame) -> pd.DataFrame:
     """One row per offending id: company_id, problem, repairable, and the ledger's version
     (partition_key, content_hash, update_time, tomb)."""
     ledger = expected.assign(
-        tomb=(expected["status"] == "deleted")
-        | (expected["content_hash"] == [content_hash(tombstone(c)) for c in expected["company_id"]])
+        tomb=(expected["status"] == LedgerStatus.DELETED)
+        | holds_tombstone(expected["company_id"], expected["content_hash"])
     )
     both = ledger.merge(found, on="company_id", how="outer", indicator=True)
     at_target = both["_merge"] != "left_only"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -34,6 +33,7 @@ import httpx
 
 from okki_assets.errors import OkkiAssetsError
 from okki_assets.okki_time import CHINA_TZ, TIMEZONE
+from okki_assets.partitions import today_key
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +51,9 @@ _DINGTALK_WECOM = ("dingtalk.com", "qyapi.weixin.qq.com")
 _FEISHU = ("feishu.cn", "larksuite.com")
 
 
-@dataclass
-class Automation:
-    jobs: list[dg.UnresolvedAssetJobDefinition]
-    schedules: list[dg.ScheduleDefinition]
-    sensors: list[dg.SensorDefinition]
-
-
 def build_automation(
     assets: Sequence[dg.AssetsDefinition], *, alert_webhook: str = ""
-) -> Automation:
+) -> dg.Definitions:
     job = dg.define_asset_job(
         SYNC_JOB,
         selection=dg.AssetSelection.assets(*assets),
@@ -76,9 +69,7 @@ def build_automation(
     )
     def okki_intraday_sync(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         when = _china(context.scheduled_execution_time)
-        return dg.RunRequest(
-            run_key=f"intraday-{when:%Y%m%dT%H%M}", partition_key=intraday_key(when)
-        )
+        return dg.RunRequest(run_key=f"intraday-{when:%Y%m%dT%H%M}", partition_key=today_key(when))
 
     @dg.schedule(
         job=job,
@@ -94,16 +85,13 @@ def build_automation(
     sensors: list[dg.SensorDefinition] = []
     if alert_webhook.strip():
         sensors.append(_alert_sensor(alert_webhook.strip()))
-    return Automation([job], [okki_intraday_sync, okki_daily_sync], sensors)
+    return dg.Definitions(
+        jobs=[job], schedules=[okki_intraday_sync, okki_daily_sync], sensors=sensors
+    )
 
 
 def _china(moment: datetime | None) -> datetime:
     return (moment or datetime.now(tz=CHINA_TZ)).astimezone(CHINA_TZ)
-
-
-def intraday_key(moment: datetime) -> str:
-    """The window an intraday tick at ``moment`` syncs: the China day in progress."""
-    return _china(moment).date().isoformat()
 
 
 def daily_key(moment: datetime) -> str:

@@ -36,26 +36,25 @@ what it expects (``_Reader``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import date
-from typing import TypeVar
+from typing import Annotated, Any, TypeVar
 
 import dagster as dg
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from okki_assets.assets import DEFAULT_QUARANTINE_THRESHOLD, build_assets
 from okki_assets.assets.account import build_account
 from okki_assets.automation import build_automation
 from okki_assets.partitions import DEFAULT_SYNC_START, build_sync_partitions
-from okki_assets.reconcile import DEFAULT_REFRESH_DAYS
+from okki_assets.reconcile import DEFAULT_REFRESH_DAYS, refresh_days_problem
 from okki_assets.resources import (
-    REAL_OKKI_BASE_URL,
     K3CloudConfig,
     OkkiResource,
     TargetResource,
     WarehouseResource,
 )
 
-DEFAULT_DUCKDB = "data/okki_assets.duckdb"
-DEFAULT_DUCKDB_MEMORY = "256MB"
 T = TypeVar("T")
 
 
@@ -72,32 +71,45 @@ def build_defs(
     """Definitions for explicit resources (used below with the environment, and by the CLI)."""
     partitions = build_sync_partitions(sync_start)
     assets = build_assets(partitions, quarantine_threshold=quarantine_threshold)
-    automation = build_automation(assets, alert_webhook=alert_webhook)
-    account, account_check, reconcile_job, reconcile_schedule = build_account(
-        refresh_days=info_refresh_days
-    )
-    return dg.Definitions(
-        assets=[*assets, account],
-        asset_checks=[account_check],
-        jobs=[*automation.jobs, reconcile_job],
-        schedules=[*automation.schedules, reconcile_schedule],
-        sensors=automation.sensors,
-        resources={"okki": okki, "target": target, "warehouse": warehouse},
+    return dg.Definitions.merge(
+        dg.Definitions(
+            assets=assets, resources={"okki": okki, "target": target, "warehouse": warehouse}
+        ),
+        build_automation(assets, alert_webhook=alert_webhook),
+        build_account(refresh_days=info_refresh_days),
     )
 
 
-def _env(name: str, default: str) -> str:
+def _env(name: str, default: str = "") -> str:
     return os.environ.get(name, "").strip() or default
+
+
+def _given(**names: str) -> dict[str, Any]:
+    """``{field: value}`` of the text settings the environment sets (field=VARIABLE); a field
+    left out keeps the resource's own default."""
+    return {field: value for field, name in names.items() if (value := _env(name))}
+
+
+def _expects(error: ValidationError) -> str:
+    """What a field's constraint asks for, in words (``at least 1``)."""
+    first = error.errors()[0]
+    ctx = first.get("ctx", {})
+    if first["type"] == "greater_than_equal":
+        return f"at least {ctx['ge']}"
+    if first["type"] == "greater_than":
+        return f"more than {ctx['gt']}"
+    return str(first["msg"])
 
 
 class _Reader:
     """Reads typed settings from the environment without ever failing.
 
     A value that cannot be read (``OKKI_RATE_LIMIT=fast``, ``OKKI_SYNC_START=2026-13-01``) is
-    replaced by its default and kept in ``problems`` as one line naming the variable and what it
-    expects. The definitions then always load (the UI shows the assets), and every step fails
-    first with that line (``WarehouseResource.setting_problems``), before OKKI or the target is
-    called or a row is written.
+    left out, so that its default is used, and kept in ``problems`` as one line naming the
+    variable and what it expects. The definitions then always load (the UI shows the assets),
+    and every step fails first with that line (``WarehouseResource.setting_problems``), before
+    OKKI or the target is called or a row is written. A resource's setting is checked by the
+    constraints of its own field (``Field(ge=1)``), which also hold its one default.
     """
 
     def __init__(self) -> None:
@@ -107,6 +119,26 @@ class _Reader:
         self.problems.append(problem)
         return default
 
+    def field(self, name: str, model: type[BaseModel], field: str) -> dict[str, Any]:
+        """``{field: value}`` when ``name`` is set to a value ``model.field`` accepts (whole
+        numbers and numbers read as such); ``{}`` when unset or refused."""
+        raw = _env(name)
+        if not raw:
+            return {}
+        info = model.model_fields[field]
+        whole = info.annotation is int
+        try:
+            value: float = int(raw) if whole else float(raw)
+        except ValueError:
+            kind = "a whole number" if whole else "a number"
+            return self._refused(f"{name} must be {kind}, got {raw!r}", {})
+        try:
+            shape: Any = Annotated[info.annotation, info]
+            TypeAdapter(shape).validate_python(value)
+        except ValidationError as e:
+            return self._refused(f"{name} must be {_expects(e)}, got {value}", {})
+        return {field: value}
+
     def number(self, name: str, default: float) -> float:
         raw = _env(name, str(default))
         try:
@@ -114,20 +146,20 @@ class _Reader:
         except ValueError:
             return self._refused(f"{name} must be a number, got {raw!r}", default)
 
-    def count(self, name: str, default: int) -> int:
-        """A whole number of at least 1 (a concurrency, a batch size, a number of days)."""
+    def count(self, name: str, default: int, problem: Callable[[int], str | None]) -> int:
+        """A whole number that no resource holds (a number of days), judged by its own rule."""
         raw = _env(name, str(default))
         try:
             value = int(raw)
         except ValueError:
             return self._refused(f"{name} must be a whole number, got {raw!r}", default)
-        if value < 1:
-            return self._refused(f"{name} must be at least 1, got {value}", default)
+        if refused := problem(value):
+            return self._refused(refused, default)
         return value
 
     def optional_number(self, name: str, *, auto: str = "") -> float | None:
         """A number, or None when unset (or set to ``auto``, if given)."""
-        raw = _env(name, "")
+        raw = _env(name)
         if not raw or (auto and raw.lower() == auto):
             return None
         try:
@@ -156,65 +188,76 @@ def _secret(name: str) -> str:
     return dg.EnvVar(name) if os.environ.get(name, "").strip() else ""
 
 
-def _memory_limit() -> str:
-    raw = _env("OKKI_ASSETS_DUCKDB_MEMORY", DEFAULT_DUCKDB_MEMORY)
-    return "" if raw.lower() == "none" else raw
+def _memory_limit() -> dict[str, Any]:
+    raw = _env("OKKI_ASSETS_DUCKDB_MEMORY")
+    if not raw:
+        return {}
+    return {"memory_limit": "" if raw.lower() == "none" else raw}
 
 
 def _k3cloud_from_env(env: _Reader) -> K3CloudConfig:
-    if not _env("TARGET_URL", "").lower().startswith("k3cloud+"):
+    if not _env("TARGET_URL").lower().startswith("k3cloud+"):
         return K3CloudConfig()
     return K3CloudConfig(
-        acct_id=_env("K3CLOUD_ACCT_ID", ""),
-        username=_env("K3CLOUD_USERNAME", ""),
-        app_id=_env("K3CLOUD_APP_ID", ""),
         app_secret=_secret("K3CLOUD_APP_SECRET"),
         password=_secret("K3CLOUD_PASSWORD"),
-        lcid=env.count("K3CLOUD_LCID", 2052),
-        org=_env("K3CLOUD_ORG", "100"),
-        currency=_env("K3CLOUD_CURRENCY", "PRE001"),
-        number_prefix=_env("K3CLOUD_NUMBER_PREFIX", "OKKI"),
-        batch_size=env.count("K3CLOUD_BATCH_SIZE", 50),
-        country_map=_env("K3CLOUD_COUNTRY_MAP", ""),
-        settle_seconds=env.number("K3CLOUD_SETTLE_SECONDS", 120.0),
+        **_given(
+            acct_id="K3CLOUD_ACCT_ID",
+            username="K3CLOUD_USERNAME",
+            app_id="K3CLOUD_APP_ID",
+            org="K3CLOUD_ORG",
+            currency="K3CLOUD_CURRENCY",
+            number_prefix="K3CLOUD_NUMBER_PREFIX",
+            country_map="K3CLOUD_COUNTRY_MAP",
+        ),
+        **env.field("K3CLOUD_LCID", K3CloudConfig, "lcid"),
+        **env.field("K3CLOUD_BATCH_SIZE", K3CloudConfig, "batch_size"),
+        **env.field("K3CLOUD_SETTLE_SECONDS", K3CloudConfig, "settle_seconds"),
+    )
+
+
+def _okki_from_env(env: _Reader) -> OkkiResource:
+    return OkkiResource(
+        client_id=_secret("OKKI_CLIENT_ID"),
+        client_secret=_secret("OKKI_CLIENT_SECRET"),
+        rate_limit=env.optional_number("OKKI_RATE_LIMIT", auto="auto"),
+        rate_limit_max=env.optional_number("OKKI_RATE_LIMIT_MAX"),
+        refresh_info=_env("OKKI_REFRESH_INFO", "0") in ("1", "true", "yes"),
+        **_given(base_url="OKKI_BASE_URL"),
+        **env.field("OKKI_CONCURRENCY", OkkiResource, "concurrency"),
+    )
+
+
+def _target_from_env(env: _Reader) -> TargetResource:
+    return TargetResource(
+        # An EnvVar: a password in a database URL is never shown in the UI.
+        url=_secret("TARGET_URL"),
+        token=_secret("TARGET_TOKEN") if _env("TARGET_URL") else "",
+        k3cloud=_k3cloud_from_env(env),
+        **_given(table="TARGET_TABLE", mapping_file="OKKI_MAPPING_FILE"),
+        **env.field("TARGET_BATCH_SIZE", TargetResource, "batch_size"),
     )
 
 
 def defs_from_env() -> dg.Definitions:
     env = _Reader()
-    target_url = _env("TARGET_URL", "")
-    okki = OkkiResource(
-        base_url=_env("OKKI_BASE_URL", REAL_OKKI_BASE_URL),
-        client_id=_secret("OKKI_CLIENT_ID"),
-        client_secret=_secret("OKKI_CLIENT_SECRET"),
-        rate_limit=env.optional_number("OKKI_RATE_LIMIT", auto="auto"),
-        rate_limit_max=env.optional_number("OKKI_RATE_LIMIT_MAX"),
-        concurrency=env.count("OKKI_CONCURRENCY", 8),
-        refresh_info=_env("OKKI_REFRESH_INFO", "0") in ("1", "true", "yes"),
-    )
-    target = TargetResource(
-        # An EnvVar: a password in a database URL is never shown in the UI.
-        url=_secret("TARGET_URL"),
-        token=_secret("TARGET_TOKEN") if target_url else "",
-        table=_env("TARGET_TABLE", "okki_companies"),
-        batch_size=env.count("TARGET_BATCH_SIZE", 500),
-        mapping_file=_env("OKKI_MAPPING_FILE", ""),
-        k3cloud=_k3cloud_from_env(env),
-    )
+    okki, target = _okki_from_env(env), _target_from_env(env)
     sync_start = env.day("OKKI_SYNC_START", DEFAULT_SYNC_START)
     quarantine_threshold = env.number("OKKI_QUARANTINE_THRESHOLD", DEFAULT_QUARANTINE_THRESHOLD)
-    info_refresh_days = env.count("OKKI_INFO_REFRESH_DAYS", DEFAULT_REFRESH_DAYS)
+    info_refresh_days = env.count(
+        "OKKI_INFO_REFRESH_DAYS", DEFAULT_REFRESH_DAYS, refresh_days_problem
+    )
     return build_defs(
         okki=okki,
         target=target,
         warehouse=WarehouseResource(
-            database=_env("OKKI_ASSETS_DUCKDB", DEFAULT_DUCKDB),
-            memory_limit=_memory_limit(),
             setting_problems=env.problems,
+            **_given(database="OKKI_ASSETS_DUCKDB"),
+            **_memory_limit(),
         ),
         sync_start=sync_start,
         quarantine_threshold=quarantine_threshold,
-        alert_webhook=_env("OKKI_ALERT_WEBHOOK", ""),
+        alert_webhook=_env("OKKI_ALERT_WEBHOOK"),
         info_refresh_days=info_refresh_days,
     )
 

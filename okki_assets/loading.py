@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from okki_assets.identity import ledger_ids
 from okki_assets.mapping import TargetMapping, content_hash, map_records, tombstone
 from okki_assets.okki_time import parse_okki_times
 from okki_assets.storage import SENT_STATUSES
@@ -132,7 +133,7 @@ def _newest_word(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 def _delete_reasons(deleted: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Each deleted row's delete time (NaT when unparseable) and its reasons (empty: usable)."""
     times = parse_okki_times(deleted["update_time"])
-    numeric = deleted["company_id"].astype("string").str.fullmatch(r"\d+").fillna(False)
+    numeric = ledger_ids(deleted["company_id"]).notna()
     reasons = [
         [COMPANY_ID_NOT_NUMERIC] * (not ok) + [DELETE_TIME_UNPARSEABLE] * bool(pd.isna(when))
         for ok, when in zip(numeric, times, strict=True)
@@ -170,7 +171,7 @@ def _tombstones(deleted: pd.DataFrame, partition_key: str) -> pd.DataFrame:
         )
     times, reasons = _delete_reasons(deleted)
     usable = ~reasons.map(bool)
-    ids = deleted.loc[usable, "company_id"].astype("int64").reset_index(drop=True)
+    ids = ledger_ids(deleted.loc[usable, "company_id"]).astype("int64").reset_index(drop=True)
     records = [tombstone(int(cid)) for cid in ids]
     return pd.DataFrame(
         {

@@ -424,3 +424,15 @@ def tombstone(company_id: object) -> dict[str, Any]:
     ):
         company_id = int(company_id)
     return {"id": str(company_id), "deleted": True}
+
+
+def tombstone_hash(company_id: object) -> str:
+    """The content hash of the company's tombstone (what the ledger keeps for a deletion)."""
+    return content_hash(tombstone(company_id))
+
+
+def holds_tombstone(company_ids: pd.Series, hashes: pd.Series) -> pd.Series:
+    """Whether each content hash is its company's tombstone: the ledger's word is a deletion
+    by its content, whatever its status."""
+    flags = [h == tombstone_hash(int(c)) for c, h in zip(company_ids, hashes, strict=True)]
+    return pd.Series(flags, index=hashes.index, dtype=bool)

@@ -46,8 +46,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from okki_assets.cleaning import INFO_ERROR_KEY
-from okki_assets.clients.okki import OkkiClient, record_key
+from okki_assets.clients.okki import OkkiClient, is_raw_key, record_key
 from okki_assets.errors import IncompleteWindowError, PaginationError, RepeatedPageError
+from okki_assets.identity import ledger_id
 from okki_assets.okki_time import parse_okki_time
 
 log = logging.getLogger(__name__)
@@ -308,12 +309,12 @@ def fetch_infos(
     to_fetch: list[str] = []  # keys only: records are looked up again as infos arrive
     for key, record in listed.items():
         cid = record.get("company_id")
-        if key.startswith("raw:"):
+        if is_raw_key(key):
             yield PulledCompany(key, None, record.get("update_time"), record, None, False)
         elif reusable(key, record.get("update_time")):
             report.reused += 1
             yield PulledCompany(key, key, record.get("update_time"), record, None, True)
-        elif parse_okki_time(record.get("update_time")) is None or not str(cid).strip().isdigit():
+        elif parse_okki_time(record.get("update_time")) is None or ledger_id(cid) is None:
             # Malformed list rows are kept for quarantine; info cannot be asked for them.
             yield PulledCompany(key, key, record.get("update_time"), record, None, False)
         else:

@@ -26,8 +26,8 @@ info call) so that the account's quarantine, replaced on every run, keeps it.
 Tombstones against upserts: a deletion, restore or edit that keeps or lowers ``update_time``
 would lose on the version order (versions.py), so where the account list (read after the
 ledger's version) says otherwise, the ledger row yields to it under the load lock, before the
-account's clean (see ``storage.yield_to_observation``), and the ordinary rule sends the observed
-state; a version read before the observation (a replayed deletion day) stays superseded.
+account's clean (see ``storage.yield_ledger_to_observation``), and the ordinary rule sends the
+observed state; a version read before the observation (a replayed deletion day) stays superseded.
 
 The rolling refresh: a company is due when ``crc32(company_id) mod refresh_days`` equals the
 China day number mod ``refresh_days`` (an even slice per day), or when its info was last read
@@ -54,25 +54,33 @@ from okki_assets.assets.common import Connect
 from okki_assets.assets.loaded import LoadSummary, load_partition
 from okki_assets.assets.raw import STAGE_CHUNK
 from okki_assets.audit import AuditSummary, audit_target
-from okki_assets.clients.okki import OkkiClient
-from okki_assets.mapping import TargetMapping, content_hash, map_records, tombstone
+from okki_assets.clients.okki import OkkiClient, is_raw_key
+from okki_assets.identity import ledger_ids
+from okki_assets.mapping import (
+    TargetMapping,
+    content_hash,
+    holds_tombstone,
+    map_records,
+    tombstone_hash,
+)
 from okki_assets.okki_time import CHINA_TZ, parse_okki_times
 from okki_assets.partitions import ACCOUNT_KEY
 from okki_assets.pull import InfoReport, ListedRecords, fetch_infos, list_everything
 from okki_assets.purged import Purged, confirm_purged
-from okki_assets.storage import LedgerStatus
-from okki_assets.targets import Target
+from okki_assets.storage import UPSERT_DONE, LedgerStatus
+from okki_assets.targets import Target, TargetSettings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_DAYS = 7
+
+
+def refresh_days_problem(days: int) -> str | None:
+    """What is wrong with a number of refresh days (OKKI_INFO_REFRESH_DAYS), if anything."""
+    return None if days >= 1 else f"OKKI_INFO_REFRESH_DAYS must be at least 1, got {days}"
+
+
 SAMPLE_IDS = 50
-LIVE_STATUSES = (
-    LedgerStatus.CREATED,
-    LedgerStatus.UPDATED,
-    LedgerStatus.UNCHANGED,
-    LedgerStatus.LANDED,
-)
 
 
 @dataclass
@@ -127,15 +135,6 @@ class AccountState:
         return pd.DataFrame(rows[:SAMPLE_IDS], columns=["company_id", "problem"])
 
 
-def _is_tombstone(ledger: pd.DataFrame) -> pd.Series:
-    """The ledger's last word is a tombstone (by its content, whatever its status)."""
-    return ledger["content_hash"] == _tombstone_hashes(ledger["company_id"])
-
-
-def _tombstone_hashes(ids: pd.Series) -> list[str]:
-    return [content_hash(tombstone(int(c))) for c in ids]
-
-
 def compare(
     snapshot: pd.DataFrame,
     ledger: pd.DataFrame,
@@ -155,7 +154,7 @@ def compare(
     live = snapshot[~snapshot["removed"] & ~snapshot["company_id"].isin(deleted_ids)].copy()
     state.companies_in_okki, state.deleted_in_okki = len(live), len(removed)
     live["when"] = parse_okki_times(live["update_time"])
-    numeric = live["company_id"].str.fullmatch(r"\d+").fillna(False)
+    numeric = ledger_ids(live["company_id"]).notna()
     good = numeric & live["when"].notna()
     state.malformed = int((~good).sum())
     live = live[good]
@@ -165,49 +164,50 @@ def compare(
     state.known_bad = sorted(live.loc[bad, "company_id"])
     live = live[[not b for b in bad]]
 
-    held = _held(ledger, observed_at, fresh)
-    merged = live.merge(held, on="company_id", how="left")
-    tomb = merged["tomb"].astype("boolean").fillna(False).astype(bool)
-    live_word = merged["status"].isin(LIVE_STATUSES) & ~tomb
-    stale = live_word & (merged["l_time"].isna() | (merged["l_time"] < merged["when"]))
+    ledger_words = _ledger_words(ledger, observed_at, fresh)
+    merged = live.merge(ledger_words, on="company_id", how="left")
+    ledger_deleted = merged["ledger_tombstone"].astype("boolean").fillna(False).astype(bool)
+    ledger_live = merged["status"].isin(UPSERT_DONE) & ~ledger_deleted
+    stale = ledger_live & (merged["l_time"].isna() | (merged["l_time"] < merged["when"]))
     # OKKI's list says an older time than the ledger: the list may lag info, or OKKI moved
     # the company back with a change. Only a read since the list (the reconcile's) tells.
     read_since = merged["read_since"].astype("boolean").fillna(False).astype(bool)
-    back = live_word & (merged["l_time"] > merged["when"]) & ~read_since
+    back = ledger_live & (merged["l_time"] > merged["when"]) & ~read_since
     other = (merged["fresh_time"] == merged["l_time"]) & (merged["fresh_hash"] != merged["hash"])
-    different = live_word & other  # read since the list: the ledger's version, other content
-    state.missing = sorted(merged.loc[~live_word & ~tomb, "company_id"])
-    state.restored = sorted(merged.loc[tomb, "company_id"])
+    different = ledger_live & other  # read since the list: the ledger's version, other content
+    state.missing = sorted(merged.loc[~ledger_live & ~ledger_deleted, "company_id"])
+    state.restored = sorted(merged.loc[ledger_deleted, "company_id"])
     state.stale = sorted(merged.loc[stale, "company_id"])
     state.moved_back = sorted(merged.loc[back, "company_id"])
     state.different = sorted(merged.loc[different & ~stale & ~back, "company_id"])
-    state.at_target = sorted(merged.loc[live_word & ~stale & ~back & ~different, "company_id"])
-    present = held[held["company_id"].isin(deleted_ids) & ~held["tomb"].astype(bool)]
+    state.at_target = sorted(merged.loc[ledger_live & ~stale & ~back & ~different, "company_id"])
+    in_ledger_live = ~ledger_words["ledger_tombstone"].astype(bool)
+    present = ledger_words[ledger_words["company_id"].isin(deleted_ids) & in_ledger_live]
     state.deleted_but_present = sorted(present["company_id"])
     return state
 
 
-def _held(
+def _ledger_words(
     ledger: pd.DataFrame, observed_at: datetime | None, fresh: pd.DataFrame | None
 ) -> pd.DataFrame:
     """The ledger's word per company (a tombstone? read since ``observed_at``?) and the fresh
     version read."""
     seen = pd.to_datetime(ledger.get("observed_at", pd.Series(dtype=object)), utc=True)
-    held = pd.DataFrame(
+    words = pd.DataFrame(
         {
             "company_id": ledger["company_id"].astype("int64").astype(str),
             "status": ledger["status"],
             "l_time": ledger["update_time"],
             "hash": ledger["content_hash"],
-            "tomb": _is_tombstone(ledger) if not ledger.empty else pd.Series(dtype=bool),
+            "ledger_tombstone": holds_tombstone(ledger["company_id"], ledger["content_hash"]),
             "read_since": (seen >= observed_at).fillna(False) if observed_at else False,
         }
     )
     if fresh is None:
         fresh = pd.DataFrame(columns=["company_id", "update_time", "content_hash"])
     fresh = fresh.rename(columns={"content_hash": "fresh_hash", "update_time": "fresh_time"})
-    held = held.merge(fresh.astype({"company_id": str}), on="company_id", how="left")
-    return held.assign(read_since=held["read_since"].astype(bool))
+    words = words.merge(fresh.astype({"company_id": str}), on="company_id", how="left")
+    return words.assign(read_since=words["read_since"].astype(bool))
 
 
 def refresh_slice(company_id: str, refresh_days: int, day: date) -> bool:
@@ -294,7 +294,7 @@ def snapshot_frame(live: ListedRecords, deleted: ListedRecords) -> pd.DataFrame:
     """The run's view of the account; a row without a company_id keeps its ``raw:`` key and is
     counted (as malformed) with the companies."""
     rows = [(k, live.update_time(k), False) for k in live]
-    rows += [(k, deleted.update_time(k), True) for k in deleted if not k.startswith("raw:")]
+    rows += [(k, deleted.update_time(k), True) for k in deleted if not is_raw_key(k)]
     return pd.DataFrame(rows, columns=["company_id", "update_time", "removed"]).astype(
         {"company_id": object, "update_time": object, "removed": bool}
     )
@@ -323,7 +323,7 @@ def state_of(
 ) -> AccountState:
     """The snapshot (read at ``observed_at``) against the ledger and, with a ``mapping``, the
     content of the account's copies read since: what the target should hold."""
-    ids = [int(c) for c in snapshot["company_id"] if str(c).isdigit()]
+    ids = [int(c) for c in ledger_ids(snapshot["company_id"]).dropna()]
     fresh = None
     if observed_at is not None and mapping is not None:
         rows = storage.read_cleaned(conn, ACCOUNT_KEY, observed_since=observed_at)
@@ -352,7 +352,7 @@ def reconcile_account(
     mapping: TargetMapping,
     *,
     refresh_days: int = DEFAULT_REFRESH_DAYS,
-    batch_size: int = 500,
+    batch_size: int = TargetSettings.batch_size,
 ) -> ReconcileSummary:
     """Bring the whole account to the target (see the module docstring); re-running is safe:
     the account partition is replaced, and the ledger skips what the target already has."""
@@ -412,7 +412,9 @@ def _yield_and_keep_deletions(
     account's deleted list."""
     live, deleted, state = observed
     with load_lock(), connect() as conn:
-        yielded = storage.yield_to_observation(conn, _flips(live, deleted, state), observed_at)
+        yielded = storage.yield_ledger_to_observation(
+            conn, _ledger_disagreements(live, deleted, state), observed_at
+        )
     purged, run_id = purged_and_run
     _keep_deletions(connect, deleted, state.deleted_but_present, purged, run_id)
     return yielded
@@ -442,7 +444,7 @@ def _pull(
 ) -> tuple[int, int]:
     """Fetch info for the work set (reusing a stored payload of the same version unless the
     company is due for refresh) and publish it as the account's raw partition."""
-    ids = [k for k in to_pull if not k.startswith("raw:")]
+    ids = [k for k in to_pull if not is_raw_key(k)]
     with connect() as conn:
         stored = storage.stored_update_times(conn, ids)
 
@@ -501,13 +503,15 @@ def _purged(okki: OkkiClient, connect: Connect, run_id: str) -> Purged:
     """Companies the ledger holds live (not as a tombstone) that the run's account list shows
     nowhere, confirmed gone by info (see purged.py)."""
     with connect() as conn:
-        unlisted = storage.unlisted_ledger_rows(conn, run_id, LIVE_STATUSES)
+        unlisted = storage.unlisted_ledger_rows(conn, run_id, UPSERT_DONE)
     if not unlisted.empty:
-        unlisted = unlisted[~_is_tombstone(unlisted)]
+        unlisted = unlisted[~holds_tombstone(unlisted["company_id"], unlisted["content_hash"])]
     return confirm_purged(okki, unlisted)
 
 
-def _flips(live: ListedRecords, deleted: ListedRecords, state: AccountState) -> pd.DataFrame:
+def _ledger_disagreements(
+    live: ListedRecords, deleted: ListedRecords, state: AccountState
+) -> pd.DataFrame:
     """The observed state of every company whose ledger says the opposite, or a newer time
     (see the module): company_id, update_time, deleted, moved_back, and the tombstone's hash."""
     rows = [(cid, live.update_time(cid), False, False) for cid in state.restored]
@@ -517,7 +521,7 @@ def _flips(live: ListedRecords, deleted: ListedRecords, state: AccountState) -> 
     frame["update_time"] = parse_okki_times(frame["update_time"].astype(object))
     frame = frame[frame["update_time"].notna()]
     frame = frame.assign(company_id=frame["company_id"].astype("int64"))
-    return frame.assign(tombstone_hash=_tombstone_hashes(frame["company_id"]))
+    return frame.assign(tombstone_hash=[tombstone_hash(int(c)) for c in frame["company_id"]])
 
 
 def _text(value: object) -> str | None:

@@ -22,7 +22,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from okki_assets import storage
 from okki_assets.clients.http import checked_url as _checked_url
 from okki_assets.clients.http import credential as _credential
-from okki_assets.clients.okki import OkkiClient, RetrySettings, Timeouts
+from okki_assets.clients.okki import DEFAULT_CONCURRENCY, OkkiClient, RetrySettings, Timeouts
 from okki_assets.clients.ratecontrol import AutoRate, LearnedRate
 from okki_assets.errors import ConfigError, StorageError
 from okki_assets.mapping import TargetMapping, load_mapping
@@ -68,8 +68,10 @@ class OkkiResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         default=None,
         description="Cap of the learned rate (OKKI_RATE_LIMIT_MAX); unset = no cap.",
     )
-    concurrency: int = Field(default=8, description="Info calls in flight at once.")
-    page_size: int = Field(default=100, description="`count` of each list page.")
+    concurrency: int = Field(
+        default=DEFAULT_CONCURRENCY, ge=1, description="Info calls in flight at once."
+    )
+    page_size: int = Field(default=100, ge=1, description="`count` of each list page.")
     read_timeout: float = Field(default=30.0, description="Seconds to wait for an answer.")
     retry_base_delay: float = Field(
         default=RetrySettings.base_delay,
@@ -170,11 +172,13 @@ class K3CloudConfig(dg.Config):
     app_id: str = Field(default="", description="第三方系统登录授权 AppID (K3CLOUD_APP_ID).")
     app_secret: str = Field(default="", description="Its AppSecret (K3CLOUD_APP_SECRET).")
     password: str = Field(default="", description="Set instead: ValidateUser (K3CLOUD_PASSWORD).")
-    lcid: int = Field(default=2052, description="Language id (K3CLOUD_LCID).")
+    lcid: int = Field(default=2052, ge=1, description="Language id (K3CLOUD_LCID).")
     org: str = Field(default="100", description="Create/use organisation number (K3CLOUD_ORG).")
     currency: str = Field(default="PRE001", description="Trading currency (K3CLOUD_CURRENCY).")
     number_prefix: str = Field(default="OKKI", description="FNumber = prefix + company id.")
-    batch_size: int = Field(default=50, description="Customers per BatchSave (K3CLOUD_BATCH_SIZE).")
+    batch_size: int = Field(
+        default=50, ge=1, description="Customers per BatchSave (K3CLOUD_BATCH_SIZE)."
+    )
     country_map: str = Field(default="", description="ISO=number pairs (K3CLOUD_COUNTRY_MAP).")
     timeout_seconds: float = Field(default=120.0, description="Seconds to wait for a reply.")
     settle_seconds: float = Field(default=120.0, description="Wait after a lost create reply.")
@@ -194,7 +198,11 @@ class TargetResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         default="okki_companies",
         description="SQL targets: the table, may be schema.table (TARGET_TABLE).",
     )
-    batch_size: int = Field(default=500, description="Records per batch (the target's max_batch).")
+    batch_size: int = Field(
+        default=TargetSettings.batch_size,
+        ge=1,
+        description="Records per batch, the target's max_batch (TARGET_BATCH_SIZE).",
+    )
     read_timeout: float = Field(default=30.0, description="Seconds to wait for an answer.")
     retry_base_delay: float = Field(
         default=RetrySettings.base_delay,
@@ -264,7 +272,10 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     ``lock_timeout`` seconds, then fails with a clear message.
     """
 
-    database: str = Field(description="Path of the DuckDB file (OKKI_ASSETS_DUCKDB).")
+    database: str = Field(
+        default="data/okki_assets.duckdb",
+        description="Path of the DuckDB file (OKKI_ASSETS_DUCKDB).",
+    )
     lock_timeout: float = Field(default=120.0, description="Seconds to wait for a locked file.")
     memory_limit: str = Field(
         default="256MB",

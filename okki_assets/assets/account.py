@@ -20,7 +20,7 @@ from typing import Any
 import dagster as dg
 
 from okki_assets import storage
-from okki_assets.assets.common import failure_on_error, table_metadata
+from okki_assets.assets.common import ErrorsAsFailure, table_metadata
 from okki_assets.assets.raw import API_POOL
 from okki_assets.okki_time import TIMEZONE
 from okki_assets.reconcile import (
@@ -29,6 +29,7 @@ from okki_assets.reconcile import (
     ReconcileSummary,
     observe,
     reconcile_account,
+    refresh_days_problem,
     state_of,
 )
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
@@ -59,14 +60,41 @@ RUN_FIGURES = (
     "target_unrepaired",
     "target_offending_ids",
 )
+#: The account check's key, to select it alone.
+ACCOUNT_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey(ACCOUNT_ASSET), ACCOUNT_CHECK)
 
 
-def build_account(
-    *, refresh_days: int = DEFAULT_REFRESH_DAYS
-) -> "tuple[dg.AssetsDefinition, dg.AssetChecksDefinition, dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]":  # noqa: E501
-    """The account asset, its check, the reconcile job and its schedule."""
-    if refresh_days < 1:
-        raise ValueError(f"OKKI_INFO_REFRESH_DAYS must be at least 1, got {refresh_days}")
+def build_account(*, refresh_days: int = DEFAULT_REFRESH_DAYS) -> dg.Definitions:
+    """The account asset, its check (``ACCOUNT_CHECK_KEY``), the reconcile job and its
+    schedule."""
+    if problem := refresh_days_problem(refresh_days):
+        raise ValueError(problem)
+
+    asset = _account_asset(refresh_days)
+    job = dg.define_asset_job(
+        RECONCILE_JOB,
+        selection=dg.AssetSelection.assets(asset),
+        description="The whole account: one list pass, then only missing, stale, deleted,"
+        " restored and refresh-due companies are fetched and loaded.",
+    )
+    schedule = dg.ScheduleDefinition(
+        name=RECONCILE_SCHEDULE,
+        job=job,
+        cron_schedule=RECONCILE_CRON,
+        execution_timezone=TIMEZONE,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="03:30 China time: reconcile the whole account (the safety net).",
+    )
+    return dg.Definitions(
+        assets=[asset],
+        asset_checks=[_account_check(asset)],
+        jobs=[job],
+        schedules=[schedule],
+    )
+
+
+def _account_asset(refresh_days: int) -> dg.AssetsDefinition:
+    """The account asset: one reconcile per run."""
 
     @dg.asset(
         name=ACCOUNT_ASSET,
@@ -88,7 +116,7 @@ def build_account(
         Re-running is safe: the ``account`` partition of the stage tables is replaced, the
         ledger skips what the target already has and never sends an older version, and loads
         hold the same load lock as the daily windows'."""
-        with failure_on_error():
+        with ErrorsAsFailure():
             target.check()
             mapping = target.mapping()
             with (
@@ -110,8 +138,14 @@ def build_account(
             metadata={**summary.metadata(), **okki.settings_used(), **target.settings_used()}
         )
 
+    return okki_account
+
+
+def _account_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    """The account check: the target against OKKI, after a reconcile or alone."""
+
     @dg.asset_check(
-        asset=okki_account,
+        asset=asset,
         name=ACCOUNT_CHECK,
         description="The target holds every live, valid OKKI company in its newest version and"
         " content (as last read) and no company OKKI lists as deleted.",
@@ -123,7 +157,7 @@ def build_account(
         warehouse: WarehouseResource,
     ) -> dg.AssetCheckResult:
         run_id = context.run.run_id
-        with failure_on_error():
+        with ErrorsAsFailure():
             mapping = target.mapping()
             with warehouse.get_connection() as conn:
                 snapshot = storage.read_account_list(conn, run_id)
@@ -136,21 +170,7 @@ def build_account(
                     _, _, state = observe(client, warehouse.get_connection, run_id)
         return _check_result(state, _run_figures(context, run_id))
 
-    job = dg.define_asset_job(
-        RECONCILE_JOB,
-        selection=dg.AssetSelection.assets(okki_account),
-        description="The whole account: one list pass, then only missing, stale, deleted,"
-        " restored and refresh-due companies are fetched and loaded.",
-    )
-    schedule = dg.ScheduleDefinition(
-        name=RECONCILE_SCHEDULE,
-        job=job,
-        cron_schedule=RECONCILE_CRON,
-        execution_timezone=TIMEZONE,
-        default_status=dg.DefaultScheduleStatus.STOPPED,
-        description="03:30 China time: reconcile the whole account (the safety net).",
-    )
-    return okki_account, account_in_sync, job, schedule
+    return account_in_sync
 
 
 def _log(context: dg.AssetExecutionContext, s: ReconcileSummary) -> None:

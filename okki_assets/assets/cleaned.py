@@ -27,9 +27,9 @@ from okki_assets.assets.common import (
     WARN,
     CheckOutcome,
     Connect,
+    ErrorsAsFailure,
     counts_markdown,
     emit,
-    failure_on_error,
     markdown_rows,
     now,
     partitioned_checks_allowed,
@@ -90,7 +90,7 @@ def build_cleaned_companies(
             transaction.
             """
             outcomes: list[CheckOutcome] = []
-            with failure_on_error():
+            with ErrorsAsFailure():
                 for key in context.partition_keys:
                     summary = clean_partition(warehouse.get_connection, key, context.run.run_id)
                     context.log.info(

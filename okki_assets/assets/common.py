@@ -50,7 +50,7 @@ def stats_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, floa
     return out
 
 
-class failure_on_error:
+class ErrorsAsFailure:
     """Turn the project's own errors into one clear ``dg.Failure`` (no wall of traceback).
 
     A class rather than a generator: the Failure's stack then ends in the asset and here, with

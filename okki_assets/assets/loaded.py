@@ -25,8 +25,8 @@ from okki_assets.assets.common import (
     GROUP,
     CheckOutcome,
     Connect,
+    ErrorsAsFailure,
     emit,
-    failure_on_error,
     now,
     partitioned_checks_allowed,
     specs,
@@ -41,11 +41,12 @@ from okki_assets.errors import (
     TargetSchemaError,
     TargetUnreachable,
 )
+from okki_assets.identity import ledger_ids
 from okki_assets.loading import plan_load
 from okki_assets.mapping import TargetMapping
 from okki_assets.resources import TargetResource, WarehouseResource
 from okki_assets.storage import LedgerStatus
-from okki_assets.targets import KIND_LAND_ONLY, RecordVersion, Target
+from okki_assets.targets import KIND_LAND_ONLY, RecordVersion, Target, TargetSettings
 from okki_assets.targets.http import new_attempt
 
 ASSET = "loaded_companies"
@@ -95,7 +96,7 @@ def build_loaded_companies(
             kept with the ledger's claim, so a resend of an attempt is not applied twice.
             """
             outcomes: list[CheckOutcome] = []
-            with failure_on_error():
+            with ErrorsAsFailure():
                 mapping = target.mapping()
                 with closing(target.open()) as client:
                     client.check()
@@ -220,7 +221,7 @@ def load_partition(
     run_id: str,
     mapping: TargetMapping,
     *,
-    batch_size: int = 500,
+    batch_size: int = TargetSettings.batch_size,
 ) -> LoadSummary:
     """Send one partition's new and changed records (and tombstones) and keep the ledger."""
     started = time.monotonic()
@@ -229,9 +230,9 @@ def load_partition(
     with connect() as conn:
         cleaned = storage.read_cleaned(conn, partition_key)
         deleted = storage.read_deleted(conn, partition_key)
-        ids = list(cleaned["company_id"].astype("int64")) + [
-            int(c) for c in deleted["company_id"] if str(c).isdigit()
-        ]
+        ids = list(cleaned["company_id"].astype("int64")) + list(
+            ledger_ids(deleted["company_id"]).dropna()
+        )
         ledger = storage.ledger_rows(conn, ids)
     plan = plan_load(cleaned, deleted, ledger, mapping, partition_key)
     summary.candidates = len(plan.to_send)

@@ -25,14 +25,14 @@ from okki_assets.assets.common import (
     GROUP,
     CheckOutcome,
     Connect,
+    ErrorsAsFailure,
     emit,
-    failure_on_error,
     now,
     partitioned_checks_allowed,
     specs,
     stats_delta,
 )
-from okki_assets.clients.okki import OkkiClient
+from okki_assets.clients.okki import OkkiClient, is_raw_key
 from okki_assets.clients.ratecontrol import pacing_metadata
 from okki_assets.errors import OkkiQuotaExhausted
 from okki_assets.partitions import window_for_key
@@ -94,13 +94,13 @@ def build_raw_companies(
             OKKI only for the companies (or the versions) it does not have yet.
             """
             outcomes: list[CheckOutcome] = []
-            with failure_on_error():
+            with ErrorsAsFailure():
                 # Settings the later steps need fail now, before OKKI is called or a row written.
                 okki.check()
                 target.check()
                 warehouse.check()
             used = {**okki.settings_used(), **target.settings_used()}  # which OKKI, which target
-            with failure_on_error(), okki.session(warehouse.get_connection) as client:
+            with ErrorsAsFailure(), okki.session(warehouse.get_connection) as client:
                 for key in context.partition_keys:
                     summary = pull_partition(
                         client,
@@ -262,7 +262,7 @@ def pull_partition(
     summary.edge_rows_left_to_neighbour = report.edge_rows_left_to_neighbour
     log.info("%s: %d companies listed in %d pages", partition_key, len(listed), report.pages)
 
-    ids = [k for k in listed if not k.startswith("raw:")]
+    ids = [k for k in listed if not is_raw_key(k)]
     list_times = {k: t for k in ids if isinstance(t := listed.update_time(k), str)}
     stored_times: dict[str, str] = {}
     kept: dict[str, str | None] = {}
@@ -282,7 +282,7 @@ def pull_partition(
     info = InfoReport()
     fetched_at = now()
     buffer: list[storage.RawRow] = []
-    keeper = _Keeper(connect, partition_key, run_id)
+    keeper = _KeptInfoWriter(connect, partition_key, run_id)
     try:
         for company in fetch_infos(client, listed, reusable=reusable, report=info):
             info_json = (
@@ -322,7 +322,7 @@ def pull_partition(
                 [
                     (k, r.get("update_time"), json.dumps(r, ensure_ascii=False))
                     for k, r in deleted.items()
-                    if not k.startswith("raw:")
+                    if not is_raw_key(k)
                 ],
                 run_id,
                 now(),  # read after the infos: a later observation (versions.py)
@@ -349,7 +349,7 @@ def pull_partition(
     return summary
 
 
-class _Keeper:
+class _KeptInfoWriter:
     """Keeps the info payloads a pull fetches, a few at a time, as they arrive."""
 
     def __init__(self, connect: Connect, partition_key: str, run_id: str) -> None:

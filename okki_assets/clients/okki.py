@@ -59,6 +59,7 @@ from okki_assets.clients.okki_api import (
     InfoResult,
     ListPage,
     coerce_int,
+    is_raw_key,
     record_key,
 )
 from okki_assets.clients.okki_auth import OkkiAuth
@@ -68,7 +69,11 @@ from okki_assets.clients.ratecontrol import AdaptivePacer, AutoRate, FixedPacer,
 from okki_assets.errors import OkkiBusinessError, OkkiPermanentError, OkkiUnusableReply
 from okki_assets.okki_time import format_okki_time
 
+#: Info calls in flight at once, unless configured (OKKI_CONCURRENCY).
+DEFAULT_CONCURRENCY = 8
+
 __all__ = [
+    "DEFAULT_CONCURRENCY",
     "INFO_PATH",
     "LIST_PATH",
     "TOKEN_PATH",
@@ -77,6 +82,7 @@ __all__ = [
     "OkkiClient",
     "RetrySettings",
     "Timeouts",
+    "is_raw_key",
     "record_key",
 ]
 
@@ -98,7 +104,7 @@ class OkkiClient(HttpClientBase):
         *,
         scope: str = "company",
         rate_limit: float | AutoRate | None = 10.0,
-        concurrency: int = 8,
+        concurrency: int = DEFAULT_CONCURRENCY,
         page_size: int = 100,
         max_pages: int = 10_000,
         timeouts: Timeouts = Timeouts(),  # noqa: B008 - frozen dataclass, safe as a default

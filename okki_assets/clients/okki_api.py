@@ -49,13 +49,22 @@ class InfoResult:
     unusable: str | None = None
 
 
+#: How a listed company without a company_id is keyed (``record_key``).
+RAW_KEY_PREFIX = "raw:"
+
+
+def is_raw_key(key: str) -> bool:
+    """Whether a listed company's key is its record, not a company_id (``record_key``)."""
+    return key.startswith(RAW_KEY_PREFIX)
+
+
 def record_key(record: Mapping[str, Any]) -> str:
     """A listed company's identity: its company_id as text (123 and "123" are one company; 0
     is an id like any other, cleaning judges it), or, when the id is absent or blank, the
     record itself (``raw:`` + its JSON), so that such a row still counts and is kept."""
     cid = record.get("company_id")
     if cid is None or str(cid).strip() == "":
-        return "raw:" + json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+        return RAW_KEY_PREFIX + json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
     return str(cid).strip()
 
 

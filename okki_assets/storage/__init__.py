@@ -25,7 +25,7 @@ from okki_assets.storage.account import (
     replace_account_list,
     settle_account_copies,
     unlisted_ledger_rows,
-    yield_to_observation,
+    yield_ledger_to_observation,
 )
 from okki_assets.storage.audit import acknowledged_versions, demote_for_resend
 from okki_assets.storage.cleaned import (
@@ -117,5 +117,5 @@ __all__ = [
     "transaction",
     "unlisted_ledger_rows",
     "unreconciled_rows",
-    "yield_to_observation",
+    "yield_ledger_to_observation",
 ]

@@ -111,27 +111,27 @@ def known_bad_versions(conn: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
     return {(str(cid), str(ut)) for cid, ut in rows if ut is not None}
 
 
-def yield_to_observation(
-    conn: duckdb.DuckDBPyConnection, flips: pd.DataFrame, observed_at: datetime
+def yield_ledger_to_observation(
+    conn: duckdb.DuckDBPyConnection, disagreements: pd.DataFrame, observed_at: datetime
 ) -> int:
     """Let an account observation win over the ledger where the two disagree on deleted or
     live, or where OKKI moved a live company's time back: for each (company_id, update_time,
-    deleted, moved_back, tombstone_hash) in ``flips`` whose ledger row holds the opposite word
-    (a tombstone's content or not, whatever its status: applied, answered ``unchanged``,
+    deleted, moved_back, tombstone_hash) in ``disagreements`` whose ledger row holds the opposite
+    word (a tombstone's content or not, whatever its status: applied, answered ``unchanged``,
     refused, failed, still ``sending`` or landed; any word when ``moved_back``), observed
     before ``observed_at`` and with a newer update_time, the ledger row yields (versions.py):
     its update_time is lowered to the observed one and ``yielded_at`` becomes ``observed_at``,
     so that the load that follows sends the observed state on the ordinary rule, and no
     version read before the observation (a replayed window's tombstone, a window cleaned
     again) outranks it again. Returns the rows changed."""
-    if flips.empty:
+    if disagreements.empty:
         return 0
     columns = ["company_id", "update_time", "deleted", "moved_back", "tombstone_hash"]
-    conn.register("_flips", flips[columns])
+    conn.register("_disagreements", disagreements[columns])
     try:
         row = conn.execute(
             "update load_ledger l set update_time = f.update_time, yielded_at = ?"  # noqa: S608 - constant SQL
-            " from _flips f where l.company_id = f.company_id"
+            " from _disagreements f where l.company_id = f.company_id"
             " and l.update_time > f.update_time"
             f" and {sql_observed('l')} < ?"
             " and (f.moved_back or (coalesce(l.content_hash, '') = f.tombstone_hash)"
@@ -139,7 +139,7 @@ def yield_to_observation(
             [observed_at, observed_at],
         ).fetchone()
     finally:
-        conn.unregister("_flips")
+        conn.unregister("_disagreements")
     return int(row[0]) if row else 0
 
 

@@ -55,7 +55,7 @@ from okki_assets.errors import (
     TargetUnreachable,
 )
 from okki_assets.mapping import content_hash
-from okki_assets.targets.port import RecordResult, RecordVersion, TargetRow
+from okki_assets.targets.port import RecordResult, RecordVersion, TargetRow, TargetSettings
 
 __all__ = ["RecordResult", "TargetClient", "canonical_body", "new_attempt"]
 
@@ -94,7 +94,7 @@ class TargetClient(HttpClientBase):
         base_url: str,
         token: str,
         *,
-        max_batch: int = 500,
+        max_batch: int = TargetSettings.batch_size,
         rate_limit: float | None = None,
         timeouts: Timeouts = Timeouts(),  # noqa: B008 - frozen dataclass, safe as a default
         retry: RetrySettings = RetrySettings(),  # noqa: B008 - frozen dataclass

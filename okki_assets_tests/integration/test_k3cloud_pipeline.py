@@ -73,11 +73,13 @@ def pipeline(
 
 
 def reconcile(pipeline: Pipeline) -> dg.ExecuteInProcessResult:
-    asset, check, _, _ = build_account(refresh_days=7)
+    account_defs = build_account(refresh_days=7)
     return dg.materialize(
-        [asset, check], resources=pipeline.resources(), instance=pipeline.instance,
+        [*(account_defs.assets or []), *(account_defs.asset_checks or [])],
+        resources=pipeline.resources(),
+        instance=pipeline.instance,
         raise_on_error=False,
-    )  # fmt: skip
+    )
 
 
 def figures(result: dg.ExecuteInProcessResult) -> dict[str, Any]:

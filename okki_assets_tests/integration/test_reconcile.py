@@ -24,7 +24,12 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from okki_assets.assets.account import ACCOUNT_ASSET, ACCOUNT_CHECK, build_account
+from okki_assets.assets.account import (
+    ACCOUNT_ASSET,
+    ACCOUNT_CHECK,
+    ACCOUNT_CHECK_KEY,
+    build_account,
+)
 from okki_assets.partitions import CHINA_TZ, window_for_key
 from okki_assets.simulator.data import BAD_UPDATE_TIME
 from okki_assets.simulator.harness import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TARGET_TOKEN
@@ -46,10 +51,10 @@ def account(tmp_path: Path, instance: dg.DagsterInstance) -> Iterator[Pipeline]:
 def reconcile(
     pipeline: Pipeline, *, refresh_days: int = 7, check_only: bool = False
 ) -> dg.ExecuteInProcessResult:
-    asset, check, _, _ = build_account(refresh_days=refresh_days)
+    account_defs = build_account(refresh_days=refresh_days)
     return dg.materialize(
-        [asset, check],
-        selection=dg.AssetSelection.checks(check) if check_only else None,
+        [*(account_defs.assets or []), *(account_defs.asset_checks or [])],
+        selection=dg.AssetSelection.checks(ACCOUNT_CHECK_KEY) if check_only else None,
         resources=pipeline.resources(),
         instance=pipeline.instance,
         raise_on_error=False,

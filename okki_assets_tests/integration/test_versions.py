@@ -26,7 +26,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from okki_assets.assets.account import ACCOUNT_CHECK, build_account
+from okki_assets.assets.account import ACCOUNT_CHECK, ACCOUNT_CHECK_KEY, build_account
 from okki_assets.mapping import DEFAULT_MAPPING_SPEC
 from okki_assets.okki_time import CHINA_TZ, parse_okki_time
 from okki_assets.partitions import window_for_key
@@ -46,10 +46,10 @@ def reconcile(
     pipeline: Pipeline, *, check_only: bool = False, **overrides: Any
 ) -> dg.AssetCheckEvaluation:
     """One okki_reconcile (or its check alone); the account check's evaluation."""
-    asset, check, _, _ = build_account(refresh_days=1)
+    account_defs = build_account(refresh_days=1)
     result = dg.materialize(
-        [asset, check],
-        selection=dg.AssetSelection.checks(check) if check_only else None,
+        [*(account_defs.assets or []), *(account_defs.asset_checks or [])],
+        selection=dg.AssetSelection.checks(ACCOUNT_CHECK_KEY) if check_only else None,
         resources=pipeline.resources(**overrides),
         instance=pipeline.instance,
         raise_on_error=False,

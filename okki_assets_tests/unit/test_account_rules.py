@@ -116,7 +116,7 @@ def test_the_ledger_yields_only_to_a_later_observation_of_the_opposite(
     ledger_row(conn, 7, "tomb:sending", 9, before)
     ledger_row(conn, 8, "created", 9, before)  # live, OKKI moved its time back: yields
     ids = [1, 2, 3, 4, 5, 6, 7, 8]
-    flips = pd.DataFrame(
+    disagreements = pd.DataFrame(
         {
             "company_id": pd.Series(ids, dtype="int64"),
             "update_time": [datetime(2026, 11, 30, 2, tzinfo=UTC)] * len(ids),
@@ -125,7 +125,7 @@ def test_the_ledger_yields_only_to_a_later_observation_of_the_opposite(
             "tombstone_hash": [content_hash(tombstone(c)) for c in ids],
         }
     )
-    assert storage.yield_to_observation(conn, flips, AT) == 6
+    assert storage.yield_ledger_to_observation(conn, disagreements, AT) == 6
     hours = dict(
         conn.execute(
             "select company_id, hour(update_time at time zone 'UTC') from load_ledger"
