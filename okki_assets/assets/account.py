@@ -20,12 +20,12 @@ from typing import Any
 import dagster as dg
 
 from okki_assets import storage
+from okki_assets.account_state import AccountState
 from okki_assets.assets.common import ErrorsAsFailure, table_metadata
 from okki_assets.assets.raw import API_POOL
 from okki_assets.okki_time import TIMEZONE
 from okki_assets.reconcile import (
     DEFAULT_REFRESH_DAYS,
-    AccountState,
     ReconcileSummary,
     observe,
     reconcile_account,

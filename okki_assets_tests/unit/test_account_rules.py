@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 
 from okki_assets import storage
+from okki_assets.account_state import compare, due_for_refresh, refresh_slice
 from okki_assets.mapping import content_hash, tombstone
 from okki_assets.partitions import ACCOUNT_KEY
-from okki_assets.reconcile import compare, due_for_refresh, refresh_slice
 
 AT = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 DAY = "2026-11-30"
