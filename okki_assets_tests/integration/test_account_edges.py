@@ -29,9 +29,9 @@ EVERYTHING = (datetime(1970, 1, 2), datetime(2200, 1, 1))
 
 
 def reconcile(pipeline: Pipeline, *, refresh_days: int = 7) -> dg.ExecuteInProcessResult:
-    asset, check, _, _ = build_account(refresh_days=refresh_days)
+    account_defs = build_account(refresh_days=refresh_days)
     return dg.materialize(
-        [asset, check],
+        [*(account_defs.assets or []), *(account_defs.asset_checks or [])],
         resources=pipeline.resources(),
         instance=pipeline.instance,
         raise_on_error=False,
