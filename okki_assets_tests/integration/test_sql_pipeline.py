@@ -155,10 +155,9 @@ def test_a_mapping_that_gains_a_key_adds_a_column_and_one_that_drops_it_fails(
     assert "segment" in next(iter(table(sql_pipeline).values()))
 
 
+@pytest.mark.parametrize("sql_url", ["postgresql", "mariadb"], indirect=True)  # SQLite: none
 def test_a_wrong_password_fails_the_run_in_one_line_without_it(sql_pipeline: Pipeline) -> None:
     url = sql_pipeline.target.url
-    if url.startswith("sqlite"):
-        pytest.skip("SQLite has no password")
     bad = TargetResource(url=url.replace(PASSWORD, "Wrong-Pw-7731"))
     result = sql_pipeline.materialize(day_keys(1)[0], target=bad, raise_on_error=False)
     assert not result.success

@@ -174,9 +174,8 @@ def test_schema_drift(sql_url: str) -> None:
     t.close()
 
 
+@pytest.mark.parametrize("sql_url", ["postgresql", "mariadb"], indirect=True)  # SQLite: none
 def test_a_wrong_password_fails_in_one_line_without_showing_it(sql_url: str) -> None:
-    if sql_url.startswith("sqlite"):
-        pytest.skip("SQLite has no password")
     bad = sql_url.replace(PASSWORD, "wrong-pw-Zx9")
     t = target(bad)
     with pytest.raises((TargetAuthError, TargetUnreachable)) as info:
