@@ -18,6 +18,7 @@ import duckdb
 import pytest
 
 from okki_assets.assets import build_assets
+from okki_assets.assets.account import ACCOUNT_ASSET, ACCOUNT_CHECK_KEY, build_account
 from okki_assets.partitions import build_sync_partitions
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
 from okki_assets.simulator.harness import (
@@ -135,3 +136,23 @@ def make_pipeline(
 @pytest.fixture
 def pipeline(tmp_path: Path, instance: dg.DagsterInstance) -> Iterator[Pipeline]:
     yield from make_pipeline(tmp_path, instance)
+
+
+def run_reconcile(
+    pipeline: Pipeline, *, refresh_days: int = 7, check_only: bool = False, **overrides: Any
+) -> dg.ExecuteInProcessResult:
+    """One okki_reconcile through Dagster (or the check ``account_in_sync`` alone)."""
+    account_defs = build_account(refresh_days=refresh_days)
+    return dg.materialize(
+        [*(account_defs.assets or []), *(account_defs.asset_checks or [])],
+        selection=dg.AssetSelection.checks(ACCOUNT_CHECK_KEY) if check_only else None,
+        resources=pipeline.resources(**overrides),
+        instance=pipeline.instance,
+        raise_on_error=False,
+    )
+
+
+def account_figures(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    """The metadata of the run's okki_account materialization, as plain values."""
+    (event,) = result.asset_materializations_for_node(ACCOUNT_ASSET)
+    return {k: v.value for k, v in event.metadata.items()}

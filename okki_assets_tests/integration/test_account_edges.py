@@ -20,27 +20,14 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from okki_assets.assets.account import ACCOUNT_ASSET, ACCOUNT_CHECK, build_account
+from okki_assets.assets.account import ACCOUNT_CHECK
 from okki_assets.simulator.http import SimRequest, SimResponse
 from okki_assets.simulator.okki import LIST_PATH, OkkiSimulator
 from okki_assets_tests.conftest import Pipeline, make_pipeline
+from okki_assets_tests.conftest import account_figures as figures
+from okki_assets_tests.conftest import run_reconcile as reconcile
 
 EVERYTHING = (datetime(1970, 1, 2), datetime(2200, 1, 1))
-
-
-def reconcile(pipeline: Pipeline, *, refresh_days: int = 7) -> dg.ExecuteInProcessResult:
-    account_defs = build_account(refresh_days=refresh_days)
-    return dg.materialize(
-        [*(account_defs.assets or []), *(account_defs.asset_checks or [])],
-        resources=pipeline.resources(),
-        instance=pipeline.instance,
-        raise_on_error=False,
-    )
-
-
-def figures(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    (event,) = result.asset_materializations_for_node(ACCOUNT_ASSET)
-    return {k: v.value for k, v in event.metadata.items()}
 
 
 def in_sync(result: dg.ExecuteInProcessResult) -> bool:

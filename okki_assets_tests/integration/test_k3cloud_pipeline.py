@@ -20,12 +20,13 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from okki_assets.assets.account import ACCOUNT_ASSET, build_account
 from okki_assets.field_rules import clean_text
 from okki_assets.resources import K3CloudConfig, TargetResource
 from okki_assets.simulator.http import ServerThread
 from okki_assets.simulator.k3cloud import K3CloudSimConfig, K3CloudSimulator
 from okki_assets_tests.conftest import SYNC_START, Pipeline, day_keys, make_pipeline
+from okki_assets_tests.conftest import account_figures as figures
+from okki_assets_tests.conftest import run_reconcile as reconcile
 
 EVERYTHING = (datetime(1970, 1, 2), datetime(2200, 1, 1))
 FAULTS = K3CloudSimConfig(
@@ -70,21 +71,6 @@ def pipeline(
     history = {"history_share": 0.3, "history_before": date.fromisoformat(SYNC_START)}
     for p in make_pipeline(tmp_path, instance, companies=150, days=7, okki_overrides=history):
         yield dataclasses.replace(p, target=target)
-
-
-def reconcile(pipeline: Pipeline) -> dg.ExecuteInProcessResult:
-    account_defs = build_account(refresh_days=7)
-    return dg.materialize(
-        [*(account_defs.assets or []), *(account_defs.asset_checks or [])],
-        resources=pipeline.resources(),
-        instance=pipeline.instance,
-        raise_on_error=False,
-    )
-
-
-def figures(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    (event,) = result.asset_materializations_for_node(ACCOUNT_ASSET)
-    return {k: v.value for k, v in event.metadata.items()}
 
 
 def live_names(pipeline: Pipeline) -> dict[str, str]:

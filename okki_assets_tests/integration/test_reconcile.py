@@ -25,15 +25,14 @@ import dagster as dg
 import pytest
 
 from okki_assets.assets.account import (
-    ACCOUNT_ASSET,
     ACCOUNT_CHECK,
-    ACCOUNT_CHECK_KEY,
-    build_account,
 )
 from okki_assets.partitions import CHINA_TZ, window_for_key
 from okki_assets.simulator.data import BAD_UPDATE_TIME
 from okki_assets.simulator.harness import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TARGET_TOKEN
 from okki_assets_tests.conftest import SYNC_START, Pipeline, day_keys, make_pipeline
+from okki_assets_tests.conftest import account_figures as figures
+from okki_assets_tests.conftest import run_reconcile as reconcile
 
 HISTORY = {
     "history_share": 0.6,
@@ -48,28 +47,10 @@ def account(tmp_path: Path, instance: dg.DagsterInstance) -> Iterator[Pipeline]:
     yield from make_pipeline(tmp_path, instance, companies=300, okki_overrides=HISTORY)
 
 
-def reconcile(
-    pipeline: Pipeline, *, refresh_days: int = 7, check_only: bool = False
-) -> dg.ExecuteInProcessResult:
-    account_defs = build_account(refresh_days=refresh_days)
-    return dg.materialize(
-        [*(account_defs.assets or []), *(account_defs.asset_checks or [])],
-        selection=dg.AssetSelection.checks(ACCOUNT_CHECK_KEY) if check_only else None,
-        resources=pipeline.resources(),
-        instance=pipeline.instance,
-        raise_on_error=False,
-    )
-
-
 def check_of(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.check_name == ACCOUNT_CHECK
     return evaluation
-
-
-def figures(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    (event,) = result.asset_materializations_for_node(ACCOUNT_ASSET)
-    return {k: v.value for k, v in event.metadata.items()}
 
 
 def is_bad(record: dict[str, Any]) -> bool:

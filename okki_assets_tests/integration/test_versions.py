@@ -26,12 +26,12 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from okki_assets.assets.account import ACCOUNT_CHECK, ACCOUNT_CHECK_KEY, build_account
+from okki_assets.assets.account import ACCOUNT_CHECK
 from okki_assets.mapping import DEFAULT_MAPPING_SPEC
 from okki_assets.okki_time import CHINA_TZ, parse_okki_time
 from okki_assets.partitions import window_for_key
 from okki_assets.resources import TargetResource
-from okki_assets_tests.conftest import SYNC_START, Pipeline, day_keys, make_pipeline
+from okki_assets_tests.conftest import SYNC_START, Pipeline, day_keys, make_pipeline, run_reconcile
 
 DAYS = 2
 HISTORY = {"history_share": 0.5, "history_before": date.fromisoformat(SYNC_START)}
@@ -46,14 +46,7 @@ def reconcile(
     pipeline: Pipeline, *, check_only: bool = False, **overrides: Any
 ) -> dg.AssetCheckEvaluation:
     """One okki_reconcile (or its check alone); the account check's evaluation."""
-    account_defs = build_account(refresh_days=1)
-    result = dg.materialize(
-        [*(account_defs.assets or []), *(account_defs.asset_checks or [])],
-        selection=dg.AssetSelection.checks(ACCOUNT_CHECK_KEY) if check_only else None,
-        resources=pipeline.resources(**overrides),
-        instance=pipeline.instance,
-        raise_on_error=False,
-    )
+    result = run_reconcile(pipeline, refresh_days=1, check_only=check_only, **overrides)
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.check_name == ACCOUNT_CHECK
     return evaluation
