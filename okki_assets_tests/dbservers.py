@@ -28,14 +28,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from okki_assets_tests.ports import free_port
+
 PASSWORD = "s3cret-pw"
 START_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_user(user: str, argv: list[str]) -> list[str]:

@@ -35,7 +35,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -156,12 +155,6 @@ def dg_executable() -> str:
 def dagster_dev_command(workspace: Path, host: str, port: int) -> list[str]:
     """``dg dev`` on ``workspace``, bound to ``host``:``port``."""
     return [dg_executable(), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def dev_environment(

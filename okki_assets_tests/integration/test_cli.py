@@ -44,13 +44,13 @@ from okki_assets.cli.dev import (
     SIMULATOR_VARIABLES,
     STOP_GRACE_SECONDS,
     dg_executable,
-    free_port,
     start_process_group,
     stop_process_group,
     wait_for_webserver,
 )
 from okki_assets_tests.conftest import day_keys
 from okki_assets_tests.integration.test_webserver import LAUNCH_RUN, graphql, sync_run_params
+from okki_assets_tests.ports import free_port
 
 ENVIRONMENT = (
     "OKKI_BASE_URL",

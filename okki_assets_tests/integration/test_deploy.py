@@ -49,7 +49,6 @@ from dagster._core.scheduler.instigation import ScheduleInstigatorData
 
 from okki_assets.cli.dev import (
     dev_environment,
-    free_port,
     group_alive,
     start_process_group,
     stop_process_group,
@@ -61,6 +60,7 @@ from okki_assets.simulator.harness import RunningSimulators, running_simulators
 from okki_assets_tests.conftest import day_keys
 from okki_assets_tests.dbservers import DbServer
 from okki_assets_tests.integration.test_webserver import graphql
+from okki_assets_tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -48,7 +48,6 @@ import pytest
 from okki_assets.cli.dev import (
     dagster_dev_command,
     dev_environment,
-    free_port,
     group_alive,
     start_process_group,
     stop_process_group,
@@ -60,6 +59,7 @@ from okki_assets.simulator.harness import RunningSimulators, running_simulators
 from okki_assets.simulator.http import ServerThread, SimRequest, SimResponse
 from okki_assets_tests.conftest import day_keys
 from okki_assets_tests.integration.chromium import Chromium, find_chromium
+from okki_assets_tests.ports import free_port
 
 ASSETS = ("raw_companies", "cleaned_companies", "loaded_companies")
 CHECKS = {
