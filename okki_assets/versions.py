@@ -42,6 +42,28 @@ class Version:
         return yielded_at is not None and self.observed_at < yielded_at
 
 
+def supersedes(incoming: Version, stored: Version, *, flip: bool) -> bool:
+    """Whether ``incoming`` may replace ``stored`` at a target (the guard against a concurrent
+    or late run). The same version supersedes itself: a resend (the audit's repair of a row
+    edited by hand) is written again.
+
+    - Without a ``flip`` (a live version over a live one, a deletion over a deletion): the
+      version order, ``incoming >= stored``.
+    - A ``flip`` (a deletion over a live version, a live version over a deletion) is the yield's
+      case: OKKI deletes and restores keeping an old ``update_time``, so the times cannot tell;
+      the later observation wins (then the order's other parts). A restore observed after the
+      deletion applies whatever its time; a deletion observed before the stored restore does
+      not, and neither does a restore observed before the stored deletion.
+    """
+    if flip:
+        return (incoming.observed_at, incoming.update_time, incoming.content_hash) >= (
+            stored.observed_at,
+            stored.update_time,
+            stored.content_hash,
+        )
+    return incoming >= stored
+
+
 def _parts(frame: pd.DataFrame, prefix: str) -> tuple[pd.Series, pd.Series, pd.Series]:
     times = pd.to_datetime(frame[f"{prefix}update_time"], utc=True)
     seen = pd.to_datetime(frame[f"{prefix}observed_at"], utc=True).fillna(NEVER_OBSERVED)

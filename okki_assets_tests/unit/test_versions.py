@@ -1,11 +1,19 @@
 """The version order (versions.py) on its own: update_time, then the observation, then the
-content; a row absent on one side; one row per company; a yield."""
+content; a row absent on one side; one row per company; a yield; what may replace what at a
+target (``supersedes``)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from okki_assets.versions import Version, newer, newest_per_company, yielded
+from okki_assets.versions import (
+    NEVER_OBSERVED,
+    Version,
+    newer,
+    newest_per_company,
+    supersedes,
+    yielded,
+)
 
 T1 = pd.Timestamp("2026-03-01 10:00:00", tz="Asia/Shanghai")
 T2 = T1 + pd.Timedelta(seconds=1)
@@ -57,3 +65,24 @@ def test_a_version_observed_before_a_yield_is_superseded() -> None:
         {"observed_at": [SEEN1, SEEN2, SEEN1], "l_yielded_at": [SEEN2, SEEN2, None]}
     )
     assert list(yielded(frame, "", "l_")) == [True, False, False]
+
+
+def test_without_a_flip_a_target_takes_the_version_order() -> None:
+    stored = Version(T1, SEEN2, "b")
+    assert supersedes(Version(T2, SEEN1, "a"), stored, flip=False)  # a later update_time
+    assert not supersedes(Version(T1, SEEN1, "z"), stored, flip=False)  # observed before
+    assert supersedes(Version(T1, SEEN2 + pd.Timedelta(seconds=1), "a"), stored, flip=False)
+    assert not supersedes(Version(T1, SEEN2, "a"), stored, flip=False)  # the smaller hash
+    assert supersedes(Version(T1, SEEN2, "b"), stored, flip=False)  # itself: a resend
+
+
+def test_a_flip_goes_to_the_later_observation_whatever_the_times() -> None:
+    deleted = Version(T2, SEEN1, "tomb")  # deleted at T2, observed at SEEN1
+    restored = Version(T1, SEEN2, "live")  # restored keeping its old T1, observed later
+    assert supersedes(restored, deleted, flip=True)
+    assert not supersedes(deleted, restored, flip=True)  # a late run's older deletion
+    # A restore observed before the deletion it would overturn does not apply either.
+    assert not supersedes(Version(T1, SEEN1 - pd.Timedelta(minutes=1), "live"), deleted, flip=True)
+    # A row stored before observations were kept is older than any observed flip.
+    assert supersedes(deleted, Version(T2, NEVER_OBSERVED, "live"), flip=True)
+    assert supersedes(deleted, deleted, flip=True)  # the same word resent
