@@ -168,7 +168,10 @@ def repair(
         )
     records = [tombstone(c) for c in tombs["company_id"]]
     versions = [
-        _version(t, h) for t, h in zip(tombs["update_time"], tombs["content_hash"], strict=True)
+        _version(t, h, o)
+        for t, h, o in zip(
+            tombs["update_time"], tombs["content_hash"], tombs["observed_at"], strict=True
+        )
     ]
     sent = 0
     for start in range(0, len(records), batch_size):
@@ -179,6 +182,7 @@ def repair(
     return queued + sent, len(rows) - queued - sent
 
 
-def _version(update_time: Any, content: Any) -> RecordVersion:
+def _version(update_time: Any, content: Any, observed_at: Any) -> RecordVersion:
     when = None if pd.isna(update_time) else pd.Timestamp(update_time).to_pydatetime()
-    return RecordVersion(when, str(content))
+    seen = None if pd.isna(observed_at) else pd.Timestamp(observed_at).to_pydatetime()
+    return RecordVersion(when, str(content), seen)

@@ -299,9 +299,14 @@ def _send_batch(
 def _versions(batch: pd.DataFrame) -> list[RecordVersion]:
     """The version of each record of the batch, as the ledger claims it."""
     times = pd.to_datetime(batch["update_time"], utc=True)
+    seen = pd.to_datetime(batch["observed_at"], utc=True)
     return [
-        RecordVersion(None if pd.isna(t) else t.to_pydatetime(), str(h))
-        for t, h in zip(times, batch["content_hash"], strict=True)
+        RecordVersion(
+            None if pd.isna(t) else t.to_pydatetime(),
+            str(h),
+            None if pd.isna(o) else o.to_pydatetime(),
+        )
+        for t, h, o in zip(times, batch["content_hash"], seen, strict=True)
     ]
 
 

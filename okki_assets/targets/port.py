@@ -61,11 +61,13 @@ class RecordResult:
 
 @dataclass(frozen=True)
 class RecordVersion:
-    """The version of one record as the ledger knows it: OKKI's update time (or a tombstone's
-    delete time) and the record's content hash."""
+    """The version of one record as the ledger knows it (versions.py): OKKI's update time (or a
+    tombstone's delete time), the record's content hash, and when it was observed (None: not
+    known, older than any observation)."""
 
     update_time: datetime | None
     content_hash: str
+    observed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
