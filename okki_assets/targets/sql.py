@@ -3,7 +3,8 @@
 The table (``TARGET_TABLE``, default ``okki_companies``, may be ``schema.table``) is created when
 missing. Each key of the mapped record is a column of exactly that name (a nested object or a
 list is a JSON column, ``jsonb`` on PostgreSQL); ``id`` is the text primary key. Bookkeeping
-columns: ``_okki_update_time`` and ``_content_hash`` (the version written), ``_deleted_at``
+columns: ``_okki_update_time``, ``_okki_observed_at`` and ``_content_hash`` (the version
+written: versions.py; a table made before ``_okki_observed_at`` existed gains it), ``_deleted_at``
 (deletions are soft: set when OKKI deletes the company, cleared when it is restored) and
 ``_synced_at`` (set only when the row is written). Times are naive UTC.
 
@@ -15,9 +16,11 @@ Writes:
 - A record whose stored values hash the same as it (and whose liveness is the same) is
   ``unchanged`` and not written, so ``_synced_at`` stays; the hash is computed from the stored
   values, not read from ``_content_hash``, so a row edited by hand is written again.
-- A record older than the stored version (``older_than_stored``) is ``unchanged`` with the
-  reason, and not written: a concurrent or late run never overwrites a newer version. A
-  deletion or a restore is the ledger's call (it may keep an old time).
+- A record the stored version is newer than (``older_than_stored``: ``versions.supersedes``)
+  is ``unchanged`` with the reason, and not written: a concurrent or late run never overwrites
+  a newer version. Without a flip that is the version order (update time, observation,
+  content); a deletion over a live row or a restore over a deleted one (which may keep an old
+  time) goes to the later observation.
 - One bad row (a value too long for its column, a NULL in a NOT NULL column) is that row's
   ``rejected`` with the database's message: the batch is retried row by row, each in its own
   savepoint. Lost connections and deadlocks retry the whole transaction (``MAX_TRIES``).
@@ -58,6 +61,7 @@ from okki_assets.targets.sql_write import (
     DELETED_AT,
     HASH,
     ID,
+    OBSERVED_AT,
     SYNCED_AT,
     UPDATE_TIME,
     BatchWriter,
@@ -67,7 +71,7 @@ from okki_assets.targets.sql_write import (
 log = logging.getLogger(__name__)
 
 KIND = "sql"
-BOOKKEEPING = (UPDATE_TIME, HASH, DELETED_AT, SYNCED_AT)
+BOOKKEEPING = (UPDATE_TIME, OBSERVED_AT, HASH, DELETED_AT, SYNCED_AT)
 DRIVERS = {
     "postgresql": "postgresql+psycopg",
     "postgres": "postgresql+psycopg",
@@ -256,6 +260,7 @@ class SqlTarget:
                 self._create(conn, kinds)
             else:
                 self._columns = existing
+                self._add_bookkeeping(conn)
                 self._evolve(conn, kinds)
         self._table = self._build_table()
         return self._table
@@ -318,6 +323,19 @@ class SqlTarget:
             self._columns[key] = kind
             log.info("added the column %r (%s) to %s", key, kind, self.table_shown)
 
+    def _add_bookkeeping(self, conn: Connection) -> None:
+        """A table made before a bookkeeping column existed (``_okki_observed_at``) gains it,
+        nullable: its rows count as never observed (versions.py)."""
+        have = {c["name"] for c in sa.inspect(conn).get_columns(self.name, schema=self.schema)}
+        prep = self._engine.dialect.identifier_preparer
+        for column in self._build_table().columns:
+            if column.name in BOOKKEEPING and column.name not in have:
+                spec = sa.schema.CreateColumn(column).compile(dialect=self._engine.dialect)
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {prep.format_table(self._shell())} ADD COLUMN {spec}"
+                )
+                log.info("added the bookkeeping column %r to %s", column.name, self.table_shown)
+
     def _build_table(self) -> sa.Table:
         time_type = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
         return sa.Table(
@@ -326,6 +344,7 @@ class SqlTarget:
             sa.Column(ID, sa.String(255), primary_key=True),
             *(sa.Column(k, column_type(kind), nullable=True) for k, kind in self._columns.items()),
             sa.Column(UPDATE_TIME, time_type, nullable=True),
+            sa.Column(OBSERVED_AT, time_type, nullable=True),
             sa.Column(HASH, sa.String(64), nullable=True),
             sa.Column(DELETED_AT, time_type, nullable=True),
             sa.Column(SYNCED_AT, time_type, nullable=True),
@@ -368,17 +387,21 @@ class SqlTarget:
     # -- reads -------------------------------------------------------------------------------
 
     def read_back(self) -> Iterator[TargetRow]:
-        """Every row, by id in pages of ``READ_PAGE`` (each page its own short query)."""
+        """Every row, by id in pages of ``READ_PAGE`` (each page its own short query); only
+        the columns a ``TargetRow`` needs (the next write adds missing bookkeeping columns)."""
+        contacted = False
         try:
             with self._engine.connect() as conn:
                 existing = self._reflect(conn)
+            contacted = True
             if existing is None:
                 return
             self._columns = existing
-            self._table = table = self._build_table()
+            table = self._build_table()
+            shown = [table.c[c] for c in (ID, *self._columns, DELETED_AT)]
             after: str | None = None
             while True:
-                query = sa.select(table).order_by(table.c[ID]).limit(READ_PAGE)
+                query = sa.select(*shown).order_by(table.c[ID]).limit(READ_PAGE)
                 if after is not None:
                     query = query.where(table.c[ID] > after)
                 self.stats.count_request("read")
@@ -389,7 +412,7 @@ class SqlTarget:
                     return
                 after = str(rows[-1][ID])
         except sa.exc.SQLAlchemyError as e:
-            raise self._failure(e, contacted=self._table is not None) from None
+            raise self._failure(e, contacted=contacted) from None
 
     def row_of(self, row: Any) -> TargetRow:
         values = {ID: row[ID], **{k: row[k] for k in self._columns}}

@@ -12,17 +12,22 @@ from sqlalchemy.engine import Connection
 
 from okki_assets.mapping import content_hash
 from okki_assets.targets.port import RecordResult, RecordVersion
+from okki_assets.versions import NEVER_OBSERVED, Version, supersedes
 
 if TYPE_CHECKING:
     from okki_assets.targets.sql import SqlTarget
 
 ID = "id"
-UPDATE_TIME, HASH, DELETED_AT, SYNCED_AT = (
+UPDATE_TIME, OBSERVED_AT, HASH, DELETED_AT, SYNCED_AT = (
     "_okki_update_time",
+    "_okki_observed_at",
     "_content_hash",
     "_deleted_at",
     "_synced_at",
 )
+
+
+NEVER = NEVER_OBSERVED.to_pydatetime()
 
 
 def now_utc() -> datetime:
@@ -35,18 +40,29 @@ def naive_utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-def older_than_stored(
-    incoming: RecordVersion, stored_time: datetime | None, *, flip: bool = False
-) -> bool:
-    """The version order at the target: a record is older when its update time (a tombstone's
-    delete time) is before the stored one; equal times are not older (the newer word wins).
+def aware_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
-    A ``flip`` (a tombstone over a live row, a live record over a soft-deleted one) is the
-    ledger's call, not the times': OKKI deletes and restores companies keeping their old update
-    time, and the reconcile sends the state it observed (see reconcile.py, "the ledger
-    yields"), so a restore may carry a time before the tombstone's."""
-    new = naive_utc(incoming.update_time)
-    return not flip and new is not None and stored_time is not None and new < stored_time
+
+def older_than_stored(incoming: RecordVersion, row: Any, *, flip: bool) -> bool:
+    """The target's guard: the stored row (``_okki_update_time``, ``_okki_observed_at``,
+    ``_content_hash``) holds a version that ``incoming`` does not supersede (versions.py: the
+    version order; for a ``flip``, the later observation).
+
+    A side without a version is not guarded (a record sent without one, a row written without
+    one). A record sent without its observation (``observed_at`` None) is ordered by its time
+    alone and its flips are the sender's call, as before observations reached the target; a
+    row written before they did counts as never observed."""
+    when, stored_when = aware_utc(incoming.update_time), aware_utc(row[UPDATE_TIME])
+    if when is None or stored_when is None:
+        return False
+    if incoming.observed_at is None:
+        return not flip and when < stored_when
+    new = Version(when, aware_utc(incoming.observed_at) or NEVER, incoming.content_hash)
+    old = Version(stored_when, aware_utc(row[OBSERVED_AT]) or NEVER, row[HASH] or "")
+    return not supersedes(new, old, flip=flip)
 
 
 def is_tombstone(record: dict[str, Any]) -> bool:
@@ -91,7 +107,7 @@ class BatchWriter:
         if row is None:
             return RecordResult(rid, "unchanged") if is_tombstone(record) else "insert"
         flip = is_tombstone(record) != (row[DELETED_AT] is not None)
-        if older_than_stored(version, row[UPDATE_TIME], flip=flip):
+        if older_than_stored(version, row, flip=flip):
             return RecordResult(rid, "unchanged", "the target holds a newer version")
         deleted = row[DELETED_AT] is not None
         if is_tombstone(record):
@@ -103,6 +119,7 @@ class BatchWriter:
     def _params(self, record: dict[str, Any], version: RecordVersion) -> dict[str, Any]:
         common = {
             UPDATE_TIME: naive_utc(version.update_time),
+            OBSERVED_AT: naive_utc(version.observed_at),
             HASH: version.content_hash,
             SYNCED_AT: self.now,
         }

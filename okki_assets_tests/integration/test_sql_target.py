@@ -38,8 +38,10 @@ def rec(cid: int, name: str = "Acme", **extra: Any) -> dict[str, Any]:
     }
 
 
-def ver(day: int, record: dict[str, Any]) -> RecordVersion:
-    return RecordVersion(datetime(2026, 3, day, 8, tzinfo=UTC), content_hash(record))
+def ver(day: int, record: dict[str, Any], seen: int | None = None) -> RecordVersion:
+    """Updated on March ``day``; observed on March ``seen`` (when given)."""
+    observed = None if seen is None else datetime(2026, 3, seen, 9, tzinfo=UTC)
+    return RecordVersion(datetime(2026, 3, day, 8, tzinfo=UTC), content_hash(record), observed)
 
 
 def target(url: str, table: str = "okki_companies") -> SqlTarget:
@@ -92,6 +94,69 @@ def test_an_older_version_never_lands_over_a_newer_one(sql_url: str) -> None:
     result = t.write_batch([old], "attempt", [ver(4, old)])
     assert result[0].status == "unchanged" and result[0].error
     assert rows(sql_url)["1"]["fullName"] == "New"
+    t.close()
+
+
+def test_a_deletion_or_restore_goes_to_the_later_observation(sql_url: str) -> None:
+    """OKKI deletes and restores keeping an old update time: over a row of the other liveness
+    the later observation wins, so a late run's deletion never hides a restore seen since."""
+    t = target(sql_url)
+    live, gone = rec(1), {"id": "1", "deleted": True}
+    assert write(t, (live, ver(1, live, seen=2))) == ["created"]
+    assert write(t, (gone, ver(3, gone, seen=4))) == ["deleted"]
+    assert write(t, (live, ver(1, live, seen=6))) == ["updated"]  # restored, its old time
+    late = t.write_batch([gone], "attempt", [ver(3, gone, seen=4)])  # a late run's deletion
+    assert late[0].status == "unchanged" and late[0].error
+    row = rows(sql_url)["1"]
+    assert row["_deleted_at"] is None and row["_okki_update_time"] == datetime(2026, 3, 1, 8)
+    assert write(t, (gone, ver(3, gone, seen=7))) == ["deleted"]  # deleted again, seen later
+    assert write(t, (live, ver(1, live, seen=5))) == ["unchanged"]  # a restore seen before
+    assert rows(sql_url)["1"]["_deleted_at"] is not None
+    t.close()
+
+
+def test_on_equal_times_the_later_observation_wins(sql_url: str) -> None:
+    """A silent edit (OKKI keeps the update time) read later is not overwritten by the older
+    content read earlier by a slower run."""
+    t = target(sql_url)
+    before, after = rec(1, "Before"), rec(1, "After")
+    assert write(t, (before, ver(1, before, seen=2))) == ["created"]
+    assert write(t, (after, ver(1, after, seen=5))) == ["updated"]
+    assert write(t, (before, ver(1, before, seen=3))) == ["unchanged"]
+    row = rows(sql_url)["1"]
+    assert row["fullName"] == "After" and row["_okki_observed_at"] == datetime(2026, 3, 5, 9)
+    t.close()
+
+
+def test_a_table_from_before_observations_gains_the_column(sql_url: str) -> None:
+    t = target(sql_url)
+    a = rec(1, "Old")
+    write(t, (a, ver(1, a)))
+    t.close()
+    engine = sa.create_engine(t._engine.url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE okki_companies DROP COLUMN _okki_observed_at")
+    engine.dispose()
+    t = target(sql_url)
+    assert [r.id for r in t.read_back()] == ["1"]  # read as it is
+    b = rec(1, "New")
+    assert write(t, (b, ver(1, b, seen=2))) == ["updated"]  # observed: newer than never
+    row = rows(sql_url)["1"]
+    assert row["fullName"] == "New" and row["_okki_observed_at"] == datetime(2026, 3, 2, 9)
+    t.close()
+
+
+@pytest.mark.parametrize("scheme", ["mysql", "mysql+pymysql"])
+def test_a_mysql_url_works_against_mariadb(mariadb_server: DbServer, scheme: str) -> None:
+    """Debian has no MySQL server: MySQL URLs are tested against MariaDB."""
+    url = mariadb_server.new_database().replace("mariadb://", f"{scheme}://", 1)
+    t = target(url)
+    t.check()
+    a = rec(1, "上海贸易 🚀")
+    assert write(t, (a, ver(1, a, seen=1))) == ["created"]
+    assert write(t, (a, ver(1, a, seen=1))) == ["unchanged"]
+    (row,) = t.read_back()
+    assert row.content_hash == content_hash(a) and not row.deleted
     t.close()
 
 
