@@ -172,8 +172,8 @@ def test_a_slower_run_never_writes_an_older_version_over_a_concurrent_ones(
 
     rows = table(url)
     truth = okki_truth(a)
-    assert rows[flap]["_deleted_at"] is None  # B's deletion, read before the restore
+    # Neither B's deletion (read before the restore) nor B's contact (read before the edit).
+    assert (rows[flap]["_deleted_at"], email_of(rows[edited])) == (None, "silent.edit@example.com")
     assert rows[flap]["_okki_update_time"] == utc_naive(truth[flap]["update_time"])
-    assert email_of(rows[edited]) == "silent.edit@example.com"  # not B's older read
     assert rows[edited]["_okki_update_time"] == utc_naive(truth[edited]["update_time"])
     assert {c for c, r in rows.items() if r["_deleted_at"] is None} == set(truth)
