@@ -273,6 +273,16 @@ def _observed(rows: pd.DataFrame) -> pd.Series:
     return pd.to_datetime(rows["observed_at"], utc=True)
 
 
+def rejected_records(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every record the target rejected as the ledger holds it: company_id, partition_key,
+    last_error (the target's reason)."""
+    return conn.execute(
+        "select company_id, partition_key, last_error from load_ledger where status = ?"
+        " order by company_id",
+        [LedgerStatus.REJECTED.value],
+    ).df()
+
+
 def ledger_ids_for_run(
     conn: duckdb.DuckDBPyConnection, run_id: str, statuses: Sequence[str]
 ) -> set[int]:

@@ -14,14 +14,18 @@ creates, deletions, re-runs and a failed edit.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 import pytest
 
+from okki_assets.cli import main
+from okki_assets.cli.demo import DEMO_DUCKDB
 from okki_assets.field_rules import clean_text
 from okki_assets.resources import K3CloudConfig, TargetResource
 from okki_assets.simulator.http import ServerThread
@@ -197,3 +201,27 @@ def ledger_target_ids(pipeline: Pipeline) -> dict[str, tuple[str, str | None]]:
     """company id -> (status, target_id), as the load ledger keeps them."""
     rows = pipeline.query("select company_id, status, target_id from load_ledger")
     return {str(cid): (status, tid) for cid, status, tid in rows}
+
+
+def test_the_kingdee_demo_keeps_and_explains_a_rejected_company_and_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The demo's first day holds a company whose name is longer than Kingdee accepts: rejected,
+    # with the reason, is an outcome the demo reports, not a failure of the demo.
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    demo = ["demo", "--companies", "60", "--days", "2", "--partitions", "2", "--faults", "none"]
+    assert main([*demo, "--target", "k3cloud", "--project-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"\[1/2\] syncing .* sent, ok, 1 rejected by the target \(", printed)
+    assert "(okki_reconcile) ... in sync but for the companies the target rejected" in printed
+    assert (
+        "rejected by the target, kept in load_ledger with the reason: 1 company"
+        " (FName is longer than 255 characters (1))"
+    ) in printed
+    with duckdb.connect(str(tmp_path / DEMO_DUCKDB), read_only=True) as conn:
+        rows = conn.execute(
+            "select status, target_id is not null, count(*) from load_ledger"
+            " group by all order by all"
+        ).fetchall()
+    assert rows[-1] == ("rejected", False, 1) and len(rows) == 2  # the others: created, FCUSTID
+    assert rows[0][:2] == ("created", True) and rows[0][2] > 50
