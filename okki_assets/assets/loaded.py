@@ -277,9 +277,11 @@ def _send_batch(
     records = list(batch["record"])
     ids = [int(c) for c in batch["company_id"]]
     gave_up: TargetRetriesExhausted | TargetUnreachable | None = None
+    target_ids: dict[int, str] = {}
     try:
         results = client.write_batch(records, claim.attempt, _versions(batch))
         outcomes = [(cid, r.status, r.error) for cid, r in zip(ids, results, strict=True)]
+        target_ids = {cid: r.target_id for cid, r in zip(ids, results, strict=True) if r.target_id}
     except (TargetAuthError, TargetSchemaError):  # no later batch would fare better
         raise
     except (TargetPermanentError, TargetError) as e:
@@ -291,7 +293,7 @@ def _send_batch(
     summary.sent += len(records)
     summary.statuses.update(status for _, status, _ in outcomes)
     with connect() as conn:
-        storage.record_outcomes(conn, outcomes, run_id, now())
+        storage.record_outcomes(conn, outcomes, run_id, now(), target_ids)
     if gave_up is not None:
         raise gave_up
 

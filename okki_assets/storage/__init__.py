@@ -50,6 +50,7 @@ from okki_assets.storage.ledger import (
     ledger_status_counts,
     record_landed,
     record_outcomes,
+    rejected_records,
     unreconciled_rows,
 )
 from okki_assets.storage.rate import learned_rate, remember_rate
@@ -107,6 +108,7 @@ __all__ = [
     "record_info_fetches",
     "record_landed",
     "record_outcomes",
+    "rejected_records",
     "remember_rate",
     "replace_account_list",
     "replace_deleted",

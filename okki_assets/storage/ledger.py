@@ -4,7 +4,7 @@ statuses, claims for sending (one attempt id each), outcomes, and the rows not y
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -182,15 +182,23 @@ def record_outcomes(
     outcomes: Sequence[tuple[int, str, str | None]],
     run_id: str,
     at: datetime,
+    target_ids: Mapping[int, str] | None = None,
 ) -> None:
-    """Write per-record outcomes (company_id, status, error) of this run's claimed rows."""
+    """Write per-record outcomes (company_id, status, error) of this run's claimed rows, and
+    the record's own id at the target (``target_ids`` by company_id, where the target gave
+    one: Kingdee's FCUSTID). An outcome without a target id keeps the one the row holds."""
     if not outcomes:
         return
     frame = pd.DataFrame(outcomes, columns=["company_id", "status", "last_error"])
+    ids = target_ids or {}
+    frame["target_id"] = pd.Series(
+        [ids.get(int(cid)) for cid in frame["company_id"]], index=frame.index, dtype=object
+    )
     conn.register("_outcomes", frame)
     try:
         conn.execute(
             "update load_ledger l set status = o.status, last_error = o.last_error,"
+            " target_id = coalesce(o.target_id::varchar, l.target_id),"
             " loaded_at = ? from _outcomes o where l.company_id = o.company_id and l.run_id = ?",
             [at, run_id],
         )
@@ -263,6 +271,16 @@ def _observed(rows: pd.DataFrame) -> pd.Series:
     if "observed_at" not in rows:
         return pd.Series(pd.NaT, index=rows.index, dtype="datetime64[ns, UTC]")
     return pd.to_datetime(rows["observed_at"], utc=True)
+
+
+def rejected_records(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every record the target rejected as the ledger holds it: company_id, partition_key,
+    last_error (the target's reason)."""
+    return conn.execute(
+        "select company_id, partition_key, last_error from load_ledger where status = ?"
+        " order by company_id",
+        [LedgerStatus.REJECTED.value],
+    ).df()
 
 
 def ledger_ids_for_run(

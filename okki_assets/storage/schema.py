@@ -92,6 +92,9 @@ _DDL = (
     # the account observation the row last yielded to. Files made before them read as never.
     "alter table load_ledger add column if not exists observed_at timestamptz",
     "alter table load_ledger add column if not exists yielded_at timestamptz",
+    # The record's own id at the target (Kingdee's FCUSTID); files made before it read as
+    # unknown until the record is written again.
+    "alter table load_ledger add column if not exists target_id varchar",
     """
     create table if not exists okki_rate (
         base_url varchar not null,

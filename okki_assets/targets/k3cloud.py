@@ -13,7 +13,9 @@ operations blindly; each round
    ``FCUSTID`` and the full model), ``Audit`` (right values, not audited), ``Forbid`` (deleted).
 
 Per-row outcomes come from ``SuccessEntitys``/``Errors`` by ``DIndex``; a row in neither, or a
-call whose reply was lost, is settled by the next round's query. After a create whose outcome is
+call whose reply was lost, is settled by the next round's query. Every verdict carries the
+customer's ``FCUSTID`` as its ``target_id`` when there is a customer (``SuccessEntitys[].Id``,
+then the query that settles it), for the load ledger to keep. After a create whose outcome is
 unknown the next query waits ``settle_seconds`` (a slow first attempt may still commit): never
 two customers for one ``FNumber``. A record refused twice (the second time after a fresh read)
 is ``rejected`` with Kingdee's message; MsgCode 14 on a BatchSave halves the batch for the rest
@@ -69,6 +71,7 @@ class _Round:
     audit: list[int] = field(default_factory=list)
     forbid: list[int] = field(default_factory=list)
     saved: list[int] = field(default_factory=list)
+    saved_ids: dict[int, int] = field(default_factory=dict)  # SuccessEntitys' Id (FCUSTID)
     unknown_create: bool = False
     transient: bool = False
 
@@ -164,27 +167,31 @@ class K3CloudTarget:
         acted: set[int] = set()
         saved: set[int] = set()
         refusals: dict[int, int] = {}
+        cust_ids: dict[int, int] = {}  # FCUSTID by index: the last query, or SuccessEntitys
         for round_no in range(MAX_ROUNDS):
             states = self._states([self.number(str(records[i]["id"])) for i in pending], models)
             plan = _Round()
             for i in pending:
                 state = states.get(self.number(str(records[i]["id"])))
                 start.setdefault(i, state)
+                if state is not None:
+                    cust_ids[i] = state.cust_id
                 verdict = self._plan_one(records[i], models.get(i), state, plan, i, i in saved)
                 if verdict is not None:
                     created = start[i] is None and not records[i].get("deleted")
                     status = "created" if created else verdict if i in acted else "unchanged"
-                    results[i] = RecordResult(str(records[i]["id"]), status)
+                    results[i] = _result(records[i], status, None, cust_ids.get(i))
             pending = [i for i in pending if results[i] is None]
             if not pending:
                 break
             refused = self._act(plan, records, models, states)
             acted.update(plan.enable + plan.unaudit + plan.save + plan.audit + plan.forbid)
             saved.update(plan.saved)
+            cust_ids.update(plan.saved_ids)
             for i, message in refused.items():
                 refusals[i] = refusals.get(i, 0) + 1
                 if refusals[i] >= 2:
-                    results[i] = RecordResult(str(records[i]["id"]), "rejected", message)
+                    results[i] = _result(records[i], "rejected", message, cust_ids.get(i))
             pending = [i for i in pending if results[i] is None]
             if plan.unknown_create:
                 self._sleep(self.settings.settle_seconds)
@@ -359,6 +366,9 @@ class K3CloudTarget:
                 continue
             self._verdicts("BatchSave", chunk, rs, refused, failed)
             plan.saved += [i for d, i in enumerate(chunk) if d in rs.successes]
+            plan.saved_ids.update(
+                {i: rs.successes[d] for d, i in enumerate(chunk) if d in rs.successes}
+            )
             if creates and len(rs.successes) + len(rs.errors) < len(chunk):
                 plan.unknown_create = True
 
@@ -442,6 +452,14 @@ class K3CloudTarget:
             content_hash=content_hash(record) if exact else None,
             deleted=str(values.get("FForbidStatus")) == "B",
         )
+
+
+def _result(
+    record: dict[str, Any], status: str, error: str | None, cust_id: int | None
+) -> RecordResult:
+    """A verdict with the customer's FCUSTID, when one is known (0 is no customer)."""
+    target_id = str(cust_id) if cust_id else None
+    return RecordResult(str(record["id"]), status, error, target_id=target_id)
 
 
 def _nested(flat: dict[str, Any], **more: Any) -> dict[str, Any]:

@@ -57,6 +57,9 @@ class RecordResult:
     id: str
     status: str
     error: str | None = None  # the target's own reason for "rejected" (never a secret)
+    #: The record's own id at the target (Kingdee's FCUSTID), when the target has one and
+    #: it is known; kept with the ledger row.
+    target_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,26 @@ A week of daily windows, then deletions, a flap (deleted and restored), name edi
 ``okki_reconcile``: every live OKKI company is exactly one customer ``OKKI<id>``, audited and
 enabled, with OKKI's (cleaned) name; deleted companies are forbidden; no FNumber was ever
 created twice. A customer forbidden or renamed by hand in Kingdee is found by the reconcile's
-audit of the target (read back through the port) and repaired: enabled, renamed back.
+audit of the target (read back through the port) and repaired: enabled, renamed back. The
+load ledger keeps each company's customer id (FCUSTID, as the simulator holds it) through
+creates, deletions, re-runs and a failed edit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 import pytest
 
+from okki_assets.cli import main
+from okki_assets.cli.demo import DEMO_DUCKDB
 from okki_assets.field_rules import clean_text
 from okki_assets.resources import K3CloudConfig, TargetResource
 from okki_assets.simulator.http import ServerThread
@@ -142,3 +148,80 @@ def test_the_next_reconcile_repairs_customers_forbidden_or_renamed_by_hand(
     assert held[renamed][0]["FName"] == live_names(pipeline)[renamed]
     after = figures(reconcile(pipeline))
     assert (after["target_missing"], after["target_different"], after["target_extra"]) == (0, 0, 0)
+
+
+def test_the_ledger_keeps_each_customers_fcustid(
+    pipeline: Pipeline, kingdee: tuple[K3CloudSimulator, str]
+) -> None:
+    sim, _ = kingdee
+    keys = day_keys(2)
+    for key in keys:
+        assert pipeline.materialize(key).success
+    first_day = ledger_ids(pipeline, keys[0])
+    gone, edited = [n for n in sorted(live_names(pipeline)) if n[4:] in first_day][:2]
+    # a deletion, then an edit, in today's window (OKKI's times are China's)
+    pipeline.sims.okki.delete_company(gone[4:], delete_time=f"{keys[-1]} 00:00:01")
+    assert pipeline.materialize(keys[-1]).success  # the tombstone: Forbid
+
+    live, held = live_names(pipeline), fcustids(sim)
+    ledger = ledger_target_ids(pipeline)
+    assert ledger[gone[4:]] == ("deleted", held[gone])
+    of_live = {cid: tid for cid, (_, tid) in ledger.items() if f"OKKI{cid}" in live}
+    assert len(of_live) > 20 and of_live == {cid: held.get(f"OKKI{cid}") for cid in of_live}
+    assert all(tid for status, tid in ledger.values() if status != "rejected")
+    assert pipeline.materialize(keys[-1]).success  # nothing to send: every row kept
+    assert ledger_target_ids(pipeline) == ledger and fcustids(sim) == held
+
+    # an edit whose sending fails: the FCUSTID stays
+    pipeline.sims.okki.update_company(
+        edited[4:], {"name": f"Renamed {edited}"}, update_time=f"{keys[-1]} 00:00:02"
+    )
+    cap, sim.config.max_batch = sim.config.max_batch, 0  # every BatchSave refused whole
+    assert not pipeline.materialize(keys[-1], raise_on_error=False).success
+    assert ledger_target_ids(pipeline)[edited[4:]] == ("failed", held[edited])
+    sim.config.max_batch = cap
+    assert pipeline.materialize(keys[-1]).success
+    assert ledger_target_ids(pipeline)[edited[4:]] == ("updated", held[edited])
+    assert customers(sim)[edited][0]["FName"] == f"Renamed {edited}"
+
+
+def fcustids(sim: K3CloudSimulator) -> dict[str, str]:
+    """FNumber -> FCUSTID, as the simulator holds its customers."""
+    return {number: str(c["FCUSTID"]) for number, (c, *_) in customers(sim).items()}
+
+
+def ledger_ids(pipeline: Pipeline, partition_key: str) -> set[str]:
+    rows = pipeline.query(
+        "select company_id from load_ledger where partition_key = ?", [partition_key]
+    )
+    return {str(cid) for (cid,) in rows}
+
+
+def ledger_target_ids(pipeline: Pipeline) -> dict[str, tuple[str, str | None]]:
+    """company id -> (status, target_id), as the load ledger keeps them."""
+    rows = pipeline.query("select company_id, status, target_id from load_ledger")
+    return {str(cid): (status, tid) for cid, status, tid in rows}
+
+
+def test_the_kingdee_demo_keeps_and_explains_a_rejected_company_and_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The demo's first day holds a company whose name is longer than Kingdee accepts: rejected,
+    # with the reason, is an outcome the demo reports, not a failure of the demo.
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    demo = ["demo", "--companies", "60", "--days", "2", "--partitions", "2", "--faults", "none"]
+    assert main([*demo, "--target", "k3cloud", "--project-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"\[1/2\] syncing .* sent, ok, 1 rejected by the target \(", printed)
+    assert "(okki_reconcile) ... in sync but for the companies the target rejected" in printed
+    assert (
+        "rejected by the target, kept in load_ledger with the reason: 1 company"
+        " (FName is longer than 255 characters (1))"
+    ) in printed
+    with duckdb.connect(str(tmp_path / DEMO_DUCKDB), read_only=True) as conn:
+        rows = conn.execute(
+            "select status, target_id is not null, count(*) from load_ledger"
+            " group by all order by all"
+        ).fetchall()
+    assert rows[-1] == ("rejected", False, 1) and len(rows) == 2  # the others: created, FCUSTID
+    assert rows[0][:2] == ("created", True) and rows[0][2] > 50

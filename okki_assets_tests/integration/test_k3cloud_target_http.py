@@ -256,3 +256,39 @@ def test_order_is_unstable_without_order_string(
         )
         orders.add(tuple(row[0] for row in reply.json()))
     assert len(orders) > 1
+
+
+@pytest.mark.parametrize("faults", [False, True])  # clean replies; replies lost or late
+def test_every_verdict_carries_the_customers_fcustid(
+    sim: K3CloudSimulator, server: ServerThread, faults: bool
+) -> None:
+    if faults:
+        cfg = sim.config
+        cfg.html_after_rate = cfg.drop_reply_rate = 0.2
+        cfg.late_commit_rate, cfg.late_commit_seconds = 0.2, 0.2
+    sim.config.refuse_rule = lambda m: "字段“客户名称”不合法" if m.get("FName") == "bad" else None
+    t = target(server, sim, batch_size=4, settle_seconds=0.4)
+
+    def fcustid() -> dict[str, str]:
+        sim.flush()
+        return {c["FNumber"][4:]: str(c["FCUSTID"]) for c in sim.customers()}
+
+    first = t.write_batch(
+        [rec(i) for i in range(8)] + [rec(8, "bad"), {"id": "9", "deleted": True}]
+    )
+    held = fcustid()
+    assert [(r.id, r.status, r.target_id) for r in first] == [
+        *((str(i), "created", held[str(i)]) for i in range(8)),
+        ("8", "rejected", None),  # never created: no customer
+        ("9", "unchanged", None),  # a deletion of a company Kingdee never had
+    ]
+    second = t.write_batch([rec(0, "Edited"), rec(1), rec(2, "bad"), {"id": "3", "deleted": True}])
+    assert fcustid() == held  # no customer made or lost
+    assert [(r.status, r.target_id) for r in second] == [
+        ("updated", held["0"]),
+        ("unchanged", held["1"]),
+        ("rejected", held["2"]),  # refused, but the customer is there
+        ("deleted", held["3"]),
+    ]
+    assert [r.target_id for r in t.write_batch([{"id": "3", "deleted": True}])] == [held["3"]]
+    assert (sum(v for k, v in sim.stats.items() if k.startswith("fault.")) > 0) is faults

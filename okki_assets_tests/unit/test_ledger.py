@@ -102,3 +102,43 @@ def test_a_ledger_made_before_attempts_were_kept_gains_the_column() -> None:
         claim = storage.claim_for_sending(old, claims((1, "h1", 9)), "run-2", "B")
         assert claim.attempt == "B"  # an interrupted claim without an attempt: a new one
         assert stored_attempts(old) == {1: "B"}
+
+
+def stored_target_ids(conn: duckdb.DuckDBPyConnection) -> dict[int, str | None]:
+    rows = conn.execute("select company_id, target_id from load_ledger").fetchall()
+    return {int(cid): target_id for cid, target_id in rows}
+
+
+def test_the_target_id_is_kept_and_a_later_outcome_without_one_keeps_it(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    storage.claim_for_sending(conn, claims((1, "h1", 9), (2, "h2", 9), (3, "h3", 9)), "r1", "A")
+    outcomes = [(1, "created", None), (2, "created", None), (3, "rejected", "too long")]
+    storage.record_outcomes(conn, outcomes, "r1", AT, {1: "100101", 2: "100102"})
+    assert stored_target_ids(conn) == {1: "100101", 2: "100102", 3: None}
+    # newer versions: one batch fails (no target id), one is landed, one answered with an id
+    storage.claim_for_sending(conn, claims((1, "h1b", 10), (3, "h3b", 10)), "r2", "B")
+    answers = [(1, "failed", "timeout"), (3, "created", None)]
+    storage.record_outcomes(conn, answers, "r2", AT, {3: "100103"})
+    storage.record_landed(conn, claims((2, "h2b", 10)), "r3", AT)
+    assert stored_target_ids(conn) == {1: "100101", 2: "100102", 3: "100103"}
+    status = dict(conn.execute("select company_id, status from load_ledger").fetchall())
+    assert status == {1: "failed", 2: "landed", 3: "created"}
+
+
+def test_a_ledger_made_before_target_ids_were_kept_gains_the_column() -> None:
+    with duckdb.connect(":memory:") as old:
+        old.execute(
+            "create table load_ledger (company_id bigint primary key, partition_key varchar not"
+            " null, content_hash varchar, update_time timestamptz, status varchar not null,"
+            " attempts integer not null default 0, last_error varchar, loaded_at timestamptz,"
+            " run_id varchar)"
+        )
+        old.execute(
+            "insert into load_ledger values (1, 'k', 'h1', null, 'created', 1, null, null, 'r')"
+        )
+        storage.ensure_schema(old)
+        assert stored_target_ids(old) == {1: None}
+        storage.claim_for_sending(old, claims((1, "h1b", 9)), "run-2", "B")
+        storage.record_outcomes(old, [(1, "updated", None)], "run-2", AT, {1: "100101"})
+        assert stored_target_ids(old) == {1: "100101"}
