@@ -46,6 +46,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from okki_assets.assets import DEFAULT_QUARANTINE_THRESHOLD, build_assets
 from okki_assets.assets.account import build_account
 from okki_assets.automation import build_automation
+from okki_assets.logs import okki_console_logger
 from okki_assets.partitions import DEFAULT_SYNC_START, build_sync_partitions
 from okki_assets.reconcile import DEFAULT_REFRESH_DAYS, refresh_days_problem
 from okki_assets.resources import (
@@ -73,7 +74,9 @@ def build_defs(
     assets = build_assets(partitions, quarantine_threshold=quarantine_threshold)
     return dg.Definitions.merge(
         dg.Definitions(
-            assets=assets, resources={"okki": okki, "target": target, "warehouse": warehouse}
+            assets=assets,
+            resources={"okki": okki, "target": target, "warehouse": warehouse},
+            loggers={"console": okki_console_logger},
         ),
         build_automation(assets, alert_webhook=alert_webhook),
         build_account(refresh_days=info_refresh_days),

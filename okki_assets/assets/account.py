@@ -23,6 +23,7 @@ from okki_assets import storage
 from okki_assets.account_state import AccountState
 from okki_assets.assets.common import ErrorsAsFailure, table_metadata
 from okki_assets.assets.raw import API_POOL
+from okki_assets.logs import RUN_CONFIG
 from okki_assets.okki_time import TIMEZONE
 from okki_assets.reconcile import (
     DEFAULT_REFRESH_DAYS,
@@ -76,6 +77,7 @@ def build_account(*, refresh_days: int = DEFAULT_REFRESH_DAYS) -> dg.Definitions
         selection=dg.AssetSelection.assets(asset),
         description="The whole account: one list pass, then only missing, stale, deleted,"
         " restored and refresh-due companies are fetched and loaded.",
+        config=RUN_CONFIG,
     )
     schedule = dg.ScheduleDefinition(
         name=RECONCILE_SCHEDULE,

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
@@ -56,6 +57,27 @@ _BOUNDS_JS = """(needles, also) => {
   const bottom = Math.max(...boxes.map((b) => b.bottom));
   return {x: left, y: top, width: right - left, height: bottom - top};
 }"""
+
+
+#: The rectangles of the visible elements whose whole text is one of ``labels``.
+_LABELLED_JS = """(labels) => {
+  const found = [];
+  for (const el of document.querySelectorAll("body *")) {
+    if (!labels.includes((el.innerText || "").trim()) || el.offsetParent === null) continue;
+    const r = el.getBoundingClientRect();
+    found.push({x: r.left, y: r.top, width: r.width, height: r.height});
+  }
+  return found;
+}"""
+
+
+def union(rects: list[dict[str, float]], pad: int = 24) -> dict[str, float]:
+    """The rectangle around ``rects``, ``pad`` pixels wider on each side."""
+    left = min(r["x"] for r in rects) - pad
+    top = min(r["y"] for r in rects) - pad
+    right = max(r["x"] + r["width"] for r in rects) + pad
+    bottom = max(r["y"] + r["height"] for r in rects) + pad
+    return {"x": max(0.0, left), "y": max(0.0, top), "width": right - left, "height": bottom - top}
 
 
 def find_chromium() -> str | None:
@@ -216,6 +238,39 @@ class Chromium:
             "width": rect["width"] + 2 * pad,
             "height": rect["height"] + 2 * pad,
         }
+
+    def labelled(self, *labels: str) -> list[dict[str, float]]:
+        """The rectangles of the visible elements whose whole text is one of ``labels``."""
+        return list(self.evaluate(f"({_LABELLED_JS})({json.dumps(list(labels))})"))
+
+    def press(self, key: str, *, alt: bool = False) -> None:
+        """Press and release a letter key (``alt``: with Alt held), e.g. a UI's shortcut."""
+        letter = key.upper()
+        for kind in ("keyDown", "keyUp"):
+            self.call(
+                "Input.dispatchKeyEvent",
+                type=kind,
+                modifiers=1 if alt else 0,
+                key=key,
+                code=f"Key{letter}",
+                windowsVirtualKeyCode=ord(letter),
+            )
+
+    def settled(
+        self, measure: Callable[[], list[dict[str, float]]], timeout: float | None = None
+    ) -> list[dict[str, float]]:
+        """``measure()`` once two readings a quarter second apart agree (a layout that has
+        stopped moving, such as a graph zooming to fit)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        last = measure()
+        while True:
+            time.sleep(0.25)
+            now = measure()
+            if now == last:
+                return now
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the layout kept moving: {last} then {now}")
+            last = now
 
     def screenshot(
         self, path: Path, clip: dict[str, float] | None = None, scale: float = 1

@@ -523,3 +523,41 @@ def test_an_unreadable_setting_on_the_command_line_is_one_line_not_a_load_error(
         for line in named
     ), named
     assert "ValueError" not in output and "import_module" not in output, output[-3000:]
+
+
+RATE_LINE = "ConfigError: OKKI_RATE_LIMIT must be a number or auto, got 'fast'"
+DOCS_COMMANDS = {
+    # docs/operations.md's backfill command, with the run config the project ships
+    "the sync's assets": ["-c", "launch.yaml", "--assets", ",".join(ASSETS), "--partition"],
+    # the reconcile job carries that run config itself
+    "okki_reconcile": ["--job", "okki_reconcile"],
+}
+
+
+@pytest.mark.parametrize("command", DOCS_COMMANDS)
+def test_dg_launch_prints_the_projects_failure_once_without_a_stack(
+    command: str, tmp_path: Path
+) -> None:
+    """The run's failure is the one line, printed once (with the run's failure; the failed
+    step refers to it), with no stack: not twice with Dagster's frames and two of ours."""
+    arguments = DOCS_COMMANDS[command]
+    if arguments[-1] == "--partition":
+        arguments = [*arguments, day_keys(2)[0]]
+    with running_simulators(companies=30, days=2) as sims:
+        code, output = run_command(
+            tmp_path,
+            ["dg", "launch", "-m", "okki_assets.definitions", *arguments],
+            OKKI_BASE_URL=sims.okki_url,
+            OKKI_CLIENT_ID=DEMO_CLIENT_ID,
+            OKKI_CLIENT_SECRET=DEMO_CLIENT_SECRET,
+            OKKI_RATE_LIMIT="fast",
+        )
+        assert sims.okki.stats.calls.get(LIST_PATH, 0) == 0
+    assert code == 1, output[-3000:]
+    # every event still shown (RUN_START is at DEBUG), as by Dagster's default console logger
+    assert "RUN_START" in output and "RUN_FAILURE" in output, output[-3000:]
+    assert output.count(RATE_LINE) == 1, output[-6000:]
+    # with the run's failure, printed by the command's own process (a step's last lines come
+    # through Dagster's capture of the step's process, which may drop them)
+    assert RATE_LINE in output[output.index("RUN_FAILURE") :], output[-6000:]
+    assert "Stack Trace" not in output and 'File "' not in output, output[-6000:]

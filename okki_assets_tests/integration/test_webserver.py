@@ -15,9 +15,9 @@ the webserver's GraphQL API, as the UI does, the tests:
   each check's partition statuses (the check's Partitions view) after the backfill and after the
   daily run: every synced partition Passed or Failed, as its execution says, never Missing;
 - open the UI in headless Chromium (the distribution's ``chromium``, driven over its DevTools
-  protocol): the asset graph with the three assets, a check's Partitions view with every synced
-  window Passed, a partition's metadata with DuckDB's figures. With ``OKKI_ASSETS_SCREENSHOTS=docs``
-  its screenshots refresh the README's (``docs/ui-*.png``);
+  protocol): the global asset graph with the three assets and okki_account, a check's
+  Partitions view with every synced window Passed, a partition's metadata with DuckDB's figures.
+  With ``OKKI_ASSETS_SCREENSHOTS=docs`` its screenshots refresh the README's (``docs/ui-*.png``);
 - stop the webserver and find no process of it left.
 
 A last test starts ``okki-assets dev`` as a subprocess, finds its code location pointing at its
@@ -45,6 +45,8 @@ import httpx
 import psutil
 import pytest
 
+from okki_assets.assets.account import ACCOUNT_ASSET, ACCOUNT_GROUP
+from okki_assets.assets.common import GROUP
 from okki_assets.cli.dev import (
     dagster_dev_command,
     dev_environment,
@@ -58,7 +60,7 @@ from okki_assets.partitions import window_for_key
 from okki_assets.simulator.harness import RunningSimulators, running_simulators
 from okki_assets.simulator.http import ServerThread, SimRequest, SimResponse
 from okki_assets_tests.conftest import day_keys
-from okki_assets_tests.integration.chromium import Chromium, find_chromium
+from okki_assets_tests.integration.chromium import Chromium, find_chromium, union
 from okki_assets_tests.ports import free_port
 
 ASSETS = ("raw_companies", "cleaned_companies", "loaded_companies")
@@ -778,6 +780,19 @@ def _figure(text: str, label: str) -> int:
     return int(found.group(1))
 
 
+def _graph_bounds(page: Chromium) -> dict[str, float]:
+    """The four asset nodes and their two group boxes (not the sidebar's group list)."""
+    names = (*ASSETS, ACCOUNT_ASSET)
+
+    def measure() -> list[dict[str, float]]:
+        nodes = [page.bounds_of(name, containing="Latest event", pad=0) for name in names]
+        left = min(node["x"] for node in nodes)
+        groups = [box for box in page.labelled(GROUP, ACCOUNT_GROUP) if box["x"] >= left - 80]
+        return [*nodes, *groups]
+
+    return union(page.settled(measure))
+
+
 def test_the_ui_in_a_browser_shows_the_graph_the_check_partitions_and_the_figures(
     ui: Session, tmp_path: Path
 ) -> None:
@@ -787,11 +802,13 @@ def test_the_ui_in_a_browser_shows_the_graph_the_check_partitions_and_the_figure
     synced = [*ui.keys, ui.today]
     ui.q("mutation { setNuxSeen }")  # the first-visit community dialog would cover the page
     with Chromium(executable) as page:
-        # The asset graph: the three assets, each with its checks and partitions.
-        page.goto(f"{ui.url}/locations/okki_assets/asset-groups/okki")
-        page.wait_for_text(*ASSETS, "Asset checks", f"{len(synced)} partitions")
-        graph = page.bounds_of(*ASSETS, containing="Latest event")
-        page.screenshot(shots / "ui-asset-graph.png", clip=graph, scale=2)
+        # The global asset graph: the three window assets (group okki), each with its checks
+        # and partitions, and the whole-account asset in its own group.
+        page.goto(f"{ui.url}/asset-groups")
+        page.wait_for_text("Global asset lineage", ACCOUNT_GROUP)
+        page.press("e", alt=True)  # the graph's shortcut: expand all groups
+        page.wait_for_text(*ASSETS, ACCOUNT_ASSET, "Asset checks", f"{len(synced)} partitions")
+        page.screenshot(shots / "ui-asset-graph.png", clip=_graph_bounds(page), scale=2)
 
         # A check's Partitions view: every synced window Passed, none Missing.
         page.goto(f"{ui.url}/assets/cleaned_companies?view=checks&checkDetail=schema_valid")
