@@ -12,10 +12,11 @@ the run's event log (the UI). Any other error (a bug, a library's exception, Dag
 printed as Dagster prints it, with its stack, at the step and at the run.
 
 It replaces Dagster's logger under the same key, ``console`` (same config: ``log_level`` and
-``name``). Dagster instantiates a logger only when the run config names it: ``launch.yaml``
-does (``dg launch -c launch.yaml ...``) and ``okki_reconcile`` carries ``RUN_CONFIG``; a run
-without it (``dg launch --assets`` alone, the UI's *Materialize*) keeps Dagster's default
-console logger. The run's event log, which the UI shows, is Dagster's either way.
+``name``). Dagster instantiates a logger only when the run config names it:
+``okki_assets/launch.yaml`` does (``dg launch -c okki_assets/launch.yaml ...``) and
+``okki_reconcile`` carries ``RUN_CONFIG``; a run without it (``dg launch --assets`` alone,
+the UI's *Materialize*) keeps Dagster's default console logger. The run's event
+log, which the UI shows, is Dagster's either way.
 """
 
 from __future__ import annotations

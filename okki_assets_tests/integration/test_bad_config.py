@@ -528,7 +528,13 @@ def test_an_unreadable_setting_on_the_command_line_is_one_line_not_a_load_error(
 RATE_LINE = "ConfigError: OKKI_RATE_LIMIT must be a number or auto, got 'fast'"
 DOCS_COMMANDS = {
     # docs/operations.md's backfill command, with the run config the project ships
-    "the sync's assets": ["-c", "launch.yaml", "--assets", ",".join(ASSETS), "--partition"],
+    "the sync's assets": [
+        "-c",
+        "okki_assets/launch.yaml",
+        "--assets",
+        ",".join(ASSETS),
+        "--partition",
+    ],
     # the reconcile job carries that run config itself
     "okki_reconcile": ["--job", "okki_reconcile"],
 }
