@@ -4,6 +4,7 @@ fails, so one bad row is that row's ``rejected``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,15 +13,16 @@ from sqlalchemy.engine import Connection
 
 from okki_assets.mapping import content_hash
 from okki_assets.targets.port import RecordResult, RecordVersion
-from okki_assets.versions import NEVER_OBSERVED, Version, supersedes
+from okki_assets.versions import NEVER_OBSERVED, Version, last_yield, supersedes
 
 if TYPE_CHECKING:
     from okki_assets.targets.sql import SqlTarget
 
 ID = "id"
-UPDATE_TIME, OBSERVED_AT, HASH, DELETED_AT, SYNCED_AT = (
+UPDATE_TIME, OBSERVED_AT, YIELDED_AT, HASH, DELETED_AT, SYNCED_AT = (
     "_okki_update_time",
     "_okki_observed_at",
+    "_okki_yielded_at",
     "_content_hash",
     "_deleted_at",
     "_synced_at",
@@ -46,10 +48,22 @@ def aware_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def with_stored_yield(incoming: RecordVersion, row: Any) -> RecordVersion:
+    """``incoming`` carrying the later of its yield and the stored row's (``_okki_yielded_at``):
+    the yield the guard applies, and the one written with it, so the table keeps the last yield
+    it heard of (a version observed before it stays superseded, whoever sends it)."""
+    stored = None if row is None else aware_utc(row[YIELDED_AT])
+    last = last_yield(aware_utc(incoming.yielded_at), stored)
+    return (
+        incoming if last == aware_utc(incoming.yielded_at) else replace(incoming, yielded_at=last)
+    )
+
+
 def older_than_stored(incoming: RecordVersion, row: Any, *, flip: bool) -> bool:
     """The target's guard: the stored row (``_okki_update_time``, ``_okki_observed_at``,
-    ``_content_hash``) holds a version that ``incoming`` does not supersede (versions.py: the
-    version order; for a ``flip``, the later observation).
+    ``_content_hash``) holds a version that ``incoming`` does not supersede (versions.py: a
+    yield, of either side, first; then the version order; for a ``flip``, the later
+    observation).
 
     A side without a version is not guarded (a record sent without one, a row written without
     one). A record sent without its observation (``observed_at`` None) is ordered by its time
@@ -62,7 +76,8 @@ def older_than_stored(incoming: RecordVersion, row: Any, *, flip: bool) -> bool:
         return not flip and when < stored_when
     new = Version(when, aware_utc(incoming.observed_at) or NEVER, incoming.content_hash)
     old = Version(stored_when, aware_utc(row[OBSERVED_AT]) or NEVER, row[HASH] or "")
-    return not supersedes(new, old, flip=flip)
+    yielded_at = last_yield(aware_utc(incoming.yielded_at), aware_utc(row[YIELDED_AT]))
+    return not supersedes(new, old, flip=flip, yielded_at=yielded_at)
 
 
 def is_tombstone(record: dict[str, Any]) -> bool:
@@ -88,6 +103,7 @@ class BatchWriter:
     ) -> list[RecordResult]:
         ids = [str(r[ID]) for r in records]
         stored = self._locked(ids)
+        versions = [with_stored_yield(v, stored.get(i)) for v, i in zip(versions, ids, strict=True)]
         results: list[RecordResult | None] = [None] * len(records)
         inserts: list[int] = []
         updates: list[int] = []
@@ -120,6 +136,7 @@ class BatchWriter:
         common = {
             UPDATE_TIME: naive_utc(version.update_time),
             OBSERVED_AT: naive_utc(version.observed_at),
+            YIELDED_AT: naive_utc(version.yielded_at),
             HASH: version.content_hash,
             SYNCED_AT: self.now,
         }
@@ -204,6 +221,7 @@ class BatchWriter:
         results: list[RecordResult | None],
         row: Any,
     ) -> None:
+        versions[i] = with_stored_yield(versions[i], row)
         verdict = self._decide(records[i], versions[i], row)
         if isinstance(verdict, RecordResult):
             results[i] = verdict
