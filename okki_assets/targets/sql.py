@@ -17,7 +17,9 @@ Writes:
   waits, and the version is compared with what the lock returned (the row as last committed).
 - A record whose stored values hash the same as it (and whose liveness is the same) is
   ``unchanged`` and not written, so ``_synced_at`` stays; the hash is computed from the stored
-  values, not read from ``_content_hash``, so a row edited by hand is written again.
+  values, not read from ``_content_hash``, so a row edited by hand is written again. When its
+  version is newer than the row's, the version columns alone move on to it (one cheap UPDATE),
+  so that a version read before it no longer lands over the row.
 - A record the stored version is newer than (``older_than_stored``: ``versions.supersedes``)
   is ``unchanged`` with the reason, and not written: a concurrent or late run never overwrites
   a newer version. A yield (OKKI moved a live company's update time back with a change, and

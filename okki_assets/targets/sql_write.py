@@ -30,6 +30,8 @@ UPDATE_TIME, OBSERVED_AT, YIELDED_AT, HASH, DELETED_AT, SYNCED_AT = (
 
 
 NEVER = NEVER_OBSERVED.to_pydatetime()
+#: The columns that hold the version written (moved on alone for an unchanged record).
+VERSION_COLUMNS = (UPDATE_TIME, OBSERVED_AT, YIELDED_AT, HASH)
 
 
 def now_utc() -> datetime:
@@ -80,6 +82,16 @@ def older_than_stored(incoming: RecordVersion, row: Any, *, flip: bool) -> bool:
     return not supersedes(new, old, flip=flip, yielded_at=yielded_at)
 
 
+def _version_params(version: RecordVersion) -> dict[str, Any]:
+    """The version columns' values for ``version`` (naive UTC times)."""
+    return {
+        UPDATE_TIME: naive_utc(version.update_time),
+        OBSERVED_AT: naive_utc(version.observed_at),
+        YIELDED_AT: naive_utc(version.yielded_at),
+        HASH: version.content_hash,
+    }
+
+
 def is_tombstone(record: dict[str, Any]) -> bool:
     return record.get("deleted") is True and set(record) == {ID, "deleted"}
 
@@ -105,16 +117,16 @@ class BatchWriter:
         stored = self._locked(ids)
         versions = [with_stored_yield(v, stored.get(i)) for v, i in zip(versions, ids, strict=True)]
         results: list[RecordResult | None] = [None] * len(records)
-        inserts: list[int] = []
-        updates: list[int] = []
+        work: dict[str, list[int]] = {"insert": [], "update": [], "bump": []}
         for i, (record, version) in enumerate(zip(records, versions, strict=True)):
             verdict = self._decide(record, version, stored.get(ids[i]))
             if isinstance(verdict, RecordResult):
                 results[i] = verdict
             else:
-                (inserts if verdict == "insert" else updates).append(i)
-        self._run(inserts, records, versions, results, insert=True)
-        self._run(updates, records, versions, results, insert=False)
+                work[verdict].append(i)
+        self._run(work["insert"], records, versions, results, insert=True)
+        self._run(work["update"], records, versions, results, insert=False)
+        self._bump(work["bump"], records, versions, results)
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 
@@ -127,19 +139,52 @@ class BatchWriter:
             return RecordResult(rid, "unchanged", "the target holds a newer version")
         deleted = row[DELETED_AT] is not None
         if is_tombstone(record):
-            return RecordResult(rid, "unchanged") if deleted else "update"
+            return self._unchanged(rid, version, row) if deleted else "update"
         if not deleted and self.target.row_of(row).content_hash == content_hash(record):
-            return RecordResult(rid, "unchanged")
+            return self._unchanged(rid, version, row)
         return "update"
 
+    @staticmethod
+    def _unchanged(rid: str, version: RecordVersion, row: Any) -> Any:
+        """The same content (or deletion) as the row: ``unchanged``, and ``bump`` when the
+        version is a newer one (not older: the guard passed it) the row's version columns
+        should move on to, so a version read before it no longer lands over the row."""
+        given = _version_params(version)
+        if version.update_time is None or version.observed_at is None:
+            return RecordResult(rid, "unchanged")  # no version to move on to
+        if all(given[c] == row[c] for c in VERSION_COLUMNS):
+            return RecordResult(rid, "unchanged")
+        return "bump"
+
+    def _bump(
+        self,
+        indexes: list[int],
+        records: list[dict[str, Any]],
+        versions: list[RecordVersion],
+        results: list[RecordResult | None],
+    ) -> None:
+        """Move the version columns of unchanged rows on; ``_synced_at`` and the values stay
+        (a settled re-run sends the same versions, so it moves nothing)."""
+        if not indexes:
+            return
+        t = self.table
+        names = {c: f"v{n}" for n, c in enumerate(VERSION_COLUMNS)}
+        stmt = (
+            sa.update(t)
+            .where(t.c[ID] == sa.bindparam("b_id"))
+            .values({c: sa.bindparam(name) for c, name in names.items()})
+        )
+        ids = {i: str(records[i][ID]) for i in indexes}
+        params = [
+            {"b_id": ids[i], **{names[c]: v for c, v in _version_params(versions[i]).items()}}
+            for i in indexes
+        ]
+        self.conn.execute(stmt, params)
+        for i in indexes:
+            results[i] = RecordResult(ids[i], "unchanged")
+
     def _params(self, record: dict[str, Any], version: RecordVersion) -> dict[str, Any]:
-        common = {
-            UPDATE_TIME: naive_utc(version.update_time),
-            OBSERVED_AT: naive_utc(version.observed_at),
-            YIELDED_AT: naive_utc(version.yielded_at),
-            HASH: version.content_hash,
-            SYNCED_AT: self.now,
-        }
+        common = {**_version_params(version), SYNCED_AT: self.now}
         if is_tombstone(record):
             return {ID: str(record[ID]), **common, DELETED_AT: self.now}
         values = {k: record.get(k) for k in self.target.value_columns}
@@ -225,5 +270,7 @@ class BatchWriter:
         verdict = self._decide(records[i], versions[i], row)
         if isinstance(verdict, RecordResult):
             results[i] = verdict
+        elif verdict == "bump":
+            self._bump([i], records, versions, results)
         else:
             self._run([i], records, versions, results, insert=False)

@@ -153,6 +153,32 @@ def test_a_change_sent_after_a_yield_replaces_the_version_read_before_it(sql_url
     t.close()
 
 
+def test_an_unchanged_record_moves_the_stored_version_on(sql_url: str) -> None:
+    """A newer version of the same content (another deployment's read) is not written, but the
+    row's version columns move on to it: a version read between the two, with other content,
+    no longer lands over it. ``_synced_at`` stays as it was."""
+    t = target(sql_url)
+    same, between = rec(1, "Same"), rec(1, "Between")
+    assert write(t, (same, ver(1, same, seen=2))) == ["created"]
+    first = rows(sql_url)["1"]
+    assert write(t, (same, ver(5, same, seen=6, yielded=4))) == ["unchanged"]
+    late = t.write_batch([between], "attempt", [ver(3, between, seen=4)])
+    assert late[0].status == "unchanged" and late[0].error
+    row = rows(sql_url)["1"]
+    assert row["fullName"] == "Same" and row["_synced_at"] == first["_synced_at"]
+    assert (row["_okki_update_time"], row["_okki_observed_at"], row["_okki_yielded_at"]) == (
+        datetime(2026, 3, 5, 8),
+        datetime(2026, 3, 6, 9),
+        datetime(2026, 3, 4, 9),
+    )
+    gone = {"id": "1", "deleted": True}
+    assert write(t, (gone, ver(7, gone, seen=8))) == ["deleted"]
+    assert write(t, (gone, ver(7, gone, seen=10))) == ["unchanged"]  # read again, later
+    assert write(t, (same, ver(5, same, seen=9))) == ["unchanged"]  # a restore read before it
+    assert rows(sql_url)["1"]["_deleted_at"] is not None
+    t.close()
+
+
 def test_a_table_from_before_observations_gains_the_columns(sql_url: str) -> None:
     t = target(sql_url)
     a = rec(1, "Old")
