@@ -168,9 +168,13 @@ def repair(
         )
     records = [tombstone(c) for c in tombs["company_id"]]
     versions = [
-        _version(t, h, o)
-        for t, h, o in zip(
-            tombs["update_time"], tombs["content_hash"], tombs["observed_at"], strict=True
+        _version(*v)
+        for v in zip(
+            tombs["update_time"],
+            tombs["content_hash"],
+            tombs["observed_at"],
+            tombs["yielded_at"],
+            strict=True,
         )
     ]
     sent = 0
@@ -182,7 +186,9 @@ def repair(
     return queued + sent, len(rows) - queued - sent
 
 
-def _version(update_time: Any, content: Any, observed_at: Any) -> RecordVersion:
-    when = None if pd.isna(update_time) else pd.Timestamp(update_time).to_pydatetime()
-    seen = None if pd.isna(observed_at) else pd.Timestamp(observed_at).to_pydatetime()
-    return RecordVersion(when, str(content), seen)
+def _version(update_time: Any, content: Any, observed_at: Any, yielded_at: Any) -> RecordVersion:
+    when, seen, yielded = (
+        None if pd.isna(t) else pd.Timestamp(t).to_pydatetime()
+        for t in (update_time, observed_at, yielded_at)
+    )
+    return RecordVersion(when, str(content), seen, yielded)

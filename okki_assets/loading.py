@@ -41,7 +41,7 @@ COMPANY_ID_NOT_NUMERIC = "company_id_not_numeric"
 @dataclass
 class LoadPlan:
     to_send: pd.DataFrame  # company_id, partition_key, update_time, observed_at, content_hash,
-    # record
+    # record, yielded_at (the ledger row's last yield, sent along with the version)
     skipped_unchanged: int
     skipped_stale: int
     tombstones: int
@@ -65,9 +65,10 @@ _LEDGER = {
 def _decide(
     candidates: pd.DataFrame, ledger: pd.DataFrame
 ) -> tuple[pd.DataFrame, int, int, pd.DataFrame]:
-    """(to send, unchanged, stale, unchanged versions newer than the ledger's)."""
+    """(to send, with the ledger's yielded_at; unchanged, stale, unchanged versions newer than
+    the ledger's)."""
     if ledger.empty:
-        return candidates, 0, 0, candidates.iloc[0:0]
+        return candidates.assign(yielded_at=pd.NaT), 0, 0, candidates.iloc[0:0]
     held = ledger.reindex(columns=["company_id", *_LEDGER]).rename(columns=_LEDGER)
     merged = candidates.merge(held, on="company_id", how="left")
     stale = newer(merged, "l_", "") | yielded(merged, "", "l_")
@@ -77,8 +78,9 @@ def _decide(
         & merged["l_status"].isin(SENT_STATUSES)
     )
     advance = merged.loc[unchanged & newer(merged, "", "l_"), candidates.columns]
-    keep = merged.loc[~stale & ~unchanged, candidates.columns]
-    return keep.reset_index(drop=True), int(unchanged.sum()), int(stale.sum()), advance
+    keep = merged.loc[~stale & ~unchanged, [*candidates.columns, "l_yielded_at"]]
+    keep = keep.rename(columns={"l_yielded_at": "yielded_at"}).reset_index(drop=True)
+    return keep, int(unchanged.sum()), int(stale.sum()), advance
 
 
 def plan_load(

@@ -42,11 +42,24 @@ class Version:
         return yielded_at is not None and self.observed_at < yielded_at
 
 
-def supersedes(incoming: Version, stored: Version, *, flip: bool) -> bool:
+def last_yield(*yields: datetime | None) -> datetime | None:
+    """The latest of the yields known (None: none)."""
+    return max((y for y in yields if y is not None), default=None)
+
+
+def supersedes(
+    incoming: Version, stored: Version, *, flip: bool, yielded_at: datetime | None = None
+) -> bool:
     """Whether ``incoming`` may replace ``stored`` at a target (the guard against a concurrent
     or late run). The same version supersedes itself: a resend (the audit's repair of a row
     edited by hand) is written again.
 
+    - A yield first (``yielded_at``: the latest one either side knows of, ``last_yield``): of
+      a version observed before it and one observed since, the one observed since wins
+      whatever the times (``Version.superseded_by_yield``, the ledger's rule). OKKI moved a
+      live company's update_time back with a change; the ledger yielded and sends the change
+      with the earlier time, which replaces the version stored before the yield, and a late
+      run's version read before the yield does not come back over it.
     - Without a ``flip`` (a live version over a live one, a deletion over a deletion): the
       version order, ``incoming >= stored``.
     - A ``flip`` (a deletion over a live version, a live version over a deletion) is the yield's
@@ -55,6 +68,8 @@ def supersedes(incoming: Version, stored: Version, *, flip: bool) -> bool:
       deletion applies whatever its time; a deletion observed before the stored restore does
       not, and neither does a restore observed before the stored deletion.
     """
+    if incoming.superseded_by_yield(yielded_at) != stored.superseded_by_yield(yielded_at):
+        return stored.superseded_by_yield(yielded_at)
     if flip:
         return (incoming.observed_at, incoming.update_time, incoming.content_hash) >= (
             stored.observed_at,

@@ -302,13 +302,15 @@ def _versions(batch: pd.DataFrame) -> list[RecordVersion]:
     """The version of each record of the batch, as the ledger claims it."""
     times = pd.to_datetime(batch["update_time"], utc=True)
     seen = pd.to_datetime(batch["observed_at"], utc=True)
+    yields = pd.to_datetime(batch["yielded_at"], utc=True)
     return [
         RecordVersion(
             None if pd.isna(t) else t.to_pydatetime(),
             str(h),
             None if pd.isna(o) else o.to_pydatetime(),
+            None if pd.isna(y) else y.to_pydatetime(),
         )
-        for t, h, o in zip(times, batch["content_hash"], seen, strict=True)
+        for t, h, o, y in zip(times, batch["content_hash"], seen, yields, strict=True)
     ]
 
 

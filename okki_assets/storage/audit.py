@@ -14,15 +14,16 @@ from okki_assets.storage.ledger import SENT_STATUSES, LedgerStatus
 
 def acknowledged_versions(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Every ledger row the target acknowledged: company_id (text), content_hash,
-    update_time, observed_at, status."""
+    update_time, observed_at, yielded_at, status."""
     frame = conn.execute(
         "select cast(company_id as varchar) as company_id, content_hash, update_time,"
-        " observed_at, status"
+        " observed_at, yielded_at, status"
         " from load_ledger where status in (select unnest(?)) order by company_id",
         [[str(s) for s in SENT_STATUSES]],
     ).df()
     frame["update_time"] = pd.to_datetime(frame["update_time"], utc=True)
     frame["observed_at"] = pd.to_datetime(frame["observed_at"], utc=True)
+    frame["yielded_at"] = pd.to_datetime(frame["yielded_at"], utc=True)
     return frame
 
 

@@ -65,12 +65,14 @@ class RecordResult:
 @dataclass(frozen=True)
 class RecordVersion:
     """The version of one record as the ledger knows it (versions.py): OKKI's update time (or a
-    tombstone's delete time), the record's content hash, and when it was observed (None: not
-    known, older than any observation)."""
+    tombstone's delete time), the record's content hash, when it was observed (None: not
+    known, older than any observation), and the ledger row's last yield (None: never yielded):
+    a version observed before it is superseded whatever its time."""
 
     update_time: datetime | None
     content_hash: str
     observed_at: datetime | None = None
+    yielded_at: datetime | None = None
 
 
 @dataclass(frozen=True)

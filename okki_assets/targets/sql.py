@@ -4,7 +4,9 @@ The table (``TARGET_TABLE``, default ``okki_companies``, may be ``schema.table``
 missing. Each key of the mapped record is a column of exactly that name (a nested object or a
 list is a JSON column, ``jsonb`` on PostgreSQL); ``id`` is the text primary key. Bookkeeping
 columns: ``_okki_update_time``, ``_okki_observed_at`` and ``_content_hash`` (the version
-written: versions.py; a table made before ``_okki_observed_at`` existed gains it), ``_deleted_at``
+written: versions.py), ``_okki_yielded_at`` (the last yield of the ledger that sent it, kept
+when a later version carries none; a table made before these two existed gains them),
+``_deleted_at``
 (deletions are soft: set when OKKI deletes the company, cleared when it is restored) and
 ``_synced_at`` (set only when the row is written). Times are naive UTC.
 
@@ -15,12 +17,17 @@ Writes:
   waits, and the version is compared with what the lock returned (the row as last committed).
 - A record whose stored values hash the same as it (and whose liveness is the same) is
   ``unchanged`` and not written, so ``_synced_at`` stays; the hash is computed from the stored
-  values, not read from ``_content_hash``, so a row edited by hand is written again.
+  values, not read from ``_content_hash``, so a row edited by hand is written again. When its
+  version is newer than the row's, the version columns alone move on to it (one cheap UPDATE),
+  so that a version read before it no longer lands over the row.
 - A record the stored version is newer than (``older_than_stored``: ``versions.supersedes``)
   is ``unchanged`` with the reason, and not written: a concurrent or late run never overwrites
-  a newer version. Without a flip that is the version order (update time, observation,
-  content); a deletion over a live row or a restore over a deleted one (which may keep an old
-  time) goes to the later observation.
+  a newer version. A yield (OKKI moved a live company's update time back with a change, and
+  the ledger yielded) comes first: a version observed since the later of the record's and the
+  row's yield replaces one observed before it, whatever the times, and never the other way.
+  Then, without a flip, the version order (update time, observation, content); a deletion
+  over a live row or a restore over a deleted one (which may keep an old time) goes to the
+  later observation.
 - One bad row (a value too long for its column, a NULL in a NOT NULL column) is that row's
   ``rejected`` with the database's message: the batch is retried row by row, each in its own
   savepoint. Lost connections and deadlocks retry the whole transaction (``MAX_TRIES``).
@@ -64,6 +71,7 @@ from okki_assets.targets.sql_write import (
     OBSERVED_AT,
     SYNCED_AT,
     UPDATE_TIME,
+    YIELDED_AT,
     BatchWriter,
     is_tombstone,
 )
@@ -71,7 +79,7 @@ from okki_assets.targets.sql_write import (
 log = logging.getLogger(__name__)
 
 KIND = "sql"
-BOOKKEEPING = (UPDATE_TIME, OBSERVED_AT, HASH, DELETED_AT, SYNCED_AT)
+BOOKKEEPING = (UPDATE_TIME, OBSERVED_AT, YIELDED_AT, HASH, DELETED_AT, SYNCED_AT)
 DRIVERS = {
     "postgresql": "postgresql+psycopg",
     "postgres": "postgresql+psycopg",
@@ -324,8 +332,9 @@ class SqlTarget:
             log.info("added the column %r (%s) to %s", key, kind, self.table_shown)
 
     def _add_bookkeeping(self, conn: Connection) -> None:
-        """A table made before a bookkeeping column existed (``_okki_observed_at``) gains it,
-        nullable: its rows count as never observed (versions.py)."""
+        """A table made before a bookkeeping column existed (``_okki_observed_at``,
+        ``_okki_yielded_at``) gains it, nullable: its rows count as never observed and never
+        yielded (versions.py)."""
         have = {c["name"] for c in sa.inspect(conn).get_columns(self.name, schema=self.schema)}
         prep = self._engine.dialect.identifier_preparer
         for column in self._build_table().columns:
@@ -345,6 +354,7 @@ class SqlTarget:
             *(sa.Column(k, column_type(kind), nullable=True) for k, kind in self._columns.items()),
             sa.Column(UPDATE_TIME, time_type, nullable=True),
             sa.Column(OBSERVED_AT, time_type, nullable=True),
+            sa.Column(YIELDED_AT, time_type, nullable=True),
             sa.Column(HASH, sa.String(64), nullable=True),
             sa.Column(DELETED_AT, time_type, nullable=True),
             sa.Column(SYNCED_AT, time_type, nullable=True),

@@ -4,6 +4,7 @@ fails, so one bad row is that row's ``rejected``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,15 +13,16 @@ from sqlalchemy.engine import Connection
 
 from okki_assets.mapping import content_hash
 from okki_assets.targets.port import RecordResult, RecordVersion
-from okki_assets.versions import NEVER_OBSERVED, Version, supersedes
+from okki_assets.versions import NEVER_OBSERVED, Version, last_yield, supersedes
 
 if TYPE_CHECKING:
     from okki_assets.targets.sql import SqlTarget
 
 ID = "id"
-UPDATE_TIME, OBSERVED_AT, HASH, DELETED_AT, SYNCED_AT = (
+UPDATE_TIME, OBSERVED_AT, YIELDED_AT, HASH, DELETED_AT, SYNCED_AT = (
     "_okki_update_time",
     "_okki_observed_at",
+    "_okki_yielded_at",
     "_content_hash",
     "_deleted_at",
     "_synced_at",
@@ -28,6 +30,8 @@ UPDATE_TIME, OBSERVED_AT, HASH, DELETED_AT, SYNCED_AT = (
 
 
 NEVER = NEVER_OBSERVED.to_pydatetime()
+#: The columns that hold the version written (moved on alone for an unchanged record).
+VERSION_COLUMNS = (UPDATE_TIME, OBSERVED_AT, YIELDED_AT, HASH)
 
 
 def now_utc() -> datetime:
@@ -46,10 +50,22 @@ def aware_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def with_stored_yield(incoming: RecordVersion, row: Any) -> RecordVersion:
+    """``incoming`` carrying the later of its yield and the stored row's (``_okki_yielded_at``):
+    the yield the guard applies, and the one written with it, so the table keeps the last yield
+    it heard of (a version observed before it stays superseded, whoever sends it)."""
+    stored = None if row is None else aware_utc(row[YIELDED_AT])
+    last = last_yield(aware_utc(incoming.yielded_at), stored)
+    return (
+        incoming if last == aware_utc(incoming.yielded_at) else replace(incoming, yielded_at=last)
+    )
+
+
 def older_than_stored(incoming: RecordVersion, row: Any, *, flip: bool) -> bool:
     """The target's guard: the stored row (``_okki_update_time``, ``_okki_observed_at``,
-    ``_content_hash``) holds a version that ``incoming`` does not supersede (versions.py: the
-    version order; for a ``flip``, the later observation).
+    ``_content_hash``) holds a version that ``incoming`` does not supersede (versions.py: a
+    yield, of either side, first; then the version order; for a ``flip``, the later
+    observation).
 
     A side without a version is not guarded (a record sent without one, a row written without
     one). A record sent without its observation (``observed_at`` None) is ordered by its time
@@ -62,7 +78,18 @@ def older_than_stored(incoming: RecordVersion, row: Any, *, flip: bool) -> bool:
         return not flip and when < stored_when
     new = Version(when, aware_utc(incoming.observed_at) or NEVER, incoming.content_hash)
     old = Version(stored_when, aware_utc(row[OBSERVED_AT]) or NEVER, row[HASH] or "")
-    return not supersedes(new, old, flip=flip)
+    yielded_at = last_yield(aware_utc(incoming.yielded_at), aware_utc(row[YIELDED_AT]))
+    return not supersedes(new, old, flip=flip, yielded_at=yielded_at)
+
+
+def _version_params(version: RecordVersion) -> dict[str, Any]:
+    """The version columns' values for ``version`` (naive UTC times)."""
+    return {
+        UPDATE_TIME: naive_utc(version.update_time),
+        OBSERVED_AT: naive_utc(version.observed_at),
+        YIELDED_AT: naive_utc(version.yielded_at),
+        HASH: version.content_hash,
+    }
 
 
 def is_tombstone(record: dict[str, Any]) -> bool:
@@ -88,17 +115,18 @@ class BatchWriter:
     ) -> list[RecordResult]:
         ids = [str(r[ID]) for r in records]
         stored = self._locked(ids)
+        versions = [with_stored_yield(v, stored.get(i)) for v, i in zip(versions, ids, strict=True)]
         results: list[RecordResult | None] = [None] * len(records)
-        inserts: list[int] = []
-        updates: list[int] = []
+        work: dict[str, list[int]] = {"insert": [], "update": [], "bump": []}
         for i, (record, version) in enumerate(zip(records, versions, strict=True)):
             verdict = self._decide(record, version, stored.get(ids[i]))
             if isinstance(verdict, RecordResult):
                 results[i] = verdict
             else:
-                (inserts if verdict == "insert" else updates).append(i)
-        self._run(inserts, records, versions, results, insert=True)
-        self._run(updates, records, versions, results, insert=False)
+                work[verdict].append(i)
+        self._run(work["insert"], records, versions, results, insert=True)
+        self._run(work["update"], records, versions, results, insert=False)
+        self._bump(work["bump"], records, versions, results)
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 
@@ -111,18 +139,52 @@ class BatchWriter:
             return RecordResult(rid, "unchanged", "the target holds a newer version")
         deleted = row[DELETED_AT] is not None
         if is_tombstone(record):
-            return RecordResult(rid, "unchanged") if deleted else "update"
+            return self._unchanged(rid, version, row) if deleted else "update"
         if not deleted and self.target.row_of(row).content_hash == content_hash(record):
-            return RecordResult(rid, "unchanged")
+            return self._unchanged(rid, version, row)
         return "update"
 
+    @staticmethod
+    def _unchanged(rid: str, version: RecordVersion, row: Any) -> Any:
+        """The same content (or deletion) as the row: ``unchanged``, and ``bump`` when the
+        version is a newer one (not older: the guard passed it) the row's version columns
+        should move on to, so a version read before it no longer lands over the row."""
+        given = _version_params(version)
+        if version.update_time is None or version.observed_at is None:
+            return RecordResult(rid, "unchanged")  # no version to move on to
+        if all(given[c] == row[c] for c in VERSION_COLUMNS):
+            return RecordResult(rid, "unchanged")
+        return "bump"
+
+    def _bump(
+        self,
+        indexes: list[int],
+        records: list[dict[str, Any]],
+        versions: list[RecordVersion],
+        results: list[RecordResult | None],
+    ) -> None:
+        """Move the version columns of unchanged rows on; ``_synced_at`` and the values stay
+        (a settled re-run sends the same versions, so it moves nothing)."""
+        if not indexes:
+            return
+        t = self.table
+        names = {c: f"v{n}" for n, c in enumerate(VERSION_COLUMNS)}
+        stmt = (
+            sa.update(t)
+            .where(t.c[ID] == sa.bindparam("b_id"))
+            .values({c: sa.bindparam(name) for c, name in names.items()})
+        )
+        ids = {i: str(records[i][ID]) for i in indexes}
+        params = [
+            {"b_id": ids[i], **{names[c]: v for c, v in _version_params(versions[i]).items()}}
+            for i in indexes
+        ]
+        self.conn.execute(stmt, params)
+        for i in indexes:
+            results[i] = RecordResult(ids[i], "unchanged")
+
     def _params(self, record: dict[str, Any], version: RecordVersion) -> dict[str, Any]:
-        common = {
-            UPDATE_TIME: naive_utc(version.update_time),
-            OBSERVED_AT: naive_utc(version.observed_at),
-            HASH: version.content_hash,
-            SYNCED_AT: self.now,
-        }
+        common = {**_version_params(version), SYNCED_AT: self.now}
         if is_tombstone(record):
             return {ID: str(record[ID]), **common, DELETED_AT: self.now}
         values = {k: record.get(k) for k in self.target.value_columns}
@@ -204,8 +266,11 @@ class BatchWriter:
         results: list[RecordResult | None],
         row: Any,
     ) -> None:
+        versions[i] = with_stored_yield(versions[i], row)
         verdict = self._decide(records[i], versions[i], row)
         if isinstance(verdict, RecordResult):
             results[i] = verdict
+        elif verdict == "bump":
+            self._bump([i], records, versions, results)
         else:
             self._run([i], records, versions, results, insert=False)

@@ -6,7 +6,8 @@ delete-restore-delete flap and a silent contact edit leave the table equal to OK
 rows for the deleted); a settled re-run writes no row (``_synced_at`` unchanged); rows deleted,
 edited or soft-deleted by hand at the target are found by the audit and repaired; a mapping that
 gains a key adds a column and one that drops it fails naming it; a wrong password in TARGET_URL
-fails the run in one line without it.
+fails the run in one line without it; a change OKKI made with an update_time moved back
+(the ledger yields, versions.py) reaches the table, and the account check is green.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from okki_assets.assets.account import ACCOUNT_CHECK
 from okki_assets.mapping import DEFAULT_MAPPING_SPEC
+from okki_assets.okki_time import parse_okki_time
 from okki_assets.partitions import CHINA_TZ, window_for_key
 from okki_assets.resources import TargetResource
-from okki_assets_tests.conftest import Pipeline, day_keys, make_pipeline
+from okki_assets_tests.conftest import Pipeline, day_keys, make_pipeline, run_reconcile
 from okki_assets_tests.dbservers import PASSWORD
 from okki_assets_tests.integration.test_reconcile import (
     HISTORY,
@@ -167,3 +170,28 @@ def test_a_wrong_password_fails_the_run_in_one_line_without_it(sql_pipeline: Pip
     assert message.count("\n") == 0, message
     everything = json.dumps([str(e) for e in result.all_events])
     assert "Wrong-Pw-7731" not in everything
+
+
+def test_a_change_whose_update_time_moved_back_reaches_the_table(
+    sql_url: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    for p in make_pipeline(tmp_path, instance, companies=40, days=2, okki_overrides=HISTORY):
+        p = dataclasses.replace(p, target=TargetResource(url=sql_url))
+        key = day_keys(2)[0]
+        assert p.materialize(key).success
+        assert reconcile(p, refresh_days=1).success
+        company = p.sims.okki.companies_in_window(*window_for_key(key))[-1]
+        cid, when = str(company["company_id"]), parse_okki_time(company["update_time"])
+        assert when is not None
+        p.sims.okki.update_company(
+            cid, {"name": "Moved Back Ltd"}, update_time=when - timedelta(days=3)
+        )
+
+        result = reconcile(p, refresh_days=1)
+        assert result.success, figures(result)
+        assert figures(result)["ledger_yielded"] == 1, figures(result)
+        row = table(p)[cid]
+        assert (row["fullName"], row["_deleted_at"]) == ("Moved Back Ltd", None)
+        (check,) = run_reconcile(p, refresh_days=1, check_only=True).get_asset_check_evaluations()
+        assert check.check_name == ACCOUNT_CHECK
+        assert check.passed, {k: v.value for k, v in check.metadata.items()}

@@ -3,7 +3,8 @@ session (dbservers.py) and an SQLite file, through SQLAlchemy 2 Core.
 
 Covered: created / unchanged / updated / deleted / restored verdicts and what the table holds
 (soft deletes, ``_synced_at`` set only on a write); an older version never lands over a newer
-one, also from a concurrent writer; a bad row (too long, NULL into NOT NULL) is that row's
+one, also from a concurrent writer; a change sent after a yield replaces the version read
+before it, which never comes back; a bad row (too long, NULL into NOT NULL) is that row's
 ``rejected`` with the database's message while the batch lands; schema drift (a new key adds a
 column, a type conflict or a dropped key fails naming the column); a wrong password fails in
 one line that never shows it; the read-back.
@@ -38,10 +39,16 @@ def rec(cid: int, name: str = "Acme", **extra: Any) -> dict[str, Any]:
     }
 
 
-def ver(day: int, record: dict[str, Any], seen: int | None = None) -> RecordVersion:
-    """Updated on March ``day``; observed on March ``seen`` (when given)."""
-    observed = None if seen is None else datetime(2026, 3, seen, 9, tzinfo=UTC)
-    return RecordVersion(datetime(2026, 3, day, 8, tzinfo=UTC), content_hash(record), observed)
+def ver(
+    day: int, record: dict[str, Any], seen: int | None = None, yielded: int | None = None
+) -> RecordVersion:
+    """Updated on March ``day``; observed on March ``seen``, its ledger row's last yield on
+    March ``yielded`` (when given)."""
+    observed, yield_at = (
+        None if d is None else datetime(2026, 3, d, 9, tzinfo=UTC) for d in (seen, yielded)
+    )
+    when = datetime(2026, 3, day, 8, tzinfo=UTC)
+    return RecordVersion(when, content_hash(record), observed, yield_at)
 
 
 def target(url: str, table: str = "okki_companies") -> SqlTarget:
@@ -128,7 +135,51 @@ def test_on_equal_times_the_later_observation_wins(sql_url: str) -> None:
     t.close()
 
 
-def test_a_table_from_before_observations_gains_the_column(sql_url: str) -> None:
+def test_a_change_sent_after_a_yield_replaces_the_version_read_before_it(sql_url: str) -> None:
+    """OKKI moved a live company's update time back with a change: the ledger yielded (March 7)
+    and sends the change with the earlier time. A late run's version read before the yield does
+    not come back over it, even after a later version that carries no yield (another ledger's)."""
+    t = target(sql_url)
+    before, after, later = rec(1, "Before"), rec(1, "After"), rec(1, "Later")
+    assert write(t, (before, ver(5, before, seen=6))) == ["created"]
+    assert write(t, (after, ver(2, after, seen=8, yielded=7))) == ["updated"]
+    late = t.write_batch([before], "attempt", [ver(5, before, seen=6)])
+    assert late[0].status == "unchanged" and late[0].error
+    assert rows(sql_url)["1"]["fullName"] == "After"
+    assert write(t, (later, ver(3, later, seen=9))) == ["updated"]
+    assert write(t, (before, ver(5, before, seen=6))) == ["unchanged"]
+    row = rows(sql_url)["1"]
+    assert row["fullName"] == "Later" and row["_okki_yielded_at"] == datetime(2026, 3, 7, 9)
+    t.close()
+
+
+def test_an_unchanged_record_moves_the_stored_version_on(sql_url: str) -> None:
+    """A newer version of the same content (another deployment's read) is not written, but the
+    row's version columns move on to it: a version read between the two, with other content,
+    no longer lands over it. ``_synced_at`` stays as it was."""
+    t = target(sql_url)
+    same, between = rec(1, "Same"), rec(1, "Between")
+    assert write(t, (same, ver(1, same, seen=2))) == ["created"]
+    first = rows(sql_url)["1"]
+    assert write(t, (same, ver(5, same, seen=6, yielded=4))) == ["unchanged"]
+    late = t.write_batch([between], "attempt", [ver(3, between, seen=4)])
+    assert late[0].status == "unchanged" and late[0].error
+    row = rows(sql_url)["1"]
+    assert row["fullName"] == "Same" and row["_synced_at"] == first["_synced_at"]
+    assert (row["_okki_update_time"], row["_okki_observed_at"], row["_okki_yielded_at"]) == (
+        datetime(2026, 3, 5, 8),
+        datetime(2026, 3, 6, 9),
+        datetime(2026, 3, 4, 9),
+    )
+    gone = {"id": "1", "deleted": True}
+    assert write(t, (gone, ver(7, gone, seen=8))) == ["deleted"]
+    assert write(t, (gone, ver(7, gone, seen=10))) == ["unchanged"]  # read again, later
+    assert write(t, (same, ver(5, same, seen=9))) == ["unchanged"]  # a restore read before it
+    assert rows(sql_url)["1"]["_deleted_at"] is not None
+    t.close()
+
+
+def test_a_table_from_before_observations_gains_the_columns(sql_url: str) -> None:
     t = target(sql_url)
     a = rec(1, "Old")
     write(t, (a, ver(1, a)))
@@ -136,6 +187,7 @@ def test_a_table_from_before_observations_gains_the_column(sql_url: str) -> None
     engine = sa.create_engine(t._engine.url)
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE okki_companies DROP COLUMN _okki_observed_at")
+        conn.exec_driver_sql("ALTER TABLE okki_companies DROP COLUMN _okki_yielded_at")
     engine.dispose()
     t = target(sql_url)
     assert [r.id for r in t.read_back()] == ["1"]  # read as it is
@@ -143,6 +195,7 @@ def test_a_table_from_before_observations_gains_the_column(sql_url: str) -> None
     assert write(t, (b, ver(1, b, seen=2))) == ["updated"]  # observed: newer than never
     row = rows(sql_url)["1"]
     assert row["fullName"] == "New" and row["_okki_observed_at"] == datetime(2026, 3, 2, 9)
+    assert row["_okki_yielded_at"] is None
     t.close()
 
 

@@ -1,6 +1,6 @@
 """The version order (versions.py) on its own: update_time, then the observation, then the
 content; a row absent on one side; one row per company; a yield; what may replace what at a
-target (``supersedes``)."""
+target (``supersedes``), a yield included."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pandas as pd
 from okki_assets.versions import (
     NEVER_OBSERVED,
     Version,
+    last_yield,
     newer,
     newest_per_company,
     supersedes,
@@ -86,3 +87,22 @@ def test_a_flip_goes_to_the_later_observation_whatever_the_times() -> None:
     # A row stored before observations were kept is older than any observed flip.
     assert supersedes(deleted, Version(T2, NEVER_OBSERVED, "live"), flip=True)
     assert supersedes(deleted, deleted, flip=True)  # the same word resent
+
+
+def test_a_yield_lets_the_version_observed_since_replace_one_observed_before() -> None:
+    """OKKI moved a live company's update_time back with a change: the ledger yielded (at
+    ``yield_at``) and sends the change with the earlier time."""
+    stored = Version(T2, SEEN1, "before")
+    moved_back = Version(T1, SEEN2, "after")
+    yield_at = (SEEN1 + pd.Timedelta(minutes=1)).to_pydatetime()
+    assert not supersedes(moved_back, stored, flip=False)  # no yield known: the times decide
+    assert supersedes(moved_back, stored, flip=False, yielded_at=yield_at)
+    # A late run's version read before the yield does not come back over it.
+    assert not supersedes(stored, moved_back, flip=False, yielded_at=yield_at)
+    # Both read since the yield: the version order again.
+    assert supersedes(Version(T2, SEEN2, "next"), moved_back, flip=False, yielded_at=yield_at)
+    assert not supersedes(Version(T1, SEEN2, "a"), moved_back, flip=False, yielded_at=yield_at)
+    # A deletion read before the yield does not hide the change either.
+    assert not supersedes(Version(T2, SEEN1, "tomb"), moved_back, flip=True, yielded_at=yield_at)
+    assert last_yield(None, yield_at, SEEN1.to_pydatetime()) == yield_at
+    assert last_yield(None, None) is None
