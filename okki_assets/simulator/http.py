@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import socket
 import threading
 import time
@@ -160,6 +161,13 @@ class ServerThread:
         if host not in (LOOPBACK, "localhost"):
             raise ValueError("the simulators bind the loopback interface only")
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self._prepare(handler, port)
+        except BaseException:  # a port taken, or Ctrl-C: the socket is not left open
+            self._sock.close()
+            raise
+
+    def _prepare(self, handler: Handler, port: int) -> None:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((LOOPBACK, port))
         self.port: int = self._sock.getsockname()[1]
@@ -191,7 +199,8 @@ class ServerThread:
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout=10)
+        if self._thread.ident is not None:  # started (a Ctrl-C may come before)
+            self._thread.join(timeout=10)
         self._sock.close()
 
     def __enter__(self) -> ServerThread:
@@ -202,16 +211,28 @@ class ServerThread:
 
 
 def serve_forever(handlers: Mapping[str, tuple[Handler, int]]) -> None:
-    """Serve several simulators in the foreground until Ctrl-C (``okki-assets simulate``)."""
-    servers = [ServerThread(h, port=p).start() for h, p in handlers.values()]
+    """Serve several simulators in the foreground until SIGINT or SIGTERM (``okki-assets
+    simulate``).
+
+    The signals only ask for the stop: it comes once every server has started, whenever they
+    arrive (a script that waits for the first port to answer and then interrupts must not catch
+    the second server half-started, leaving a traceback and a port held)."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    servers: list[ServerThread] = []
     log = logging.getLogger(__name__)
-    for name, server in zip(handlers, servers, strict=True):
-        log.info("%s simulator listening on %s", name, server.url)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        for name, (handler, port) in handlers.items():
+            servers.append(ServerThread(handler, port=port).start())
+            log.info("%s simulator listening on %s", name, servers[-1].url)
+        while not stop.wait(3600):
+            pass
     finally:
         for server in servers:
             server.stop()
+        for sig, previous_handler in previous.items():
+            signal.signal(sig, previous_handler)
