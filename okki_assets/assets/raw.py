@@ -3,7 +3,7 @@ each, in DuckDB.
 
 Everything about this asset is here: its definition, its stage (``pull_partition``: one
 partition's pull, staged and published in DuckDB), and its check ``raw_complete`` (every
-company OKKI listed has one raw row). The pull's completeness rules live in pull.py.
+company OKKI listed has one raw row). The pull's completeness rules live in stages/pull.py.
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset's annotations at runtime.
@@ -36,8 +36,8 @@ from okki_assets.clients.okki import OkkiClient, is_raw_key
 from okki_assets.clients.ratecontrol import pacing_metadata
 from okki_assets.errors import OkkiQuotaExhausted
 from okki_assets.partitions import window_for_key
-from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
+from okki_assets.stages.pull import InfoReport, PulledCompany, fetch_infos, list_window
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ def older_than_stored(
 
     A ``flip`` (a tombstone over a live row, a live record over a soft-deleted one) is the
     ledger's call, not the times': OKKI deletes and restores companies keeping their old update
-    time, and the reconcile sends the state it observed (see reconcile.py, "the ledger
+    time, and the reconcile sends the state it observed (see stages/reconcile.py, "the ledger
     yields"), so a restore may carry a time before the tombstone's."""
     new = naive_utc(incoming.update_time)
     return not flip and new is not None and stored_time is not None and new < stored_time

@@ -25,12 +25,12 @@ from okki_assets.assets import raw
 from okki_assets.clients.okki import OkkiClient, RetrySettings
 from okki_assets.errors import IncompleteWindowError, OkkiPermanentError, PaginationError
 from okki_assets.okki_time import CHINA_TZ
-from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
-from okki_assets.reconcile import list_account
 from okki_assets.resources import WarehouseResource
 from okki_assets.simulator.data import generate_companies
 from okki_assets.simulator.http import mock_transport
 from okki_assets.simulator.okki import OkkiSimConfig, OkkiSimulator
+from okki_assets.stages.pull import InfoReport, PulledCompany, fetch_infos, list_window
+from okki_assets.stages.reconcile import list_account
 
 DAY = date(2026, 11, 20)
 START = datetime(2026, 11, 20, tzinfo=CHINA_TZ)
