@@ -21,8 +21,9 @@ import dagster as dg
 
 from okki_assets import storage
 from okki_assets.account_state import AccountState
-from okki_assets.assets.common import ErrorsAsFailure, table_metadata
+from okki_assets.assets.common import ErrorsAsFailure
 from okki_assets.assets.raw import API_POOL
+from okki_assets.metadata import table_metadata
 from okki_assets.okki_time import TIMEZONE
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
 from okki_assets.stages.reconcile import (

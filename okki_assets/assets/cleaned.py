@@ -26,22 +26,19 @@ from okki_assets.assets.common import (
     GROUP,
     WARN,
     CheckOutcome,
-    Connect,
     ErrorsAsFailure,
-    counts_markdown,
     emit,
-    markdown_rows,
-    now,
     partitioned_checks_allowed,
     specs,
-    table_metadata,
 )
 from okki_assets.cleaning import clean_companies
 from okki_assets.gc_pause import gc_paused
 from okki_assets.loading import unusable_deletions
+from okki_assets.metadata import counts_markdown, markdown_rows, table_metadata
 from okki_assets.partitions import ACCOUNT_KEY, window_for_key
 from okki_assets.resources import WarehouseResource
 from okki_assets.schemas import CleanedCompany
+from okki_assets.stages.common import Connect, now
 
 ASSET = "cleaned_companies"
 SCHEMA_VALID = "schema_valid"

@@ -24,14 +24,10 @@ from okki_assets import storage
 from okki_assets.assets.common import (
     GROUP,
     CheckOutcome,
-    Connect,
     ErrorsAsFailure,
     emit,
-    now,
     partitioned_checks_allowed,
     specs,
-    stats_delta,
-    table_metadata,
 )
 from okki_assets.errors import (
     TargetAuthError,
@@ -44,7 +40,9 @@ from okki_assets.errors import (
 from okki_assets.identity import ledger_ids
 from okki_assets.loading import plan_load
 from okki_assets.mapping import TargetMapping
+from okki_assets.metadata import table_metadata
 from okki_assets.resources import TargetResource, WarehouseResource
+from okki_assets.stages.common import Connect, now, stats_delta
 from okki_assets.storage import LedgerStatus
 from okki_assets.targets import KIND_LAND_ONLY, RecordVersion, Target, TargetSettings
 from okki_assets.targets.http import new_attempt

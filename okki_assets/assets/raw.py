@@ -24,19 +24,17 @@ from okki_assets import storage
 from okki_assets.assets.common import (
     GROUP,
     CheckOutcome,
-    Connect,
     ErrorsAsFailure,
     emit,
-    now,
     partitioned_checks_allowed,
     specs,
-    stats_delta,
 )
 from okki_assets.clients.okki import OkkiClient, is_raw_key
 from okki_assets.clients.ratecontrol import pacing_metadata
 from okki_assets.errors import OkkiQuotaExhausted
 from okki_assets.partitions import window_for_key
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
+from okki_assets.stages.common import Connect, now, stats_delta
 from okki_assets.stages.pull import InfoReport, PulledCompany, fetch_infos, list_window
 
 log = logging.getLogger(__name__)
