@@ -53,9 +53,6 @@ from okki_assets.account_state import (
     compare,
     due_for_refresh,
 )
-from okki_assets.assets.cleaned import CleanSummary, clean_partition
-from okki_assets.assets.loaded import LoadSummary, load_partition
-from okki_assets.assets.raw import STAGE_CHUNK
 from okki_assets.clients.okki import OkkiClient, is_raw_key
 from okki_assets.identity import ledger_ids
 from okki_assets.mapping import (
@@ -68,9 +65,12 @@ from okki_assets.mapping import (
 from okki_assets.okki_time import parse_okki_times
 from okki_assets.partitions import ACCOUNT_KEY
 from okki_assets.stages.audit import AuditSummary, audit_target
+from okki_assets.stages.clean import CleanSummary, clean_partition
 from okki_assets.stages.common import Connect
+from okki_assets.stages.load import LoadSummary, load_partition
 from okki_assets.stages.pull import InfoReport, ListedRecords, fetch_infos, list_everything
 from okki_assets.stages.purged import Purged, confirm_purged
+from okki_assets.stages.window_pull import STAGE_CHUNK
 from okki_assets.storage import UPSERT_DONE, LedgerStatus
 from okki_assets.targets import Target, TargetSettings
 

@@ -12,9 +12,10 @@ import math
 
 import pandas as pd
 
-from okki_assets.assets.raw import PullSummary, raw_complete
+from okki_assets.assets.raw import raw_complete
 from okki_assets.metadata import counts_markdown, markdown_rows, table_metadata
 from okki_assets.resources import shown_url
+from okki_assets.stages.window_pull import PullSummary
 
 
 def test_counts_are_a_table_largest_first() -> None:
