@@ -102,7 +102,30 @@ def build_raw_companies(
 
 
 def pull_metadata(summary: PullSummary) -> dict[str, Any]:
-    metadata = summary.metadata()
+    metadata: dict[str, Any] = {
+        "dagster/row_count": summary.stored,
+        "fetched": summary.stored,
+        "okki_total_item_reported": summary.total_item,
+        "distinct_companies": summary.distinct,
+        "duplicates_dropped": summary.duplicates_dropped,
+        "listed_rows_of_neighbour_days": summary.edge_rows_left_to_neighbour,
+        "list_passes_until_stable": summary.passes,
+        "list_pages": summary.pages,
+        "window_splits_list_unsettled": summary.bisections,
+        "info_requested": summary.info_requested,
+        "info_reused": summary.info_reused,
+        "info_resumed": summary.info_resumed,
+        "deleted_listed": summary.deleted_listed,
+        "stored_in_duckdb": summary.stored_in_duckdb,
+        "distinct_in_duckdb": summary.distinct_in_duckdb,
+        "deleted_while_syncing": len(summary.deleted_while_syncing),
+        "info_refused": len(summary.info_refused),
+        "info_unusable": len(summary.info_unusable),
+        "info_ahead_of_list": len(summary.info_ahead_of_list),
+        "duration_seconds": round(summary.seconds, 2),
+        **summary.pacing,
+        **summary.client_stats,
+    }
     if summary.deleted_while_syncing:
         metadata["deleted_while_syncing_ids"] = ", ".join(summary.deleted_while_syncing[:50])
     return metadata

@@ -12,7 +12,6 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import duckdb
 
@@ -22,11 +21,17 @@ from okki_assets.clients.ratecontrol import pacing_metadata
 from okki_assets.errors import OkkiQuotaExhausted
 from okki_assets.partitions import window_for_key
 from okki_assets.stages.common import Connect, now, stats_delta
-from okki_assets.stages.pull import InfoReport, PulledCompany, fetch_infos, list_window
+from okki_assets.stages.pull import (
+    InfoReport,
+    ListedRecords,
+    PulledCompany,
+    fetch_infos,
+    list_window,
+)
+from okki_assets.stages.staging import RawStager
 
 log = logging.getLogger(__name__)
 
-STAGE_CHUNK = 1_000
 # Info payloads are kept (committed) as they arrive: once KEEP_CHUNK are waiting, but not more
 # often than every KEEP_MIN_GAP seconds (each write opens and closes the DuckDB file, some 30 to
 # 50 ms of CPU), and at least every KEEP_SECONDS. A pull killed at any moment so loses at most
@@ -72,32 +77,6 @@ class PullSummary:
         stored too, for quarantine, so nothing is subtracted."""
         return self.stored_in_duckdb == self.distinct_in_duckdb == self.distinct
 
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "dagster/row_count": self.stored,
-            "fetched": self.stored,
-            "okki_total_item_reported": self.total_item,
-            "distinct_companies": self.distinct,
-            "duplicates_dropped": self.duplicates_dropped,
-            "listed_rows_of_neighbour_days": self.edge_rows_left_to_neighbour,
-            "list_passes_until_stable": self.passes,
-            "list_pages": self.pages,
-            "window_splits_list_unsettled": self.bisections,
-            "info_requested": self.info_requested,
-            "info_reused": self.info_reused,
-            "info_resumed": self.info_resumed,
-            "deleted_listed": self.deleted_listed,
-            "stored_in_duckdb": self.stored_in_duckdb,
-            "distinct_in_duckdb": self.distinct_in_duckdb,
-            "deleted_while_syncing": len(self.deleted_while_syncing),
-            "info_refused": len(self.info_refused),
-            "info_unusable": len(self.info_unusable),
-            "info_ahead_of_list": len(self.info_ahead_of_list),
-            "duration_seconds": round(self.seconds, 2),
-            **self.pacing,
-            **self.client_stats,
-        }
-
 
 def pull_partition(
     client: OkkiClient,
@@ -107,13 +86,52 @@ def pull_partition(
     *,
     refresh_info: bool = False,
 ) -> PullSummary:
-    """Pull one window into ``raw_companies`` (and its deleted list), replacing the partition."""
+    """Pull one window into ``raw_companies`` (and its deleted list), replacing the partition:
+    list the window, take stock of the copies DuckDB holds, fetch the infos it lacks and stage
+    the rows, list the deletions, publish; a failed pull keeps the payloads it fetched and
+    discards what it staged."""
     started = time.monotonic()
-    before = client.stats.as_metadata()
-    answers_before = client.pacer.answers()
+    before, answers_before = client.stats.as_metadata(), client.pacer.answers()
     start, end = window_for_key(partition_key)
     summary = PullSummary(partition_key)
+    listed = _list(client, start, end, summary)
+    stock = _take_stock(connect, partition_key, listed, refresh_info)
 
+    info = InfoReport()
+    stager = RawStager(connect, run_id)
+    keeper = _KeptInfoWriter(connect, partition_key, run_id)
+    try:
+        with stager.discarding_on_failure(keeper.flush):  # fetched payloads stay for next time
+            for company in fetch_infos(client, listed, reusable=stock.reusable, report=info):
+                if stager.add(_raw_row(partition_key, company, stock, keeper, summary)):
+                    log.info(
+                        "%s: %d/%d companies staged", partition_key, stager.staged, len(listed)
+                    )
+            keeper.flush()
+            stager.stage()
+            deleted, _ = list_window(client, start, end, removed=1)
+            summary.deleted_listed = len(deleted)
+            with connect() as conn:
+                stager.publish(conn, [partition_key])
+                _replace_deleted(conn, partition_key, deleted, run_id)
+    except OkkiQuotaExhausted as e:
+        raise e.with_progress(
+            f"{stager.added} of {len(listed)} companies fetched, kept for the next run"
+        ) from None
+    summary.stored = stager.staged
+    _count_infos(summary, info)
+    count_stored(connect, summary)
+    summary.client_stats = stats_delta(client.stats.as_metadata(), before)
+    summary.pacing = pacing_metadata(client.pacer, answers_before)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _list(
+    client: OkkiClient, start: datetime, end: datetime, summary: PullSummary
+) -> ListedRecords:
+    """The window's companies, listed under the 漏单 guard; the list's figures go to the
+    summary."""
     listed, report = list_window(client, start, end)
     summary.total_item, summary.distinct = report.total_item, len(listed)
     summary.pages, summary.passes, summary.bisections = (
@@ -123,93 +141,94 @@ def pull_partition(
     )
     summary.duplicates_dropped = report.duplicates_dropped
     summary.edge_rows_left_to_neighbour = report.edge_rows_left_to_neighbour
-    log.info("%s: %d companies listed in %d pages", partition_key, len(listed), report.pages)
+    log.info(
+        "%s: %d companies listed in %d pages", summary.partition_key, len(listed), report.pages
+    )
+    return listed
 
+
+@dataclass
+class _Stock:
+    """The copies DuckDB holds of the window's companies: published (company_id -> its
+    update_time) and kept by an earlier pull that ended before publishing (company_id -> the
+    info's update_time)."""
+
+    stored_times: dict[str, str] = field(default_factory=dict)
+    kept: dict[str, str | None] = field(default_factory=dict)
+
+    def reusable(self, company_id: str, update_time: object) -> bool:
+        if update_time is None:
+            return False
+        return self.stored_times.get(company_id) == update_time or company_id in self.kept
+
+
+def _take_stock(
+    connect: Connect, partition_key: str, listed: ListedRecords, refresh_info: bool
+) -> _Stock:
+    """What the pull can reuse; kept payloads of other versions, or too old, are dropped."""
     ids = [k for k in listed if not is_raw_key(k)]
     list_times = {k: t for k in ids if isinstance(t := listed.update_time(k), str)}
-    stored_times: dict[str, str] = {}
-    kept: dict[str, str | None] = {}
+    stock = _Stock()
     with connect() as conn:
         storage.prune_kept_infos(conn, partition_key, list_times, now() - KEPT_MAX_AGE)
         # With refresh_info every payload is read by this pull: one kept by an earlier pull,
         # however recent, may predate an edit that did not move update_time.
         if not refresh_info:
-            stored_times = storage.stored_update_times(conn, ids)
-            kept = storage.kept_info_times(conn, list_times)
+            stock.stored_times = storage.stored_update_times(conn, ids)
+            stock.kept = storage.kept_info_times(conn, list_times)
+    return stock
 
-    def reusable(company_id: str, update_time: object) -> bool:
-        if update_time is None:
-            return False
-        return stored_times.get(company_id) == update_time or company_id in kept
 
-    info = InfoReport()
-    fetched_at = now()
-    buffer: list[storage.RawRow] = []
-    keeper = _KeptInfoWriter(connect, partition_key, run_id)
-    try:
-        for company in fetch_infos(client, listed, reusable=reusable, report=info):
-            info_json = (
-                json.dumps(company.info, ensure_ascii=False) if company.info is not None else None
-            )
-            update_time, resumed_from = company.update_time, None
-            if company.info_reused and stored_times.get(company.key) != update_time:
-                # Fetched by an earlier pull of this window that ended before publishing.
-                resumed_from, update_time = update_time, kept[company.key]
-                summary.info_resumed += 1
-            elif info_json is not None:
-                keeper.add(company, info_json)
-            buffer.append(
-                storage.RawRow(
-                    partition_key,
-                    company.company_id,
-                    update_time,
-                    json.dumps(company.list_record, ensure_ascii=False),
-                    info_json,
-                    company.info_reused and resumed_from is None,
-                    resumed_from,
-                )
-            )
-            if len(buffer) >= STAGE_CHUNK:
-                summary.stored += _stage(connect, run_id, buffer, fetched_at)
-                log.info("%s: %d/%d companies staged", partition_key, summary.stored, len(listed))
-        keeper.flush()
-        summary.stored += _stage(connect, run_id, buffer, fetched_at)
+def _raw_row(
+    partition_key: str,
+    company: PulledCompany,
+    stock: _Stock,
+    keeper: _KeptInfoWriter,
+    summary: PullSummary,
+) -> storage.RawRow:
+    """The company's raw row: a payload just fetched is kept at once, one kept by an
+    interrupted pull is taken over (resumed)."""
+    info_json = json.dumps(company.info, ensure_ascii=False) if company.info is not None else None
+    update_time, resumed_from = company.update_time, None
+    if company.info_reused and stock.stored_times.get(company.key) != update_time:
+        # Fetched by an earlier pull of this window that ended before publishing.
+        resumed_from, update_time = update_time, stock.kept[company.key]
+        summary.info_resumed += 1
+    elif info_json is not None:
+        keeper.add(company, info_json)
+    return storage.RawRow(
+        partition_key,
+        company.company_id,
+        update_time,
+        json.dumps(company.list_record, ensure_ascii=False),
+        info_json,
+        company.info_reused and resumed_from is None,
+        resumed_from,
+    )
 
-        deleted, _ = list_window(client, start, end, removed=1)
-        summary.deleted_listed = len(deleted)
-        with connect() as conn:
-            storage.publish_raw(conn, run_id, [partition_key])
-            storage.replace_deleted(
-                conn,
-                partition_key,
-                [
-                    (k, r.get("update_time"), json.dumps(r, ensure_ascii=False))
-                    for k, r in deleted.items()
-                    if not is_raw_key(k)
-                ],
-                run_id,
-                now(),  # read after the infos: a later observation (versions.py)
-            )
-    except BaseException as e:
-        with connect() as conn:
-            keeper.flush(conn)  # what was fetched stays for the next pull of the window
-            storage.discard_staging(conn, run_id)
-        if isinstance(e, OkkiQuotaExhausted):
-            fetched = summary.stored + len(buffer)
-            raise e.with_progress(
-                f"{fetched} of {len(listed)} companies fetched, kept for the next run"
-            ) from None
-        raise
+
+def _replace_deleted(
+    conn: duckdb.DuckDBPyConnection, partition_key: str, deleted: ListedRecords, run_id: str
+) -> None:
+    storage.replace_deleted(
+        conn,
+        partition_key,
+        [
+            (k, r.get("update_time"), json.dumps(r, ensure_ascii=False))
+            for k, r in deleted.items()
+            if not is_raw_key(k)
+        ],
+        run_id,
+        now(),  # read after the infos: a later observation (versions.py)
+    )
+
+
+def _count_infos(summary: PullSummary, info: InfoReport) -> None:
     summary.info_requested = info.requested
     summary.info_reused = info.reused - summary.info_resumed  # from the published copy
     summary.deleted_while_syncing = info.deleted_while_syncing
     summary.info_refused, summary.info_ahead_of_list = info.info_refused, info.info_ahead_of_list
     summary.info_unusable = info.info_unusable
-    count_stored(connect, summary)
-    summary.client_stats = stats_delta(client.stats.as_metadata(), before)
-    summary.pacing = pacing_metadata(client.pacer, answers_before)
-    summary.seconds = time.monotonic() - started
-    return summary
 
 
 class _KeptInfoWriter:
@@ -246,12 +265,3 @@ def count_stored(connect: Connect, summary: PullSummary) -> int:
         counts = storage.raw_counts(conn, summary.partition_key)
     summary.stored_in_duckdb, summary.distinct_in_duckdb = counts
     return summary.stored_in_duckdb
-
-
-def _stage(connect: Connect, run_id: str, buffer: list[storage.RawRow], at: datetime) -> int:
-    n = len(buffer)
-    if n:
-        with connect() as conn:
-            storage.stage_raw(conn, run_id, buffer, at)
-        buffer.clear()
-    return n
