@@ -80,17 +80,7 @@ def build_raw_companies(
                         context.run.run_id,
                         refresh_info=okki.refresh_info,
                     )
-                    context.log.info(
-                        "%s: %d companies stored (%d info calls, %d reused, %d resumed from an"
-                        " interrupted pull, %d deleted while syncing) in %.1fs",
-                        key,
-                        summary.stored,
-                        summary.info_requested,
-                        summary.info_reused,
-                        summary.info_resumed,
-                        len(summary.deleted_while_syncing),
-                        summary.seconds,
-                    )
+                    log_pull(context, summary)
                     context.add_asset_metadata(
                         {**pull_metadata(summary), **used}, partition_key=key
                     )
@@ -99,6 +89,20 @@ def build_raw_companies(
             yield from emit(context, ASSET, outcomes)
 
     return raw_companies
+
+
+def log_pull(context: dg.AssetExecutionContext, summary: PullSummary) -> None:
+    context.log.info(
+        "%s: %d companies stored (%d info calls, %d reused, %d resumed from an"
+        " interrupted pull, %d deleted while syncing) in %.1fs",
+        summary.partition_key,
+        summary.stored,
+        summary.info_requested,
+        summary.info_reused,
+        summary.info_resumed,
+        len(summary.deleted_while_syncing),
+        summary.seconds,
+    )
 
 
 def pull_metadata(summary: PullSummary) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
 
+import duckdb
 import pandas as pd
 import pandera.pandas as pa
 
@@ -89,26 +90,32 @@ def clean_partition(connect: Connect, partition_key: str, run_id: str) -> CleanS
             )
             # One cleaned copy per company between the account's copy and the windows'.
             storage.settle_account_copies(conn, partition_key, ACCOUNT_KEY)
-        # Validate what DuckDB now holds chunk by chunk, so a large window is never in memory.
-        failures: list[pd.DataFrame] = []
-        offset = 0
-        for stored in storage.iter_cleaned(conn, partition_key):
-            stored.index = pd.RangeIndex(offset, offset + len(stored))
-            offset += len(stored)
-            if summary.preview.empty:
-                summary.preview = stored.head(5)[
-                    [c for c in ("company_id", "name", "country", "email", "phone") if c in stored]
-                ]
-            failures.append(_validate_stored(stored))
-        summary.reasons = storage.quarantine_reason_counts(conn, partition_key)
-        summary.quarantine_sample = storage.quarantine_sample(conn, partition_key)
-        summary.duplicate_ids = storage.duplicate_company_ids(conn, partition_key)
+        _check_stored(conn, summary)
     summary.field_issues = dict(issues)
     summary.failure_cases = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
-    failures = [f for f in failures if not f.empty]
-    summary.stored_failures = pd.concat(failures, ignore_index=True) if failures else pd.DataFrame()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _check_stored(conn: duckdb.DuckDBPyConnection, summary: CleanSummary) -> None:
+    """Validate what DuckDB now holds chunk by chunk, so a large window is never in memory; the
+    preview, the quarantine's reasons and sample and the duplicate ids go to the summary too."""
+    partition_key = summary.partition_key
+    failures: list[pd.DataFrame] = []
+    offset = 0
+    for stored in storage.iter_cleaned(conn, partition_key):
+        stored.index = pd.RangeIndex(offset, offset + len(stored))
+        offset += len(stored)
+        if summary.preview.empty:
+            summary.preview = stored.head(5)[
+                [c for c in ("company_id", "name", "country", "email", "phone") if c in stored]
+            ]
+        failures.append(_validate_stored(stored))
+    summary.reasons = storage.quarantine_reason_counts(conn, partition_key)
+    summary.quarantine_sample = storage.quarantine_sample(conn, partition_key)
+    summary.duplicate_ids = storage.duplicate_company_ids(conn, partition_key)
+    failures = [f for f in failures if not f.empty]
+    summary.stored_failures = pd.concat(failures, ignore_index=True) if failures else pd.DataFrame()
 
 
 def _validate_stored(stored: pd.DataFrame) -> pd.DataFrame:
