@@ -4,8 +4,8 @@ Writes ``--rows`` mapped records (the built-in mapping's shape) through the SQL 
 batches of ``--batch`` (500, the default batch size) into a fresh table, as new rows, then once
 more unchanged (each row read, hashed and left alone), reporting rows per second and the
 process's resident memory after each quarter (flat memory: the quarters stay level). Then the
-audit's read-back and comparison (okki_assets/audit.py: ``read_target`` + ``classify``) over the
-whole table, with its time and the memory it added.
+audit's read-back and comparison (okki_assets/stages/audit.py: ``read_target`` + ``classify``)
+over the whole table, with its time and the memory it added.
 
 The server is a throwaway PostgreSQL started like the tests' (okki_assets_tests/dbservers.py),
 or ``--url`` for one of yours (a fresh table ``bench_sql_<n>`` is created and dropped).
@@ -27,8 +27,8 @@ import pandas as pd
 import psutil
 import sqlalchemy as sa
 
-from okki_assets.audit import classify, read_target
 from okki_assets.mapping import content_hash
+from okki_assets.stages.audit import classify, read_target
 from okki_assets.targets import RecordVersion, TargetSettings, open_target
 from okki_assets.targets.sql import SqlTarget
 

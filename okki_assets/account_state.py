@@ -1,8 +1,8 @@
 """The whole account against the ledger: which companies are missing, stale, restored, deleted
 but present, moved back or different, and which are due for the rolling info refresh.
 
-Pure rules over frames (no I/O): ``reconcile.py`` runs them on the account list it read and the
-ledger, and the check ``account_in_sync`` runs them again after the load.
+Pure rules over frames (no I/O): ``stages/reconcile.py`` runs them on the account list it read
+and the ledger, and the check ``account_in_sync`` runs them again after the load.
 """
 
 from __future__ import annotations

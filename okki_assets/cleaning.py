@@ -336,7 +336,7 @@ def _quarantine_by_update_time(
     """A row needs a usable ``update_time`` inside the window ``[start, end)``, or filed under
     it: the raw column holds the list's time, which chose the partition; info, read
     afterwards, may be newer, even past the window, and the row still belongs here (see
-    pull.py)."""
+    stages/pull.py)."""
     for pos in np.flatnonzero(update_time.isna()).tolist():
         rows[pos].reasons.append("update_time_unparseable")
     outside = (update_time < start) | (update_time >= end)  # False for NaT

@@ -48,13 +48,13 @@ from okki_assets.assets.account import build_account
 from okki_assets.automation import build_automation
 from okki_assets.logs import okki_console_logger
 from okki_assets.partitions import DEFAULT_SYNC_START, build_sync_partitions
-from okki_assets.reconcile import DEFAULT_REFRESH_DAYS, refresh_days_problem
 from okki_assets.resources import (
     K3CloudConfig,
     OkkiResource,
     TargetResource,
     WarehouseResource,
 )
+from okki_assets.stages.reconcile import DEFAULT_REFRESH_DAYS, refresh_days_problem
 
 T = TypeVar("T")
 

@@ -1,13 +1,13 @@
 """raw_companies -> cleaned_companies -> loaded_companies, one sync window per partition.
 
-One module per asset, each holding the asset, its stage (one partition's work against DuckDB,
-returning a summary), and its checks (specs, pass/fail rules, metadata): raw.py, cleaned.py,
-loaded.py, and account.py for the unpartitioned okki_account that okki_reconcile materializes
-(built apart, in definitions.py, because it has no sync windows). What they share is in
-common.py. The assets orchestrate only: they loop over the
-run's partitions (one, or a range in a single-run backfill), call their stage, and report
-per-partition metadata and check results. Their data lives in DuckDB tables written by
-the storage package, so they return no value to an IO manager.
+One module per asset, each holding the asset's definition, its checks (specs, pass/fail rules)
+and its metadata, and calling one stage (okki_assets/stages/: one partition's work against
+DuckDB, returning a summary): raw.py, cleaned.py, loaded.py, and account.py for the
+unpartitioned okki_account that okki_reconcile materializes (built apart, in definitions.py,
+because it has no sync windows). What they share is in common.py. The assets orchestrate only:
+they loop over the run's partitions (one, or a range in a single-run backfill), call their
+stage, and report per-partition metadata and check results. Their data lives in DuckDB tables
+written by the storage package, so they return no value to an IO manager.
 """
 
 from __future__ import annotations

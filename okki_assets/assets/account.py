@@ -1,9 +1,9 @@
 """okki_account: the whole OKKI account at the target, its check, job and schedule.
 
-- ``okki_account`` (group okki, unpartitioned) runs one reconcile (see reconcile.py): one pass
-  over the full list and the full deleted list against the load ledger; only missing, stale,
-  restored and refresh-due companies are fetched, cleaned and loaded through the same stage
-  functions as a daily window, under the partition ``account`` of the stage tables.
+- ``okki_account`` (group okki, unpartitioned) runs one reconcile (see stages/reconcile.py): one
+  pass over the full list and the full deleted list against the load ledger; only missing,
+  stale, restored and refresh-due companies are fetched, cleaned and loaded through the same
+  stage functions as a daily window, under the partition ``account`` of the stage tables.
 - ``account_in_sync`` (ERROR when it fails): after the run, nothing live and valid is missing
   or stale and nothing deleted is still present at the target. Run alone, it takes its own list
   pass (list requests only, no info call, no write to the target) and tells how far the target
@@ -21,11 +21,13 @@ import dagster as dg
 
 from okki_assets import storage
 from okki_assets.account_state import AccountState
-from okki_assets.assets.common import ErrorsAsFailure, table_metadata
+from okki_assets.assets.common import ErrorsAsFailure
 from okki_assets.assets.raw import API_POOL
 from okki_assets.logs import RUN_CONFIG
+from okki_assets.metadata import table_metadata
 from okki_assets.okki_time import TIMEZONE
-from okki_assets.reconcile import (
+from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
+from okki_assets.stages.reconcile import (
     DEFAULT_REFRESH_DAYS,
     ReconcileSummary,
     observe,
@@ -33,7 +35,6 @@ from okki_assets.reconcile import (
     refresh_days_problem,
     state_of,
 )
-from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
 
 ACCOUNT_ASSET = "okki_account"
 # A group of its own: the UI's "Materialize all" on the windows' group (okki) then selects the
@@ -52,7 +53,7 @@ RUN_FIGURES = (
     "info_requests",
     "sent",
     "tombstones_sent",
-    # The audit of the target itself (okki_assets/audit.py).
+    # The audit of the target itself (okki_assets/stages/audit.py).
     "target_audit",
     "target_missing",
     "target_different",

@@ -1,5 +1,5 @@
-"""What the three assets share: the partition-by-partition check results, metadata
-formatting, the clean failure for the project's own errors, and small stage helpers.
+"""What the three assets share: the partition-by-partition check results and the clean
+failure for the project's own errors (how frames and counts show is in metadata.py).
 
 Checks are evaluated per partition, inline in the asset that produces the data. Each is
 declared as an ``AssetCheckSpec`` on its asset (each asset module declares its own) and
@@ -12,15 +12,12 @@ partition in the UI, as a daily run does.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
-import duckdb
-import pandas as pd
 
 # Not exported at the top level in Dagster 1.13; AssetCheckResult builds the same record.
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
@@ -31,23 +28,6 @@ from okki_assets.errors import OkkiAssetsError
 
 GROUP = "okki"
 WARN = dg.AssetCheckSeverity.WARN
-
-#: Opens a DuckDB connection for one unit of work (``WarehouseResource.get_connection``).
-Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
-
-
-def now() -> datetime:
-    return datetime.now(tz=UTC)
-
-
-def stats_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, float | int]:
-    """What a client's numeric stats grew by over one partition."""
-    out: dict[str, float | int] = {}
-    for key, value in after.items():
-        if isinstance(value, int | float):
-            diff = value - before.get(key, 0)
-            out[key] = round(diff, 3) if isinstance(diff, float) else diff
-    return out
 
 
 class ErrorsAsFailure:
@@ -166,46 +146,3 @@ def _materialization(
         run_id=record.event_log_entry.run_id,
         timestamp=record.timestamp,
     )
-
-
-def table_metadata(frame: pd.DataFrame, limit: int = 20) -> dg.TableMetadataValue:
-    """A small frame as a table in the UI (values as text, at most ``limit`` rows)."""
-    head = frame.head(limit)
-    columns = [dg.TableColumn(str(c), "string") for c in head.columns]
-    records = [
-        dg.TableRecord({str(k): _text(v) for k, v in row.items()})
-        for row in head.to_dict(orient="records")
-    ]
-    return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
-
-
-def _text(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and pd.isna(value):
-        return ""
-    text = str(value)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def markdown_rows(frame: pd.DataFrame, limit: int = 5, width: int = 40) -> dg.MarkdownMetadataValue:
-    """The first rows of a frame as a markdown table: cells on one line, cut at ``width``."""
-
-    def cell(value: object) -> str:
-        text = " ".join(_text(value).split()).replace("|", "\\|")
-        return text if len(text) <= width else text[: width - 1] + "…"
-
-    head = frame.head(limit)
-    lines = ["| " + " | ".join(cell(c) for c in head.columns) + " |"]
-    lines.append("|" + "---|" * len(head.columns))
-    for row in head.itertuples(index=False):
-        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
-    return dg.MetadataValue.md("\n".join(lines))
-
-
-def counts_markdown(counts: Mapping[str, int]) -> dg.MarkdownMetadataValue:
-    if not counts:
-        return dg.MetadataValue.md("_none_")
-    lines = ["| reason | rows |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
-    return dg.MetadataValue.md("\n".join(lines))

@@ -1,61 +1,32 @@
 """raw_companies: the window's companies as OKKI sent them, one list record and info payload
 each, in DuckDB.
 
-Everything about this asset is here: its definition, its stage (``pull_partition``: one
-partition's pull, staged and published in DuckDB), and its check ``raw_complete`` (every
-company OKKI listed has one raw row). The pull's completeness rules live in pull.py.
+This module holds the asset's definition, its metadata and its check ``raw_complete`` (every
+company OKKI listed has one raw row); the pull itself is the stage ``pull_partition``
+(stages/window_pull.py).
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset's annotations at runtime.
 
-import json
-import logging
-import time
 from collections.abc import Iterator
-from contextlib import nullcontext
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
-import duckdb
 
-from okki_assets import storage
 from okki_assets.assets.common import (
     GROUP,
     CheckOutcome,
-    Connect,
     ErrorsAsFailure,
     emit,
-    now,
     partitioned_checks_allowed,
     specs,
-    stats_delta,
 )
-from okki_assets.clients.okki import OkkiClient, is_raw_key
-from okki_assets.clients.ratecontrol import pacing_metadata
-from okki_assets.errors import OkkiQuotaExhausted
-from okki_assets.partitions import window_for_key
-from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
 from okki_assets.resources import OkkiResource, TargetResource, WarehouseResource
-
-log = logging.getLogger(__name__)
+from okki_assets.stages.window_pull import PullSummary, pull_partition
 
 ASSET = "raw_companies"
 API_POOL = "okki_api"
 RAW_COMPLETE = "raw_complete"
-
-STAGE_CHUNK = 1_000
-# Info payloads are kept (committed) as they arrive: once KEEP_CHUNK are waiting, but not more
-# often than every KEEP_MIN_GAP seconds (each write opens and closes the DuckDB file, some 30 to
-# 50 ms of CPU), and at least every KEEP_SECONDS. A pull killed at any moment so loses at most
-# KEEP_CHUNK payloads or half a second's (40 at 80 calls per second), plus the calls in flight,
-# and each short write holds the file's single writer lock only for milliseconds.
-KEEP_CHUNK = 20
-KEEP_MIN_GAP = 0.5
-KEEP_SECONDS = 2.0
-# Kept payloads older than this are dropped unused (a window not pulled again, a run given up).
-KEPT_MAX_AGE = timedelta(days=3)
 
 
 def build_raw_companies(
@@ -109,17 +80,7 @@ def build_raw_companies(
                         context.run.run_id,
                         refresh_info=okki.refresh_info,
                     )
-                    context.log.info(
-                        "%s: %d companies stored (%d info calls, %d reused, %d resumed from an"
-                        " interrupted pull, %d deleted while syncing) in %.1fs",
-                        key,
-                        summary.stored,
-                        summary.info_requested,
-                        summary.info_reused,
-                        summary.info_resumed,
-                        len(summary.deleted_while_syncing),
-                        summary.seconds,
-                    )
+                    log_pull(context, summary)
                     context.add_asset_metadata(
                         {**pull_metadata(summary), **used}, partition_key=key
                     )
@@ -130,14 +91,51 @@ def build_raw_companies(
     return raw_companies
 
 
-def pull_metadata(summary: "PullSummary") -> dict[str, Any]:
-    metadata = summary.metadata()
+def log_pull(context: dg.AssetExecutionContext, summary: PullSummary) -> None:
+    context.log.info(
+        "%s: %d companies stored (%d info calls, %d reused, %d resumed from an"
+        " interrupted pull, %d deleted while syncing) in %.1fs",
+        summary.partition_key,
+        summary.stored,
+        summary.info_requested,
+        summary.info_reused,
+        summary.info_resumed,
+        len(summary.deleted_while_syncing),
+        summary.seconds,
+    )
+
+
+def pull_metadata(summary: PullSummary) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "dagster/row_count": summary.stored,
+        "fetched": summary.stored,
+        "okki_total_item_reported": summary.total_item,
+        "distinct_companies": summary.distinct,
+        "duplicates_dropped": summary.duplicates_dropped,
+        "listed_rows_of_neighbour_days": summary.edge_rows_left_to_neighbour,
+        "list_passes_until_stable": summary.passes,
+        "list_pages": summary.pages,
+        "window_splits_list_unsettled": summary.bisections,
+        "info_requested": summary.info_requested,
+        "info_reused": summary.info_reused,
+        "info_resumed": summary.info_resumed,
+        "deleted_listed": summary.deleted_listed,
+        "stored_in_duckdb": summary.stored_in_duckdb,
+        "distinct_in_duckdb": summary.distinct_in_duckdb,
+        "deleted_while_syncing": len(summary.deleted_while_syncing),
+        "info_refused": len(summary.info_refused),
+        "info_unusable": len(summary.info_unusable),
+        "info_ahead_of_list": len(summary.info_ahead_of_list),
+        "duration_seconds": round(summary.seconds, 2),
+        **summary.pacing,
+        **summary.client_stats,
+    }
     if summary.deleted_while_syncing:
         metadata["deleted_while_syncing_ids"] = ", ".join(summary.deleted_while_syncing[:50])
     return metadata
 
 
-def raw_complete(summary: "PullSummary") -> CheckOutcome:
+def raw_complete(summary: PullSummary) -> CheckOutcome:
     """Passes when DuckDB holds one raw row per company the window listed (``accounted``)."""
     return CheckOutcome(
         summary.partition_key,
@@ -159,7 +157,7 @@ def raw_complete(summary: "PullSummary") -> CheckOutcome:
     )
 
 
-def raw_complete_description(summary: "PullSummary") -> str:
+def raw_complete_description(summary: PullSummary) -> str:
     """Listed against stored, and why OKKI's own total may be higher: the list is asked for the
     window widened by a second on each edge, and rows on the edges belong to the neighbour days
     (synced there)."""
@@ -171,224 +169,3 @@ def raw_complete_description(summary: "PullSummary") -> str:
             " days (on the window's edges, synced with their own day)"
         )
     return text
-
-
-# --- the stage: one partition's pull ------------------------------------------------------
-
-
-@dataclass
-class PullSummary:
-    partition_key: str
-    total_item: int = 0
-    distinct: int = 0
-    stored: int = 0
-    stored_in_duckdb: int = 0
-    distinct_in_duckdb: int = 0
-    pages: int = 0
-    passes: int = 0
-    bisections: int = 0
-    duplicates_dropped: int = 0
-    edge_rows_left_to_neighbour: int = 0
-    info_requested: int = 0
-    info_reused: int = 0
-    info_resumed: int = 0
-    deleted_listed: int = 0
-    deleted_while_syncing: list[str] = field(default_factory=list)
-    info_refused: list[str] = field(default_factory=list)
-    info_unusable: list[str] = field(default_factory=list)
-    info_ahead_of_list: list[str] = field(default_factory=list)
-    client_stats: dict[str, float | int] = field(default_factory=dict)
-    pacing: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def accounted(self) -> bool:
-        """What the list said against what DuckDB holds: the distinct companies of the final
-        pass (edge rows left to the neighbour) each have exactly one raw row of the partition,
-        counted in the table after publishing. Companies info reported deleted or refused are
-        stored too, for quarantine, so nothing is subtracted."""
-        return self.stored_in_duckdb == self.distinct_in_duckdb == self.distinct
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "dagster/row_count": self.stored,
-            "fetched": self.stored,
-            "okki_total_item_reported": self.total_item,
-            "distinct_companies": self.distinct,
-            "duplicates_dropped": self.duplicates_dropped,
-            "listed_rows_of_neighbour_days": self.edge_rows_left_to_neighbour,
-            "list_passes_until_stable": self.passes,
-            "list_pages": self.pages,
-            "window_splits_list_unsettled": self.bisections,
-            "info_requested": self.info_requested,
-            "info_reused": self.info_reused,
-            "info_resumed": self.info_resumed,
-            "deleted_listed": self.deleted_listed,
-            "stored_in_duckdb": self.stored_in_duckdb,
-            "distinct_in_duckdb": self.distinct_in_duckdb,
-            "deleted_while_syncing": len(self.deleted_while_syncing),
-            "info_refused": len(self.info_refused),
-            "info_unusable": len(self.info_unusable),
-            "info_ahead_of_list": len(self.info_ahead_of_list),
-            "duration_seconds": round(self.seconds, 2),
-            **self.pacing,
-            **self.client_stats,
-        }
-
-
-def pull_partition(
-    client: OkkiClient,
-    connect: Connect,
-    partition_key: str,
-    run_id: str,
-    *,
-    refresh_info: bool = False,
-) -> PullSummary:
-    """Pull one window into ``raw_companies`` (and its deleted list), replacing the partition."""
-    started = time.monotonic()
-    before = client.stats.as_metadata()
-    answers_before = client.pacer.answers()
-    start, end = window_for_key(partition_key)
-    summary = PullSummary(partition_key)
-
-    listed, report = list_window(client, start, end)
-    summary.total_item, summary.distinct = report.total_item, len(listed)
-    summary.pages, summary.passes, summary.bisections = (
-        report.pages,
-        report.passes,
-        report.bisections,
-    )
-    summary.duplicates_dropped = report.duplicates_dropped
-    summary.edge_rows_left_to_neighbour = report.edge_rows_left_to_neighbour
-    log.info("%s: %d companies listed in %d pages", partition_key, len(listed), report.pages)
-
-    ids = [k for k in listed if not is_raw_key(k)]
-    list_times = {k: t for k in ids if isinstance(t := listed.update_time(k), str)}
-    stored_times: dict[str, str] = {}
-    kept: dict[str, str | None] = {}
-    with connect() as conn:
-        storage.prune_kept_infos(conn, partition_key, list_times, now() - KEPT_MAX_AGE)
-        # With refresh_info every payload is read by this pull: one kept by an earlier pull,
-        # however recent, may predate an edit that did not move update_time.
-        if not refresh_info:
-            stored_times = storage.stored_update_times(conn, ids)
-            kept = storage.kept_info_times(conn, list_times)
-
-    def reusable(company_id: str, update_time: object) -> bool:
-        if update_time is None:
-            return False
-        return stored_times.get(company_id) == update_time or company_id in kept
-
-    info = InfoReport()
-    fetched_at = now()
-    buffer: list[storage.RawRow] = []
-    keeper = _KeptInfoWriter(connect, partition_key, run_id)
-    try:
-        for company in fetch_infos(client, listed, reusable=reusable, report=info):
-            info_json = (
-                json.dumps(company.info, ensure_ascii=False) if company.info is not None else None
-            )
-            update_time, resumed_from = company.update_time, None
-            if company.info_reused and stored_times.get(company.key) != update_time:
-                # Fetched by an earlier pull of this window that ended before publishing.
-                resumed_from, update_time = update_time, kept[company.key]
-                summary.info_resumed += 1
-            elif info_json is not None:
-                keeper.add(company, info_json)
-            buffer.append(
-                storage.RawRow(
-                    partition_key,
-                    company.company_id,
-                    update_time,
-                    json.dumps(company.list_record, ensure_ascii=False),
-                    info_json,
-                    company.info_reused and resumed_from is None,
-                    resumed_from,
-                )
-            )
-            if len(buffer) >= STAGE_CHUNK:
-                summary.stored += _stage(connect, run_id, buffer, fetched_at)
-                log.info("%s: %d/%d companies staged", partition_key, summary.stored, len(listed))
-        keeper.flush()
-        summary.stored += _stage(connect, run_id, buffer, fetched_at)
-
-        deleted, _ = list_window(client, start, end, removed=1)
-        summary.deleted_listed = len(deleted)
-        with connect() as conn:
-            storage.publish_raw(conn, run_id, [partition_key])
-            storage.replace_deleted(
-                conn,
-                partition_key,
-                [
-                    (k, r.get("update_time"), json.dumps(r, ensure_ascii=False))
-                    for k, r in deleted.items()
-                    if not is_raw_key(k)
-                ],
-                run_id,
-                now(),  # read after the infos: a later observation (versions.py)
-            )
-    except BaseException as e:
-        with connect() as conn:
-            keeper.flush(conn)  # what was fetched stays for the next pull of the window
-            storage.discard_staging(conn, run_id)
-        if isinstance(e, OkkiQuotaExhausted):
-            fetched = summary.stored + len(buffer)
-            raise e.with_progress(
-                f"{fetched} of {len(listed)} companies fetched, kept for the next run"
-            ) from None
-        raise
-    summary.info_requested = info.requested
-    summary.info_reused = info.reused - summary.info_resumed  # from the published copy
-    summary.deleted_while_syncing = info.deleted_while_syncing
-    summary.info_refused, summary.info_ahead_of_list = info.info_refused, info.info_ahead_of_list
-    summary.info_unusable = info.info_unusable
-    count_stored(connect, summary)
-    summary.client_stats = stats_delta(client.stats.as_metadata(), before)
-    summary.pacing = pacing_metadata(client.pacer, answers_before)
-    summary.seconds = time.monotonic() - started
-    return summary
-
-
-class _KeptInfoWriter:
-    """Keeps the info payloads a pull fetches, a few at a time, as they arrive."""
-
-    def __init__(self, connect: Connect, partition_key: str, run_id: str) -> None:
-        self._connect, self._partition_key, self._run_id = connect, partition_key, run_id
-        self._infos: list[storage.KeptInfo] = []
-        self._since = time.monotonic()
-
-    def add(self, company: PulledCompany, info_json: str) -> None:
-        list_time = company.list_record.get("update_time")
-        if company.company_id is None or not isinstance(list_time, str):
-            return
-        self._infos.append(
-            storage.KeptInfo(company.company_id, list_time, company.update_time, info_json)
-        )
-        waited = time.monotonic() - self._since
-        if waited >= KEEP_SECONDS or (len(self._infos) >= KEEP_CHUNK and waited >= KEEP_MIN_GAP):
-            self.flush()
-
-    def flush(self, conn: duckdb.DuckDBPyConnection | None = None) -> None:
-        if self._infos:
-            with self._connect() if conn is None else nullcontext(conn) as writer:
-                storage.keep_infos(writer, self._partition_key, self._run_id, self._infos, now())
-            self._infos.clear()
-        self._since = time.monotonic()
-
-
-def count_stored(connect: Connect, summary: PullSummary) -> int:
-    """Count the raw rows (and distinct companies) DuckDB holds for the summary's partition:
-    raw_complete's evidence. Returns the rows."""
-    with connect() as conn:
-        counts = storage.raw_counts(conn, summary.partition_key)
-    summary.stored_in_duckdb, summary.distinct_in_duckdb = counts
-    return summary.stored_in_duckdb
-
-
-def _stage(connect: Connect, run_id: str, buffer: list[storage.RawRow], at: datetime) -> int:
-    n = len(buffer)
-    if n:
-        with connect() as conn:
-            storage.stage_raw(conn, run_id, buffer, at)
-        buffer.clear()
-    return n

@@ -404,7 +404,6 @@ def run(args: argparse.Namespace) -> int:
     profile = fault_profile(args.faults)
     keys = recent_keys(args.days)
     workspace = write_workspace(home)
-    url = f"http://{args.host}:{args.port}"
     stop = _Stop()
     stop.install()  # before the child starts, so no signal is lost in between
     try:
@@ -440,28 +439,7 @@ def run(args: argparse.Namespace) -> int:
                 sync_partitions(sims, world, recent, keys[0], out, lambda: stop.requested, target)
             if stop.requested:  # Ctrl-C while the simulators were starting or syncing
                 return 0
-            out.write(f"Starting dg dev on {url}; Ctrl-C stops everything.\n")
-            out.flush()
-            proc = start_process_group(
-                dagster_dev_command(workspace, args.host, args.port), env=env, cwd=home
-            )
-            stop.pgid = proc.pid
-            try:
-                ready = False
-                while not stop.requested and proc.poll() is None:
-                    if not ready and webserver_ready(url):
-                        ready = True
-                        out.write(
-                            f"\nDagster UI ready: {url}  ({UI_HINT}; pick partitions for a"
-                            " backfill)\n\n"
-                        )
-                        out.flush()
-                    time.sleep(0.25)
-            finally:
-                if stop.requested:
-                    out.write("\nStopping dg dev and the simulators ...\n")
-                    out.flush()
-                code = stop_process_group(proc)
+            code = _serve_dg_dev(args, workspace, env, home, stop, out)
     finally:
         stop.restore()
     if not stop.requested and code:
@@ -469,3 +447,38 @@ def run(args: argparse.Namespace) -> int:
     out.write("okki-assets dev stopped.\n")
     out.flush()
     return 0 if stop.requested or not code else 1
+
+
+def _serve_dg_dev(
+    args: argparse.Namespace,
+    workspace: Path,
+    env: Mapping[str, str],
+    home: Path,
+    stop: _Stop,
+    out: IO[str],
+) -> int | None:
+    """Run dg dev until it exits or a stop is asked for, saying when its UI is ready; returns
+    its exit code as stop_process_group reads it."""
+    url = f"http://{args.host}:{args.port}"
+    out.write(f"Starting dg dev on {url}; Ctrl-C stops everything.\n")
+    out.flush()
+    proc = start_process_group(
+        dagster_dev_command(workspace, args.host, args.port), env=env, cwd=home
+    )
+    stop.pgid = proc.pid
+    try:
+        ready = False
+        while not stop.requested and proc.poll() is None:
+            if not ready and webserver_ready(url):
+                ready = True
+                out.write(
+                    f"\nDagster UI ready: {url}  ({UI_HINT}; pick partitions for a backfill)\n\n"
+                )
+                out.flush()
+            time.sleep(0.25)
+    finally:
+        if stop.requested:
+            out.write("\nStopping dg dev and the simulators ...\n")
+            out.flush()
+        code = stop_process_group(proc)
+    return code

@@ -168,32 +168,7 @@ class OkkiAuth:
             "scope": self.scope,
         }
         params = {"scope": self.scope}
-        try:
-            resp = self._http.post(TOKEN_PATH, data=form)
-            self._contacted = True
-        except httpx.TimeoutException as exc:
-            raise OkkiTransientError(
-                f"token request timed out ({type(exc).__name__})",
-                cause="timeout",
-                endpoint=TOKEN_PATH,
-                params=params,
-            ) from exc
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            if isinstance(exc, httpx.ConnectError) and not self._contacted:
-                # OKKI was never reached: a wrong OKKI_BASE_URL or no network, not a blip.
-                raise OkkiPermanentError(
-                    f"token request failed ({type(exc).__name__})"
-                    + unreachable_hint(exc, self.base_url),
-                    endpoint=TOKEN_PATH,
-                    params=params,
-                ) from exc
-            raise OkkiTransientError(
-                f"token request failed in transport ({type(exc).__name__})"
-                + unreachable_hint(exc, self.base_url),
-                cause="transport",
-                endpoint=TOKEN_PATH,
-                params=params,
-            ) from exc
+        resp = self._post_token(form, params)
         status = resp.status_code
         body = json_body(resp)
         if status == 429 or status >= 500:
@@ -225,6 +200,37 @@ class OkkiAuth:
             log.debug("obtained an OKKI access token valid for %.0fs", lifetime)
             return token, lifetime
         raise self._token_refusal(status, body, params)
+
+    def _post_token(self, form: dict[str, str], params: Mapping[str, object]) -> httpx.Response:
+        """POST the token request; no answer at all raises OkkiTransientError, or
+        OkkiPermanentError when OKKI was never reached (a wrong OKKI_BASE_URL, no network)."""
+        try:
+            resp = self._http.post(TOKEN_PATH, data=form)
+            self._contacted = True
+        except httpx.TimeoutException as exc:
+            raise OkkiTransientError(
+                f"token request timed out ({type(exc).__name__})",
+                cause="timeout",
+                endpoint=TOKEN_PATH,
+                params=params,
+            ) from exc
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            if isinstance(exc, httpx.ConnectError) and not self._contacted:
+                # OKKI was never reached: a wrong OKKI_BASE_URL or no network, not a blip.
+                raise OkkiPermanentError(
+                    f"token request failed ({type(exc).__name__})"
+                    + unreachable_hint(exc, self.base_url),
+                    endpoint=TOKEN_PATH,
+                    params=params,
+                ) from exc
+            raise OkkiTransientError(
+                f"token request failed in transport ({type(exc).__name__})"
+                + unreachable_hint(exc, self.base_url),
+                cause="transport",
+                endpoint=TOKEN_PATH,
+                params=params,
+            ) from exc
+        return resp
 
     def _token_refusal(self, status: int, body: object, params: Mapping[str, object]) -> Exception:
         error = self.scrub(str(body.get("error") or ""))[:40] if isinstance(body, dict) else ""

@@ -6,9 +6,9 @@ how a list ends.
 - Only an empty page ends a list. A page shorter than ``count`` does not: a server that serves
   fewer rows than asked makes every page short, and a page can come short in the middle.
   ``totalItem`` does not either: it may be capped or briefly wrong. An empty page that comes
-  too early (a glitch) is the pass guard's to catch (``okki_assets.pull``): the pass then shows
-  fewer companies than ``totalItem`` or differs from the next one. The cost is one request per
-  list: the empty page after the last.
+  too early (a glitch) is the pass guard's to catch (``okki_assets.stages.pull``): the pass
+  then shows fewer companies than ``totalItem`` or differs from the next one. The cost is one
+  request per list: the empty page after the last.
 - An empty page 1 while ``totalItem`` > 0 is a glitch, retried like a transient answer; a missing
   or non-numeric ``totalItem`` is a permanent error naming it.
 - Paging refuses a page that repeats the previous one (``RepeatedPageError``) or a run past

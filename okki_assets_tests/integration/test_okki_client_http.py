@@ -13,10 +13,10 @@ from datetime import date, datetime, timedelta
 
 from okki_assets.clients.okki import OkkiClient, RetrySettings
 from okki_assets.okki_time import CHINA_TZ
-from okki_assets.pull import list_window
 from okki_assets.simulator.data import generate_companies
 from okki_assets.simulator.http import ServerThread
 from okki_assets.simulator.okki import OkkiSimConfig, OkkiSimulator
+from okki_assets.stages.pull import list_window
 
 DAY = date(2026, 11, 20)
 FAST_RETRY = RetrySettings(max_attempts=12, base_delay=0.02, max_delay=0.5, budget_seconds=60)

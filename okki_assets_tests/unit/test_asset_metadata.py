@@ -1,4 +1,4 @@
-"""The metadata helpers the assets share (assets/common.py): what the UI is given to show.
+"""The metadata helpers the assets share (metadata.py): what the UI is given to show.
 
 Covers: counts as a markdown table, largest first, and ``_none_`` when empty; a frame's first
 rows as markdown, cells on one line, pipes escaped, long cells cut; a frame as a table with
@@ -12,9 +12,10 @@ import math
 
 import pandas as pd
 
-from okki_assets.assets.common import counts_markdown, markdown_rows, table_metadata
-from okki_assets.assets.raw import PullSummary, raw_complete
+from okki_assets.assets.raw import raw_complete
+from okki_assets.metadata import counts_markdown, markdown_rows, table_metadata
 from okki_assets.resources import shown_url
+from okki_assets.stages.window_pull import PullSummary
 
 
 def test_counts_are_a_table_largest_first() -> None:

@@ -407,8 +407,9 @@ def test_midnight_edges_of_the_window(update_time: str, inside: bool) -> None:
 
 
 def test_info_time_past_the_window_keeps_a_row_the_list_filed_here() -> None:
-    """The list's time chose the partition; info, read afterwards, is newer (pull.py's rule):
-    the row is cleaned here with the newer time as its version, not quarantined."""
+    """The list's time chose the partition; info, read afterwards, is newer (the rule of
+    stages/pull.py): the row is cleaned here with the newer time as its version, not
+    quarantined."""
     lst = list_record(update_time="2026-11-20 23:00:00")
     result = clean(raw_row(info_record(update_time="2026-11-22 08:00:00"), lst))
     assert result.quarantined.empty

@@ -16,7 +16,7 @@ import pytest
 from okki_assets import storage
 from okki_assets.identity import ledger_id, ledger_ids
 from okki_assets.loading import COMPANY_ID_NOT_NUMERIC, unusable_deletions
-from okki_assets.reconcile import state_of
+from okki_assets.stages.reconcile import state_of
 
 NOT_IDS = ["²", "٣", "12²", "-5", "+5", "1e3", "12a", "", "  ", None, 1.5, True, "9" * 20]
 

@@ -21,16 +21,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from okki_assets.assets import raw
 from okki_assets.clients.okki import OkkiClient, RetrySettings
 from okki_assets.errors import IncompleteWindowError, OkkiPermanentError, PaginationError
 from okki_assets.okki_time import CHINA_TZ
-from okki_assets.pull import InfoReport, PulledCompany, fetch_infos, list_window
-from okki_assets.reconcile import list_account
 from okki_assets.resources import WarehouseResource
 from okki_assets.simulator.data import generate_companies
 from okki_assets.simulator.http import mock_transport
 from okki_assets.simulator.okki import OkkiSimConfig, OkkiSimulator
+from okki_assets.stages import window_pull
+from okki_assets.stages.pull import InfoReport, PulledCompany, fetch_infos, list_window
+from okki_assets.stages.reconcile import list_account
 
 DAY = date(2026, 11, 20)
 START = datetime(2026, 11, 20, tzinfo=CHINA_TZ)
@@ -294,7 +294,7 @@ def test_raw_complete_compares_the_list_with_the_rows_duckdb_holds(tmp_path: Pat
     warehouse = WarehouseResource(database=str(tmp_path / "okki.duckdb"))
     connect = warehouse.get_connection
     with _client(mock_transport(sim, sleep=False)) as client:
-        summary = raw.pull_partition(client, connect, DAY.isoformat(), "run-1")
+        summary = window_pull.pull_partition(client, connect, DAY.isoformat(), "run-1")
     assert summary.distinct == summary.stored_in_duckdb == 40 and summary.accounted
 
     # The stored copy loses a listed company (a second writer, a restore): the check sees it.
@@ -303,7 +303,7 @@ def test_raw_complete_compares_the_list_with_the_rows_duckdb_holds(tmp_path: Pat
             "delete from raw_companies where company_id ="
             " (select min(company_id) from raw_companies)"
         )
-    assert raw.count_stored(connect, summary) == 39
+    assert window_pull.count_stored(connect, summary) == 39
     assert not summary.accounted
 
     # And another stored twice: as many rows as listed again, one company still missing.
@@ -312,6 +312,6 @@ def test_raw_complete_compares_the_list_with_the_rows_duckdb_holds(tmp_path: Pat
             "insert into raw_companies select * from raw_companies where company_id ="
             " (select max(company_id) from raw_companies)"
         )
-    assert raw.count_stored(connect, summary) == 40
+    assert window_pull.count_stored(connect, summary) == 40
     assert summary.distinct_in_duckdb == 39
     assert not summary.accounted

@@ -31,9 +31,10 @@ import dagster as dg
 import pandas as pd
 
 from okki_assets import storage
-from okki_assets.assets.common import Connect, table_metadata
 from okki_assets.errors import TargetNotAuditable
 from okki_assets.mapping import holds_tombstone, tombstone
+from okki_assets.metadata import table_metadata
+from okki_assets.stages.common import Connect
 from okki_assets.storage import LedgerStatus
 from okki_assets.targets import RecordResult, RecordVersion, Target, TargetSettings
 from okki_assets.targets.http import new_attempt

@@ -53,11 +53,6 @@ from okki_assets.account_state import (
     compare,
     due_for_refresh,
 )
-from okki_assets.assets.cleaned import CleanSummary, clean_partition
-from okki_assets.assets.common import Connect
-from okki_assets.assets.loaded import LoadSummary, load_partition
-from okki_assets.assets.raw import STAGE_CHUNK
-from okki_assets.audit import AuditSummary, audit_target
 from okki_assets.clients.okki import OkkiClient, is_raw_key
 from okki_assets.identity import ledger_ids
 from okki_assets.mapping import (
@@ -69,8 +64,13 @@ from okki_assets.mapping import (
 )
 from okki_assets.okki_time import parse_okki_times
 from okki_assets.partitions import ACCOUNT_KEY
-from okki_assets.pull import InfoReport, ListedRecords, fetch_infos, list_everything
-from okki_assets.purged import Purged, confirm_purged
+from okki_assets.stages.audit import AuditSummary, audit_target
+from okki_assets.stages.clean import CleanSummary, clean_partition
+from okki_assets.stages.common import Connect
+from okki_assets.stages.load import LoadSummary, load_partition
+from okki_assets.stages.pull import InfoReport, ListedRecords, fetch_infos, list_everything
+from okki_assets.stages.purged import Purged, confirm_purged
+from okki_assets.stages.staging import RawStager
 from okki_assets.storage import UPSERT_DONE, LedgerStatus
 from okki_assets.targets import Target, TargetSettings
 
@@ -307,29 +307,19 @@ def _pull(
         )
 
     report = InfoReport()
-    fetched_at = datetime.now(tz=UTC)
-    rows: list[storage.RawRow] = []
-    try:
+    stager = RawStager(connect, run_id)
+    with stager.discarding_on_failure():
         for c in fetch_infos(okki, to_pull, reusable=reusable, report=report):
             info = json.dumps(c.info, ensure_ascii=False) if c.info is not None else None
             list_json = json.dumps(c.list_record, ensure_ascii=False)
-            rows.append(
+            stager.add(
                 storage.RawRow(
                     ACCOUNT_KEY, c.company_id, c.update_time, list_json, info, c.info_reused
                 )
             )
-            if len(rows) >= STAGE_CHUNK:
-                with connect() as conn:
-                    storage.stage_raw(conn, run_id, rows, fetched_at)
-                rows.clear()
         with connect() as conn:
-            storage.stage_raw(conn, run_id, rows, fetched_at)
-            storage.publish_raw(conn, run_id, [ACCOUNT_KEY])
+            stager.publish(conn, [ACCOUNT_KEY])
             storage.record_info_fetches(conn, ACCOUNT_KEY, run_id)
-    except BaseException:
-        with connect() as conn:
-            storage.discard_staging(conn, run_id)
-        raise
     return report.reused, report.requested
 
 
