@@ -277,28 +277,53 @@ class OkkiClient(HttpClientBase):
     def company_infos(self, company_ids: Iterable[str | int]) -> Iterator[InfoResult]:
         """Details for many companies, ``concurrency`` calls at a time, yielded as they complete
         (order not guaranteed). Streams: at most ``2 * concurrency`` calls are queued at once.
-        The first failure propagates; queued calls are cancelled."""
+        The first failure propagates once the calls already answered or in flight are yielded
+        (each spent a request of the quota, and a failed pull keeps what it fetched); calls
+        queued and not started are cancelled."""
         window = 2 * self.concurrency
         pending: set[Future[InfoResult]] = set()
+        failures: list[BaseException] = []
         done_count = 0
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="okki-info")
         try:
             for company_id in company_ids:
                 if len(pending) >= window:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
+                    for result in _answered(done, failures):
                         done_count += 1
-                        yield fut.result()
+                        yield result
+                    if failures:
+                        break
                 pending.add(pool.submit(self.company_info, company_id))
             while pending:
+                if failures:
+                    for fut in pending:
+                        fut.cancel()  # only those not started yet
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
+                for result in _answered(done, failures):
                     done_count += 1
-                    yield fut.result()
+                    yield result
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        if failures:
+            raise failures[0]
         log.info(
             "fetched %d company details (%d not found so far)",
             done_count,
             self.stats.info_not_found,
         )
+
+
+def _answered(
+    done: Iterable[Future[InfoResult]], failures: list[BaseException]
+) -> Iterator[InfoResult]:
+    """The results of ``done``; a failure is added to ``failures`` instead (a cancelled call
+    is neither)."""
+    for fut in done:
+        if fut.cancelled():
+            continue
+        error = fut.exception()
+        if error is None:
+            yield fut.result()
+        else:
+            failures.append(error)

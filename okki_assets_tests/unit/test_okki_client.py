@@ -895,6 +895,32 @@ def test_company_infos_propagates_a_permanent_error() -> None:
     assert "company_id=13" in str(exc.value) and "code=400" in str(exc.value)
 
 
+def test_company_infos_yields_the_calls_in_flight_when_another_fails() -> None:
+    """A permanent failure stops the fan-out, but an answer already on its way is still handed
+    over (a failed pull keeps it): CI once saw one answered payload missing from the kept ones,
+    because the failure was raised before the answer that completed with it was yielded."""
+    failed = threading.Event()
+    answered: list[str] = []
+
+    def info(request: httpx.Request) -> httpx.Response:
+        cid = request.url.params["company_id"]
+        if cid == "2":
+            failed.set()
+            return httpx.Response(400, json={"message": "bad request"})
+        if cid == "1":
+            assert failed.wait(120), "company 2 was never asked"
+        answered.append(cid)
+        return ok(okki_info_record(cid))
+
+    fake = FakeOkki({INFO: [info]})
+    got: list[str] = []
+    with make_client(fake, concurrency=2) as client, pytest.raises(OkkiPermanentError):
+        for result in client.company_infos([1, 2, 3, 4, 5]):
+            got.append(result.company_id)
+    assert "1" in answered
+    assert sorted(got) == sorted(answered), "an answered payload was dropped"
+
+
 @pytest.mark.parametrize("code", [403, "10002"])  # an int code, and one sent as a string
 def test_info_answering_another_business_code_is_kept_for_that_company(code: object) -> None:
     def info(request: httpx.Request) -> httpx.Response:
